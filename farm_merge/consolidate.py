@@ -1,0 +1,543 @@
+"""The merge engine: many per-run files into one experiment database.
+
+For each source, in one transaction on the target: every table is copied with
+``INSERT INTO main.t (simulation_id, cols…) SELECT :sim, cols… FROM src.t`` (the source
+ATTACHed read-only; rows never pass through Python), the ``simulations`` row and the
+ledger row are written, and row counts are checked against the source's.  A source is
+merged whole or not at all; a killed merge leaves no partial simulation, and running it
+again completes it, since the ledger tells which sources are in.
+
+On a target whose data tables are empty (a first merge) the secondary indexes are
+dropped and built once at the end: the load then only appends, and the indexes come
+out densely packed instead of half-filled by random-order inserts.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+
+from . import __version__, db, migrations
+from .errors import FarmMergeError, SourceError
+from .legacy import affinity
+from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
+from .sources import SourceFile, SourceInfo, expand, inspect_source, json_or_none
+
+TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
+
+MERGED, SKIPPED, FAILED, PLANNED = "merged", "skipped", "failed", "planned"
+
+
+@dataclass
+class SourceResult:
+    """What happened to one source (or to an argument that matched nothing)."""
+
+    path: str
+    status: str
+    reason: str | None = None
+    simulation_ids: list[str] = field(default_factory=list)
+    era: str | None = None
+    size: int = 0
+    rows: int = 0
+    added_columns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class MergeReport:
+    target: str
+    experiment_id: str
+    results: list[SourceResult] = field(default_factory=list)
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def _with(self, status: str) -> list[SourceResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def merged(self) -> list[SourceResult]:
+        return self._with(PLANNED if self.dry_run else MERGED)
+
+    @property
+    def skipped(self) -> list[SourceResult]:
+        return self._with(SKIPPED)
+
+    @property
+    def failed(self) -> list[SourceResult]:
+        return self._with(FAILED)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every source merged or was skipped, 1 when any failed."""
+        return 1 if self.failed else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "experiment_id": self.experiment_id,
+            "dry_run": self.dry_run,
+            "seconds": round(self.seconds, 3),
+            "merged": len(self.merged),
+            "skipped": len(self.skipped),
+            "failed": len(self.failed),
+            "rows": sum(r.rows for r in self.merged),
+            "sources": [r.to_dict() for r in self.results],
+        }
+
+
+Progress = Callable[[str, int], None]
+
+
+def merge(
+    sources: Sequence[str],
+    into: str,
+    *,
+    experiment_id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    id_template: str | None = None,
+    dry_run: bool = False,
+    replace: bool = False,
+    verify: bool = False,
+    include_active: bool = False,
+    progress: bool | None = None,
+) -> MergeReport:
+    """Merge per-run files (paths or globs) into the experiment database ``into``.
+
+    ``experiment_id`` defaults to the target's file stem.  Simulation ids come from
+    ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``, ``{simulation_id}``,
+    ``{era}``) or else from the id the file records, or else its stem.  ``progress``
+    shows a bar on stderr (None: only on a terminal).  Problems with single sources
+    are reported in the result; problems with the target raise :class:`FarmMergeError`.
+    """
+    started = time.monotonic()
+    _check_template(id_template)
+    target_name = db.display(into)
+    target_path = db.sqlite_path(into)
+    experiment_id = experiment_id or (target_path.stem if target_path else None)
+    if not experiment_id:
+        raise FarmMergeError("name the experiment with --experiment-id (the target is not a file)")
+    report = MergeReport(target_name, experiment_id, dry_run=dry_run)
+
+    files, unmatched = expand(list(sources))
+    report.results += [SourceResult(p, FAILED, "no files match" if _is_glob(p) else "no such file")
+                       for p in unmatched]
+    if target_path is not None:
+        target_real = target_path.resolve()
+        sidecars = {Path(f"{target_real}{s}") for s in ("", "-wal", "-shm", "-journal")}
+        files = [f for f in files if f.path.resolve() not in sidecars]
+
+    bar = _progress_bar(progress, "inspecting", len(files), unit="file")
+    plans: list[_Plan] = []
+    for source in files:
+        bar.set_postfix_str(source.path.name, refresh=False)
+        try:
+            info = inspect_source(source, include_active=include_active)
+            plans.append(_Plan(info, _simulation_ids(info, id_template)))
+        except SourceError as e:
+            report.results.append(SourceResult(str(source.path), FAILED, e.reason))
+        bar.update(1)
+    bar.close()
+    _reject_duplicate_ids(plans, report)
+
+    if dry_run and target_path is not None and not target_path.exists():
+        for plan in plans:
+            report.results.append(plan.result(PLANNED))
+        report.seconds = time.monotonic() - started
+        return _ordered(report, files, unmatched)
+
+    with migrations.open_checked(into, create=not dry_run) as engine:
+        target = _SqliteTarget(engine, experiment_id) if target_path else None
+        if target is None:
+            raise FarmMergeError(f"{target_name}: merging into a server database needs the postgres extra")
+        with target:
+            target.ensure_experiment(name, description, dry_run=dry_run)
+            todo = []
+            for plan in plans:
+                decision = target.decide(plan, replace=replace)
+                if decision is None:
+                    todo.append(plan)
+                else:
+                    report.results.append(decision)
+            if dry_run:
+                report.results += [plan.result(PLANNED) for plan in todo]
+            elif todo:
+                target.bulk_load_begin()
+                bar = _progress_bar(progress, "merging", sum(p.info.size for p in todo), unit="B")
+                try:
+                    for plan in todo:
+                        bar.set_postfix_str(plan.info.path.name, refresh=False)
+                        report.results.append(target.merge_one(plan, replace=replace, verify=verify))
+                        bar.update(plan.info.size)
+                finally:
+                    bar.close()
+                    target.bulk_load_end()
+            target.touch_experiment(dry_run=dry_run)
+    report.seconds = time.monotonic() - started
+    return _ordered(report, files, unmatched)
+
+
+def _ordered(report: MergeReport, files: list[SourceFile], unmatched: list[str]) -> MergeReport:
+    """Results in the order the sources were given."""
+    position = {p: i for i, p in enumerate(unmatched)}
+    position.update({str(f.path): len(unmatched) + i for i, f in enumerate(files)})
+    report.results.sort(key=lambda r: position.get(r.path, len(position)))
+    return report
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _check_template(template: str | None) -> None:
+    if template is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise FarmMergeError(f"--id-template {template!r}: {e}") from e
+    unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if unknown or not fields:
+        raise FarmMergeError(
+            f"--id-template {template!r} must use only {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
+            + (f", not {{{unknown[0]}}}" if unknown else "")
+        )
+
+
+@dataclass
+class _Plan:
+    info: SourceInfo
+    simulations: list[tuple[str | None, str]]  # (id recorded in the file, id in the target)
+
+    @property
+    def target_ids(self) -> list[str]:
+        return [ours for _, ours in self.simulations]
+
+    def result(self, status: str, reason: str | None = None, **extra) -> SourceResult:
+        extra.setdefault("rows", sum(t.rows for t in self.info.tables.values()))
+        return SourceResult(str(self.info.path), status, reason, self.target_ids,
+                            self.info.era.label if self.info.era else None, self.info.size, **extra)
+
+
+def _simulation_ids(info: SourceInfo, template: str | None) -> list[tuple[str | None, str]]:
+    """Which simulations a source holds and the id each gets in the target."""
+    recorded = info.recorded_simulation_ids
+    if len(recorded) > 1:
+        orphans = info.orphan_rows()
+        if orphans:
+            table, count = next(iter(orphans.items()))
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations and {count} rows of {table} "
+                                              "without a simulation_id; cannot tell whose they are")
+        if template is not None and "{simulation_id}" not in template:
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations; an --id-template for it "
+                                              "must contain {simulation_id}")
+        return [(sim, _format(template, info, sim) if template else sim) for sim in recorded]
+    own = recorded[0] if recorded else None
+    return [(own, _format(template, info, own) if template else own or info.path.stem)]
+
+
+def _format(template: str, info: SourceInfo, recorded: str | None) -> str:
+    return template.format(
+        stem=info.path.stem, parent=info.path.resolve().parent.name, relpath=info.file.relpath,
+        simulation_id=recorded or info.path.stem, era=info.era.era.name if info.era else "unknown",
+    )
+
+
+def _reject_duplicate_ids(plans: list[_Plan], report: MergeReport) -> None:
+    """Two sources that would land under one simulation id both fail, naming each other."""
+    owners: dict[str, list[_Plan]] = {}
+    for plan in plans:
+        for sim in set(plan.target_ids):
+            owners.setdefault(sim, []).append(plan)
+    clashing = {id(p): (sim, group) for sim, group in owners.items() if len(group) > 1 for p in group}
+    for plan in [p for p in plans if id(p) in clashing]:
+        sim, group = clashing[id(plan)]
+        others = ", ".join(str(p.info.path) for p in group if p is not plan)
+        report.results.append(plan.result(
+            FAILED, f"simulation id {sim!r} also comes from {others}; "
+                    "tell them apart with --id-template (e.g. '{parent}_{stem}')"))
+    plans[:] = [p for p in plans if id(p) not in clashing]
+
+
+def _progress_bar(enabled: bool | None, desc: str, total: int, unit: str):
+    from tqdm import tqdm
+
+    scale = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
+    disable = {True: False, None: None, False: True}[enabled]  # None: only on a terminal
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, leave=False,
+                dynamic_ncols=True, **scale)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _parse_time(value) -> datetime | None:
+    if isinstance(value, datetime) or value is None:
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+_SAFE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
+
+
+def _column_type(declared: str) -> str:
+    """A source's declared type if it is plain, else its affinity (a hostile file can
+    declare anything)."""
+    return declared if not declared or _SAFE_TYPE.match(declared) else affinity(declared)
+
+
+class _SqliteTarget:
+    """An experiment database on SQLite, open for one merge run."""
+
+    def __init__(self, engine: Engine, experiment_id: str):
+        self.engine = engine
+        self.experiment_id = experiment_id
+        self.conn: Connection | None = None
+        self.bulk = False
+
+    def __enter__(self) -> "_SqliteTarget":
+        self.conn = self.engine.connect().execution_options(immediate=True)
+        self.raw = self.conn.connection.driver_connection
+        self._load_columns()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+    def _load_columns(self) -> None:
+        self.columns = {
+            t: {c["name"] for c in inspect(self.conn).get_columns(t)} for t in inspect(self.conn).get_table_names()
+        }
+        self.conn.rollback()
+
+    # --- catalogue -----------------------------------------------------------------
+    def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
+        table = ExperimentModel.__table__
+        with self.conn.begin():
+            row = self.conn.execute(select(table).where(table.c.experiment_id == self.experiment_id)).first()
+            if dry_run:
+                return
+            if row is None:
+                self.conn.execute(insert(table).values(
+                    experiment_id=self.experiment_id, name=name or self.experiment_id, description=description,
+                    creation_date=_now(), last_updated=_now(), status="active",
+                ))
+            elif name or description:
+                values = {k: v for k, v in (("name", name), ("description", description)) if v}
+                self.conn.execute(update(table).where(table.c.experiment_id == self.experiment_id).values(**values))
+
+    def touch_experiment(self, *, dry_run: bool) -> None:
+        if dry_run:
+            return
+        table = ExperimentModel.__table__
+        with self.conn.begin():
+            self.conn.execute(update(table).where(table.c.experiment_id == self.experiment_id)
+                              .values(last_updated=_now()))
+
+    def decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
+        """None if the source is to be merged, else its skipped/failed result."""
+        ledger, sims = MergeLedger.__table__, Simulation.__table__
+        with self.conn.begin():
+            merged = {r.simulation_id: r for r in self.conn.execute(
+                select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
+            logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
+                sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
+        if merged and len(merged) == len(plan.target_ids) and all(
+                r.source_sha256 == plan.info.sha256 for r in merged.values()):
+            first = next(iter(merged.values()))
+            where = "" if Path(first.source_path) == plan.info.path.resolve() else f" from {first.source_path}"
+            return plan.result(SKIPPED, f"already merged{where} (identical content)", rows=0)
+        if (merged or logged) and not replace:
+            sim = next(iter(merged or logged))
+            if sim in merged:
+                why = (f"simulation {sim!r} was merged from {merged[sim].source_path} with different content"
+                       if Path(merged[sim].source_path) == plan.info.path.resolve()
+                       else f"simulation {sim!r} is already in the target, merged from {merged[sim].source_path}")
+            else:
+                why = f"simulation {sim!r} is already in the target (logged directly)"
+            return plan.result(FAILED, f"{why}; pass --replace to merge this file in its place, "
+                                       "or --id-template to give it another id")
+        return None
+
+    # --- bulk load -----------------------------------------------------------------
+    def bulk_load_begin(self) -> None:
+        with self.conn.begin():
+            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
+                        for t in DATA_TABLES)
+            existing = {ix["name"] for t in DATA_TABLES for ix in inspect(self.conn).get_indexes(t)}
+            missing = any(ix.name not in existing for t in DATA_TABLES.values() for ix in t.indexes)
+            if empty or missing:
+                migrations.drop_secondary_indexes(self.conn)
+                self.bulk = True
+
+    def bulk_load_end(self) -> None:
+        if self.bulk:
+            with self.conn.begin():
+                migrations.ensure_indexes(self.conn)
+            self.bulk = False
+
+    # --- one source ----------------------------------------------------------------
+    def merge_one(self, plan: _Plan, *, replace: bool, verify: bool) -> SourceResult:
+        started = time.monotonic()
+        info = plan.info
+        try:
+            self.raw.execute("ATTACH DATABASE ? AS src", (info.uri,))
+        except Exception as e:
+            return plan.result(FAILED, f"cannot attach: {e}")
+        try:
+            with self.conn.begin():
+                added = self._prepare_tables(info)
+                checksums, rows = {}, 0
+                for theirs, ours in plan.simulations:
+                    if replace:
+                        self._delete_simulation(ours)
+                    counts = self._copy(info, theirs, ours, single=len(plan.simulations) == 1)
+                    rows += sum(counts.values())
+                    if verify:
+                        checksums = self._verify_checksums(info, theirs, ours, single=len(plan.simulations) == 1)
+                    self._write_catalog(info, theirs, ours, counts, checksums, added)
+        except SourceError as e:
+            self._load_columns()
+            return plan.result(FAILED, e.reason)
+        except Exception as e:  # a database error while copying: report it, keep going
+            self._load_columns()
+            return plan.result(FAILED, _describe(e))
+        finally:
+            self.raw.execute("DETACH DATABASE src")
+        return plan.result(MERGED, None, rows=rows, added_columns=added, seconds=time.monotonic() - started)
+
+    def _prepare_tables(self, info: SourceInfo) -> list[str]:
+        """Add what the source has and the target lacks: unknown tables, new columns."""
+        added = []
+        for table in info.tables.values():
+            q = db.quote(table.name)
+            if table.name not in self.columns:
+                cols = ", ".join(f"{db.quote(c)} {_column_type(t)}" for c, t in table.columns.items()
+                                 if c != "simulation_id")
+                self.conn.exec_driver_sql(
+                    f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
+                self.conn.exec_driver_sql(
+                    f"CREATE INDEX main.{db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
+                self.columns[table.name] = {"simulation_id", *table.columns}
+                added.append(f"table {table.name}")
+                continue
+            for column, declared in table.columns.items():
+                if column not in self.columns[table.name]:
+                    self.conn.exec_driver_sql(
+                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {_column_type(declared)}")
+                    self.columns[table.name].add(column)
+                    added.append(f"{table.name}.{column}")
+        return added
+
+    def _copy(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, int]:
+        counts = {}
+        for table in info.tables.values():
+            columns = [c for c in table.columns if c != "simulation_id"]
+            expected = table.rows if single else table.counts.get(theirs, 0)
+            q = db.quote(table.name)
+            col_sql = "".join(f", {db.quote(c)}" for c in columns)
+            where, params = ("", (ours,)) if single else (" WHERE simulation_id = ?", (ours, theirs))
+            # The simulation is new (or its rows were just deleted by --replace), so the rows
+            # this INSERT wrote are all the target holds for it.
+            got = self.conn.exec_driver_sql(
+                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}", params
+            ).rowcount
+            if got != expected:
+                raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
+                                                  f"{ours!r} in the target, the source has {expected}")
+            counts[table.name] = got
+        return counts
+
+    def _verify_checksums(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, str]:
+        checksums = {}
+        for table in info.tables.values():
+            columns = [c for c in table.columns if c != "simulation_id"]
+            expr = ", ".join(db.hash_expr(db.quote(c)) for c in columns) or "1"
+            q = db.quote(table.name)
+            where, params = ("", ()) if single else (" WHERE simulation_id = ?", (theirs,))
+            source = self.conn.exec_driver_sql(
+                f"SELECT farm_merge_rowhash({expr}) FROM src.{q}{where}", params).scalar()
+            merged = self.conn.exec_driver_sql(
+                f"SELECT farm_merge_rowhash({expr}) FROM main.{q} WHERE simulation_id = ?", (ours,)).scalar()
+            if source != merged:
+                raise SourceError(str(info.path), f"verification failed: content checksum of {table.name} differs "
+                                                  f"(source {source}, target {merged})")
+            checksums[table.name] = merged
+        return checksums
+
+    def _delete_simulation(self, ours: str) -> None:
+        for table, columns in self.columns.items():
+            if "simulation_id" in columns and table not in ("simulations", "merge_ledger", "experiments"):
+                self.conn.exec_driver_sql(f"DELETE FROM main.{db.quote(table)} WHERE simulation_id = ?", (ours,))
+        for model in (MergeLedger, Simulation):
+            table = model.__table__
+            self.conn.execute(delete(table).where(table.c.simulation_id == ours))
+
+    def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
+                       checksums: dict[str, str], added: list[str]) -> None:
+        record = info.simulations.get(theirs) if theirs is not None else None
+        if record is None and len(info.simulations) == 1:
+            record = next(iter(info.simulations.values()))
+        record = record or {}
+        parameters = json_or_none(info.config_json) if info.config_json else json_or_none(record.get("parameters"))
+        source_path = str(info.path.resolve())
+        self.conn.execute(insert(Simulation.__table__).values(
+            simulation_id=ours, experiment_id=self.experiment_id,
+            start_time=_parse_time(record.get("start_time")), end_time=_parse_time(record.get("end_time")),
+            status=record.get("status") or "completed", parameters=parameters,
+            results_summary=json_or_none(record.get("results_summary")),
+            simulation_db_path=record.get("simulation_db_path") or source_path,
+            source_simulation_id=None if theirs is None else str(theirs),
+            era=info.era.label if info.era else None,
+        ))
+        for experiment in info.experiments:
+            if experiment.get("experiment_id") is not None:
+                self._keep_source_experiment(experiment)
+        self.conn.execute(insert(MergeLedger.__table__).values(
+            simulation_id=ours, experiment_id=self.experiment_id, source_path=source_path, source_size=info.size,
+            source_sha256=info.sha256, era=info.era.label if info.era else None, row_counts=counts,
+            checksums=checksums or None, added_columns=added or None, merged_at=_now(), tool_version=__version__,
+        ))
+
+    def _keep_source_experiment(self, row: dict) -> None:
+        """A source's own experiment record is kept (beside ours) unless one by its id exists."""
+        table = ExperimentModel.__table__
+        if self.conn.execute(select(table.c.experiment_id).where(
+                table.c.experiment_id == str(row["experiment_id"]))).first():
+            return
+        values = {c.name: row.get(c.name) for c in table.columns}
+        values["experiment_id"] = str(row["experiment_id"])
+        values["name"] = row.get("name") or values["experiment_id"]
+        for key in ("creation_date", "last_updated"):
+            values[key] = _parse_time(values[key])
+        for key in ("tags", "variables", "results_summary"):
+            values[key] = json_or_none(values[key])
+        self.conn.execute(insert(table).values(**values))
+
+
+def _describe(e: Exception) -> str:
+    """One line for a database error met while copying a source."""
+    message = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
+        return f"{message} (duplicate or missing key in the source)"
+    if "malformed" in message or "corrupt" in message:
+        return f"malformed: {message}"
+    if "not a database" in message:
+        return "not a SQLite database (or encrypted)"
+    return message
+

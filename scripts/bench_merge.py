@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Benchmark: farm-merge against a hand-written SQL merge and a naive row-by-row copy.
+
+Generates N legacy run files of about S MB each (mixed eras), then times, side by side
+in one run and each in a child process of its own (so peak memory is its own):
+
+  farm-merge   the library's merge (inspection, sha256, ledger, verification included)
+  hand SQL     a minimal loop of ATTACH + INSERT … SELECT per table, one transaction
+               per file, into the same empty experiment schema
+  naive        SQLAlchemy Core, one INSERT per row, on a subset, extrapolated
+
+and prints MB/s, the ratios, peak RSS, per-file time of the first and last ten files,
+and the merged size against the sum of the sources.  Targets (issue 2): farm-merge at
+least 0.8x the hand-written merge's throughput; flat memory (under 400 MiB at 100
+files); last ten files no slower than the first ten; merged file at most 1.15x.
+
+  python scripts/bench_merge.py                    # 100 x 5 MB
+  python scripts/bench_merge.py --files 20 --mb 1  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from farm_merge import legacy, samples
+
+
+def generate(folder: Path, files: int, mb: float) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = samples.shape_for_megabytes(mb)
+    paths = []
+    for i in range(files):
+        path = folder / f"run_{i:04d}.db"
+        if not path.exists():
+            samples.write_run_file(path, legacy.ERAS[i % len(legacy.ERAS)], seed=i, **shape)
+        paths.append(path)
+    return paths
+
+
+# --- the contenders, each run in a child process: python bench_merge.py --child KIND ... ---
+
+def child_farm_merge(sources: list[str], target: str) -> dict:
+    from farm_merge import consolidate
+
+    report = consolidate.merge(sources, target, progress=False)
+    per_file = [r.seconds for r in report.results if r.status == "merged"]
+    return {"merged": len(report.merged), "failed": [r.reason for r in report.failed], "per_file": per_file}
+
+
+def child_hand_sql(sources: list[str], target: str) -> dict:
+    from farm_merge import migrations
+
+    migrations.create_database(target)
+    con = sqlite3.connect(target, isolation_level=None)
+    con.execute("PRAGMA synchronous = NORMAL")
+    target_columns = {
+        t: {r[1] for r in con.execute(f"PRAGMA table_info({t})")}
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    for path in sources:
+        con.execute("ATTACH DATABASE ? AS src", (f"file:{path}?mode=ro&immutable=1",))
+        con.execute("BEGIN")
+        for (table,) in con.execute("SELECT name FROM src.sqlite_master WHERE type = 'table'").fetchall():
+            if table not in legacy.DATA_TABLE_KEYS:
+                continue
+            cols = [r[1] for r in con.execute(f"PRAGMA src.table_info({table})")
+                    if r[1] != "simulation_id" and r[1] in target_columns[table]]
+            col_sql = ", ".join(cols)
+            con.execute(f"INSERT INTO main.{table} (simulation_id, {col_sql}) SELECT ?, {col_sql} FROM src.{table}",
+                        (Path(path).stem,))
+        con.execute("COMMIT")
+        con.execute("DETACH DATABASE src")
+    con.close()
+    return {"merged": len(sources)}
+
+
+def child_naive(sources: list[str], target: str) -> dict:
+    from sqlalchemy import create_engine, insert
+
+    from farm_merge import migrations
+    from farm_merge.schema import DATA_TABLES
+
+    migrations.create_database(target)
+    engine = create_engine(f"sqlite:///{target}")
+    with engine.connect() as conn:
+        for path in sources:
+            src = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+            src.row_factory = sqlite3.Row
+            with conn.begin():
+                for table_name, table in DATA_TABLES.items():
+                    if not src.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table_name,)).fetchone():
+                        continue
+                    statement = insert(table)
+                    for row in src.execute(f"SELECT * FROM {table_name}"):
+                        values = {k: row[k] for k in row.keys() if k in table.c and k != "simulation_id"}
+                        conn.execute(statement, {"simulation_id": Path(path).stem, **values})
+            src.close()
+    return {"merged": len(sources)}
+
+
+CHILDREN = {"farm-merge": child_farm_merge, "hand": child_hand_sql, "naive": child_naive}
+
+
+def run_child(kind: str, sources: list[Path], target: Path) -> dict:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    manifest = target.with_suffix(".json")
+    manifest.write_text(json.dumps([str(s) for s in sources]))
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(manifest), str(target)],
+                            stdout=subprocess.PIPE)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"{kind} failed with status {status}")
+    result = json.loads(out)
+    con = sqlite3.connect(target)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    result.update(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024, size=target.stat().st_size)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--mb", type=float, default=5.0, help="approximate size of each file")
+    parser.add_argument("--naive-files", type=int, default=3, help="subset for the naive copy")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best time counts")
+    parser.add_argument("--workdir", type=Path, help="keep generated files here (reused next time)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, manifest, target = args.child
+        print(json.dumps(CHILDREN[kind](json.loads(Path(manifest).read_text()), target)))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-"))
+    try:
+        t0 = time.perf_counter()
+        sources = generate(workdir / "runs", args.files, args.mb)
+        total = sum(p.stat().st_size for p in sources)
+        print(f"{len(sources)} run files, {total / 1e6:.0f} MB in all "
+              f"(generated in {time.perf_counter() - t0:.0f}s), machine: {os.cpu_count()} cores")
+        best: dict[str, dict] = {}
+        for _ in range(args.rounds):
+            for kind in ("farm-merge", "hand"):
+                result = run_child(kind, sources, workdir / f"{kind}.db")
+                if kind not in best or result["seconds"] < best[kind]["seconds"]:
+                    best[kind] = result
+        subset = sources[: args.naive_files]
+        naive = run_child("naive", subset, workdir / "naive.db")
+        naive_total = naive["seconds"] * total / sum(p.stat().st_size for p in subset)
+
+        fm, hand = best["farm-merge"], best["hand"]
+        assert fm["merged"] == len(sources), fm
+        rate = lambda seconds: total / 1e6 / seconds  # noqa: E731
+        per_file = fm["per_file"]
+        first, last = statistics.mean(per_file[:10]), statistics.mean(per_file[-10:])
+        print()
+        print(f"{'method':<34}{'seconds':>9}{'MB/s':>9}{'peak RSS':>11}")
+        print(f"{'farm-merge merge':<34}{fm['seconds']:>9.2f}{rate(fm['seconds']):>9.1f}{fm['peak_rss_mib']:>8.0f} MiB")
+        print(f"{'hand-written ATTACH+INSERT…SELECT':<34}{hand['seconds']:>9.2f}{rate(hand['seconds']):>9.1f}"
+              f"{hand['peak_rss_mib']:>8.0f} MiB")
+        print(f"{'naive row-by-row SQLAlchemy Core':<34}{naive_total:>9.2f}{rate(naive_total):>9.1f}"
+              f"{naive['peak_rss_mib']:>8.0f} MiB   (extrapolated from {len(subset)} files)")
+        print()
+        print(f"farm-merge / hand-written throughput: {hand['seconds'] / fm['seconds']:.2f}x   (target >= 0.80)")
+        print(f"farm-merge vs naive: {naive_total / fm['seconds']:.1f}x faster")
+        print(f"per file, first ten {first * 1000:.0f} ms, last ten {last * 1000:.0f} ms: "
+              f"ratio {last / first:.2f}   (target <= 1.0, noise aside)")
+        print(f"peak memory of farm-merge: {fm['peak_rss_mib']:.0f} MiB   (target < 400 MiB)")
+        print(f"merged size {fm['size'] / 1e6:.0f} MB / sources {total / 1e6:.0f} MB = {fm['size'] / total:.3f}x "
+              f"(hand-written: {hand['size'] / total:.3f}x)   (target <= 1.15)")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Every kind of bad input gets one line naming the file and the reason; the rest still merge."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import SMALL, folder_state, rows
+from farm_merge import migrations, samples
+from farm_merge.cli import cli
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _not_sqlite(path: Path) -> None:
+    path.write_text("step,agents\n1,20\n")
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path) -> None:
+    samples.write_run_file(path, "2025-11", seed=5, **SMALL)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated_header(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + b"\x10\x00")
+
+
+def _malformed(path: Path) -> None:
+    samples.write_run_file(path, "2025-11", seed=6, **SMALL)
+    con = sqlite3.connect(path)
+    (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'agent_states'").fetchone()
+    (page_size,) = con.execute("PRAGMA page_size").fetchone()
+    con.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+
+def _no_agentfarm_tables(path: Path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE recipes (name TEXT, minutes INTEGER)")
+    con.commit()
+    con.close()
+
+
+BAD_SOURCES = {
+    "not_sqlite": (_not_sqlite, "not a SQLite database"),
+    "empty": (_empty, "empty file (0 bytes)"),
+    "truncated": (_truncated, "truncated: header says "),
+    "truncated_header": (_truncated_header, "truncated: 18 bytes, shorter than a SQLite header"),
+    "malformed": (_malformed, "malformed: database disk image is malformed"),
+    "no_agentfarm_tables": (_no_agentfarm_tables, "none of AgentFarm's tables (found: recipes)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_SOURCES))
+def test_bad_source_is_reported_and_the_others_merge(kind, tmp_path):
+    make, reason = BAD_SOURCES[kind]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    samples.write_run_file(runs / "a_good.db", "2024-12", seed=1, **SMALL)
+    make(runs / f"b_{kind}.db")
+    samples.write_run_file(runs / "c_good.db", "2025-03", seed=2, **SMALL)
+    before = folder_state(runs)
+    result = run_cli("merge", f"{runs}/*.db", "--into", tmp_path / "exp.db")
+    assert result.exit_code == 1
+    line = next(l for l in result.output.splitlines() if f"b_{kind}.db" in l)
+    assert line.startswith("failed")
+    assert reason in line
+    assert "Traceback" not in result.output
+    assert "merged 2, skipped 0, failed 1" in result.output
+    assert rows(tmp_path / "exp.db", "SELECT count(*) FROM merge_ledger") == [(2,)]
+    assert folder_state(runs) == before
+
+
+def test_locked_source_fails_fast_and_the_others_merge(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    samples.write_run_file(runs / "a_good.db", "2024-12", seed=1, **SMALL)
+    samples.write_run_file(runs / "b_locked.db", "2025-11", seed=2, **SMALL)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sqlite3, sys, time
+        con = sqlite3.connect({str(runs / 'b_locked.db')!r}, isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("merge", f"{runs}/*.db", "--into", tmp_path / "exp.db")
+    finally:
+        holder.communicate("")
+    assert result.exit_code == 1
+    assert "failed  " + str(runs / "b_locked.db") in result.output
+    assert "locked by another process (is a simulation still writing it?)" in result.output
+    assert "merged 1, skipped 0, failed 1" in result.output
+
+
+def test_active_source_with_a_wal_file_is_skipped_unless_asked(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    samples.write_run_file(runs / "live.db", "2025-11", seed=2, **SMALL)
+    writer = sqlite3.connect(runs / "live.db")
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("INSERT INTO simulation_steps (step_number, simulation_id, total_agents) VALUES (999, 'x', 1)")
+    writer.commit()  # committed, still in the -wal file, writer still open
+    try:
+        result = run_cli("merge", runs / "live.db", "--into", tmp_path / "exp.db")
+        assert result.exit_code == 1
+        assert "active: live.db-wal beside it" in result.output
+        assert "--include-active" in result.output
+        result = run_cli("merge", runs / "live.db", "--into", tmp_path / "exp.db", "--include-active")
+        assert result.exit_code == 0, result.output
+        assert rows(tmp_path / "exp.db", "SELECT count(*) FROM simulation_steps WHERE step_number = 999") == [(1,)]
+    finally:
+        writer.close()
+
+
+def test_glob_matching_nothing_is_reported(tmp_path, runs_dir):
+    result = run_cli("merge", f"{tmp_path}/nowhere/*.db", f"{runs_dir}/run_00_*.db", "--into", tmp_path / "exp.db")
+    assert result.exit_code == 1
+    assert f"failed  {tmp_path}/nowhere/*.db" in result.output
+    assert "no files match" in result.output
+    assert "merged 1, skipped 0, failed 1" in result.output
+
+
+def test_missing_file_is_reported(tmp_path):
+    result = run_cli("merge", tmp_path / "missing.db", "--into", tmp_path / "exp.db")
+    assert result.exit_code == 1
+    assert "no such file" in result.output
+
+
+def test_target_that_is_not_an_experiment_database(tmp_path, runs_dir):
+    target = tmp_path / "not_ours.db"
+    shutil.copy(runs_dir / "run_06_2025-11.db", target)
+    result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {target} is not a farm-merge experiment database "
+                             "(a legacy AgentFarm run file of era 2025-11)\n")
+
+
+def test_target_that_is_not_a_database_at_all(tmp_path, runs_dir):
+    target = tmp_path / "notes.db"
+    target.write_text("hello")
+    result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {target} is not a farm-merge experiment database (not a SQLite database)\n"
+
+
+def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_dir):
+    target = tmp_path / "old.db"
+    migrations.create_database(target)
+    engine = migrations.db.create_engine_for(target)
+    with engine.connect() as conn, conn.begin():
+        from alembic import command
+        command.downgrade(migrations.alembic_config(conn), "0002_simulation_keys")
+    engine.dispose()
+    result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {target} is at schema revision 0002_simulation_keys, this release needs "
+                             f"0003_experiment_catalog; run: farm-merge upgrade {target}\n")
+
+
+def test_target_written_by_a_newer_release(tmp_path, runs_dir):
+    target = tmp_path / "new.db"
+    migrations.create_database(target)
+    con = sqlite3.connect(target)
+    con.execute("UPDATE farm_merge_version SET version_num = '0099_from_the_future'")
+    con.commit()
+    con.close()
+    result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
+    assert result.exit_code == 1
+    assert "newer than this release knows" in result.output
+    assert "upgrade farm-merge" in result.output
+
+
+def test_usage_error_exits_2(tmp_path):
+    result = run_cli("merge", tmp_path / "a.db")
+    assert result.exit_code == 2
+    assert "Missing option '--into'" in result.output

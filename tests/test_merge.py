@@ -1,0 +1,267 @@
+"""The merge engine on real run files of every era."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL, assert_same_rows, folder_state, rows, write_runs
+from farm_merge import consolidate, legacy, samples
+from farm_merge.errors import FarmMergeError
+
+
+def merge(sources, target, **kwargs) -> consolidate.MergeReport:
+    return consolidate.merge([str(s) for s in sources], str(target), progress=False, **kwargs)
+
+
+def test_every_era_merges_with_its_rows_and_values(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    report = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in report.results] == ["merged"] * len(legacy.ERAS)
+    assert report.exit_code == 0
+    for result in report.results:
+        (simulation_id,) = result.simulation_ids
+        assert_same_rows(Path(result.path), target, simulation_id)
+
+
+def test_simulation_ids_are_recorded_ids_or_else_the_stem(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    report = merge([runs_dir], target)
+    by_era = {r.era: r.simulation_ids[0] for r in report.results}
+    assert by_era["2024-12"] == "run_02_2024-12"
+    recorded = rows(runs_dir / "run_04_2025-03.db", "SELECT simulation_id FROM simulations")[0][0]
+    assert by_era["2025-03"] == recorded
+    assert rows(target, "SELECT count(*) FROM simulations")[0][0] == len(legacy.ERAS)
+
+
+def test_rows_without_simulation_id_land_under_the_files_simulation(runs_dir, tmp_path):
+    source = runs_dir / "run_04_2025-03.db"
+    orphans = rows(source, "SELECT count(*) FROM agent_states WHERE simulation_id IS NULL")[0][0]
+    assert orphans > 0  # the fixture leaves some, as real 2025-03 files do
+    target = tmp_path / "exp.db"
+    (result,) = merge([source], target).results
+    total = rows(source, "SELECT count(*) FROM agent_states")[0][0]
+    assert rows(target, "SELECT count(*) FROM agent_states WHERE simulation_id = ?", result.simulation_ids) == [(total,)]
+    assert rows(target, "SELECT count(*) FROM agent_states WHERE simulation_id IS NULL") == [(0,)]
+
+
+def test_integer_agent_ids_of_2024_keep_their_digits_and_references(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    merge([runs_dir / "run_01_2024-12-int.db"], target)
+    # every state refers to an agent of the same simulation, so joins still work
+    dangling = rows(target, """SELECT count(*) FROM agent_states s LEFT JOIN agents a
+                               ON a.simulation_id = s.simulation_id AND a.agent_id = s.agent_id
+                               WHERE a.agent_id IS NULL""")
+    assert dangling == [(0,)]
+    assert rows(target, "SELECT DISTINCT typeof(agent_id) FROM agents") == [("text",)]
+
+
+def test_ids_collide_across_files_but_not_in_the_target(tmp_path):
+    folder = tmp_path / "runs"
+    write_runs(folder, ["2025-11", "2025-11", "2025-11"], seed=10)
+    target = tmp_path / "exp.db"
+    report = merge([folder / "*.db"], target)
+    assert len(report.merged) == 3
+    assert rows(target, "SELECT count(DISTINCT simulation_id) FROM simulation_steps") == [(3,)]
+    per_sim = rows(target, "SELECT simulation_id, count(*) FROM simulation_steps GROUP BY 1")
+    assert [n for _, n in per_sim] == [SMALL["steps"]] * 3
+
+
+def test_rerun_skips_identical_sources_and_merges_only_new_ones(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    merge([runs_dir / "*.db"], target)
+    before = rows(target, "SELECT count(*) FROM agent_states")
+    again = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in again.results] == ["skipped"] * len(legacy.ERAS)
+    assert all("already merged" in r.reason for r in again.results)
+    assert again.exit_code == 0
+    assert rows(target, "SELECT count(*) FROM agent_states") == before
+
+    samples.write_run_file(runs_dir / "run_99_new.db", "2024-12", seed=99, **SMALL)
+    third = merge([runs_dir / "*.db"], target)
+    assert [r.path for r in third.merged] == [str(runs_dir / "run_99_new.db")]
+    assert len(third.skipped) == len(legacy.ERAS)
+
+
+def test_changed_source_fails_unless_replace(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    source = runs_dir / "run_02_2024-12.db"
+    merge([source], target)
+    con = sqlite3.connect(source)
+    con.execute("DELETE FROM agent_actions WHERE action_id % 2 = 0")
+    con.commit()
+    con.close()
+    (failed,) = merge([source], target).results
+    assert failed.status == "failed"
+    assert failed.reason.startswith("simulation 'run_02_2024-12' was merged from")
+    assert "--replace" in failed.reason
+
+    (replaced,) = merge([source], target, replace=True).results
+    assert replaced.status == "merged"
+    assert_same_rows(source, target, "run_02_2024-12")
+    assert rows(target, "SELECT count(*) FROM merge_ledger") == [(1,)]
+
+
+def test_two_sources_with_one_id_are_both_reported(tmp_path):
+    for sub in ("a", "b"):
+        samples.write_run_file(tmp_path / sub / "simulation.db" if (tmp_path / sub).mkdir() is None else None,
+                               "2024-12", seed=1, **SMALL)
+    target = tmp_path / "exp.db"
+    report = merge([tmp_path / "*" / "simulation.db"], target)
+    assert [r.status for r in report.results] == ["failed", "failed"]
+    assert all("--id-template" in r.reason for r in report.results)
+    assert str(tmp_path / "b" / "simulation.db") in report.results[0].reason
+    assert report.exit_code == 1
+
+    fixed = merge([tmp_path / "*" / "simulation.db"], target, id_template="{parent}_{stem}")
+    assert sorted(r.simulation_ids[0] for r in fixed.merged) == ["a_simulation", "b_simulation"]
+
+
+def test_id_template_wins_over_recorded_ids(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    report = merge([runs_dir / "*.db"], target, id_template="exp1/{relpath}")
+    assert [r.simulation_ids[0] for r in report.results] == [f"exp1/{p.stem}" for p in sorted(runs_dir.glob("*.db"))]
+    (recorded,) = rows(target, "SELECT source_simulation_id FROM simulations WHERE simulation_id = 'exp1/run_04_2025-03'")
+    assert recorded[0].startswith("sim_")
+
+
+def test_bad_id_template_is_a_usage_error(runs_dir, tmp_path):
+    with pytest.raises(FarmMergeError, match=r"must use only .*not \{name\}"):
+        merge([runs_dir], tmp_path / "exp.db", id_template="{name}")
+
+
+def test_an_experiment_file_as_source_merges_each_simulation_under_its_own_id(runs_dir, tmp_path):
+    first = tmp_path / "first.db"
+    merge([runs_dir / "run_0[456]_*.db"], first)
+    # Now make a file shaped like AgentFarm's experiment database: several simulations in
+    # one per-run layout, told apart by simulation_id.
+    exp_file = tmp_path / "agentfarm_experiment.db"
+    shutil.copy(runs_dir / "run_06_2025-11.db", exp_file)
+    con = sqlite3.connect(exp_file)
+    con.execute("UPDATE agents SET simulation_id = 'sim_a'")
+    con.execute("UPDATE agent_states SET simulation_id = 'sim_a'")
+    con.execute("UPDATE agent_actions SET simulation_id = 'sim_a' WHERE action_id % 2 = 0")
+    con.execute("UPDATE agent_actions SET simulation_id = 'sim_b' WHERE action_id % 2 = 1")
+    for table in ("resource_states", "health_incidents", "simulation_config"):
+        con.execute(f"UPDATE {table} SET simulation_id = 'sim_b'")
+    con.execute("UPDATE simulation_steps SET simulation_id = 'sim_a'")
+    con.execute("UPDATE simulations SET simulation_id = 'sim_a'")
+    con.execute("INSERT INTO simulations (simulation_id, parameters, simulation_db_path) VALUES ('sim_b', '{}', 'x')")
+    con.commit()
+    con.close()
+    target = tmp_path / "exp.db"
+    (result,) = merge([exp_file], target).results
+    assert result.status == "merged", result.reason
+    assert result.simulation_ids == ["sim_a", "sim_b"]
+    for sim in ("sim_a", "sim_b"):
+        assert_same_rows(exp_file, target, sim, source_simulation=sim)
+
+
+def test_simulation_config_json_becomes_parameters(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    merge([runs_dir / "run_00_2024-11.db"], target)
+    (parameters,) = rows(target, "SELECT parameters FROM simulations")[0]
+    (config,) = rows(runs_dir / "run_00_2024-11.db", "SELECT config_data FROM simulation_config")[0]
+    assert json.loads(parameters) == json.loads(config)
+    assert len(config) > 4096  # longer than the declared VARCHAR(4096), kept whole
+
+
+def test_unknown_tables_and_columns_are_added_and_reported(runs_dir, tmp_path):
+    source = runs_dir / "run_06_2025-11.db"
+    con = sqlite3.connect(source)
+    con.execute("ALTER TABLE agents ADD COLUMN mood TEXT")
+    con.execute("UPDATE agents SET mood = 'calm'")
+    con.execute("CREATE TABLE memories (memory_id INTEGER PRIMARY KEY, agent_id TEXT, content BLOB)")
+    con.execute("INSERT INTO memories (agent_id, content) VALUES ('agent_00001', x'00ff'), ('agent_00002', NULL)")
+    con.commit()
+    con.close()
+    target = tmp_path / "exp.db"
+    merge([runs_dir / "run_05_2025-09.db"], target)
+    (result,) = merge([source], target).results
+    assert result.status == "merged"
+    assert result.added_columns == ["agents.mood", "table memories"]
+    assert_same_rows(source, target, result.simulation_ids[0])
+    # the earlier simulation has NULL in the new column
+    assert rows(target, "SELECT count(*) FROM agents WHERE mood IS NULL") == rows(
+        runs_dir / "run_05_2025-09.db", "SELECT count(*) FROM agents")
+    (ledger,) = rows(target, "SELECT added_columns FROM merge_ledger WHERE simulation_id = ?", result.simulation_ids)
+    assert json.loads(ledger[0]) == ["agents.mood", "table memories"]
+
+
+def test_verify_compares_content_checksums_and_records_them(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    report = merge([runs_dir / "*.db"], target, verify=True)
+    assert len(report.merged) == len(legacy.ERAS)
+    checksums = [json.loads(c) for (c,) in rows(target, "SELECT checksums FROM merge_ledger")]
+    assert all(set(c) >= {"agents", "agent_states", "simulation_steps"} for c in checksums)
+    assert all(value.split(":")[0].isdigit() for c in checksums for value in c.values())
+
+
+def test_dry_run_writes_nothing(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    report = merge([runs_dir / "*.db"], target, dry_run=True)
+    assert [r.status for r in report.results] == ["planned"] * len(legacy.ERAS)
+    assert not target.exists()
+    merge([runs_dir / "run_00_*.db"], target)
+    before = folder_state(tmp_path)
+    report = merge([runs_dir / "*.db"], target, dry_run=True)
+    assert [r.status for r in report.results] == ["skipped"] + ["planned"] * (len(legacy.ERAS) - 1)
+    assert folder_state(tmp_path) == before
+
+
+def test_sources_are_never_modified_and_nothing_appears_beside_them(runs_dir, tmp_path):
+    con = sqlite3.connect(runs_dir / "run_06_2025-11.db")
+    con.execute("PRAGMA journal_mode = WAL")  # a WAL-mode source, closed cleanly
+    con.close()
+    before = folder_state(runs_dir)
+    merge([runs_dir / "*.db"], tmp_path / "exp.db", verify=True)
+    assert folder_state(runs_dir) == before
+
+
+def test_read_only_source_folder_merges(runs_dir, tmp_path):
+    """Sources on read-only storage: a read-only bind mount in a private mount namespace
+    (root ignores file modes), or plain file modes for an ordinary user."""
+    target = tmp_path / "exp.db"
+    command = [sys.executable, "-m", "farm_merge", "merge", f"{runs_dir}/*.db", "--into", str(target), "--quiet"]
+    if os.geteuid() != 0:
+        for path in runs_dir.iterdir():
+            path.chmod(0o444)
+        runs_dir.chmod(0o555)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        finally:
+            runs_dir.chmod(0o755)
+    else:
+        if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+            pytest.skip("running as root without unshare: no way to make a read-only folder here")
+        script = (f"mount --bind {runs_dir} {runs_dir} && mount -o remount,bind,ro {runs_dir} && "
+                  f"! touch {runs_dir}/probe 2>/dev/null && {shlex.join(command)}")
+        result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert rows(target, "SELECT count(*) FROM merge_ledger") == [(len(legacy.ERAS),)]
+
+
+def test_target_is_not_merged_into_itself(runs_dir):
+    target = runs_dir / "experiment.db"
+    report = merge([runs_dir / "*.db"], target)
+    assert len(report.merged) == len(legacy.ERAS)
+    again = merge([runs_dir / "*.db"], target)
+    assert str(target) not in [r.path for r in again.results]
+
+
+def test_secondary_indexes_exist_after_a_bulk_merge(runs_dir, tmp_path):
+    target = tmp_path / "exp.db"
+    merge([runs_dir / "*.db"], target)
+    indexes = {name for (name,) in rows(target, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    from farm_merge.schema import DATA_TABLES
+    expected = {ix.name for table in DATA_TABLES.values() for ix in table.indexes}
+    assert expected <= indexes
+    assert all(name.startswith(("ix_", "sqlite_autoindex")) for name in indexes)
