@@ -14,10 +14,12 @@ out densely packed instead of half-filled by random-order inserts.
 
 from __future__ import annotations
 
+import os
 import re
 import string
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +34,7 @@ from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from .sources import SourceFile, SourceInfo, expand, inspect_source, json_or_none
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
+INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
 
 MERGED, SKIPPED, FAILED, PLANNED = "merged", "skipped", "failed", "planned"
 
@@ -138,17 +141,7 @@ def merge(
         sidecars = {Path(f"{target_real}{s}") for s in ("", "-wal", "-shm", "-journal")}
         files = [f for f in files if f.path.resolve() not in sidecars]
 
-    bar = _progress_bar(progress, "inspecting", len(files), unit="file")
-    plans: list[_Plan] = []
-    for source in files:
-        bar.set_postfix_str(source.path.name, refresh=False)
-        try:
-            info = inspect_source(source, include_active=include_active)
-            plans.append(_Plan(info, _simulation_ids(info, id_template)))
-        except SourceError as e:
-            report.results.append(SourceResult(str(source.path), FAILED, e.reason))
-        bar.update(1)
-    bar.close()
+    plans = _inspect_all(files, report, include_active=include_active, id_template=id_template, progress=progress)
     _reject_duplicate_ids(plans, report)
 
     if dry_run and target_path is not None and not target_path.exists():
@@ -182,10 +175,37 @@ def merge(
                         bar.update(plan.info.size)
                 finally:
                     bar.close()
-                    target.bulk_load_end()
+                    target.bulk_load_end(progress)
             target.touch_experiment(dry_run=dry_run)
     report.seconds = time.monotonic() - started
     return _ordered(report, files, unmatched)
+
+
+def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
+                 progress: bool | None) -> list["_Plan"]:
+    """Inspect every source (schema, era, ids, row counts, sha256) before anything is written.
+
+    SQLite and hashlib release the GIL, so a few threads read several sources at once.
+    """
+
+    def inspect_one(source: SourceFile) -> "_Plan | SourceError":
+        try:
+            info = inspect_source(source, include_active=include_active)
+            return _Plan(info, _simulation_ids(info, id_template))
+        except SourceError as e:
+            return e
+
+    plans = []
+    bar = _progress_bar(progress, "inspecting", len(files), unit="file")
+    with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
+        for source, outcome in zip(files, pool.map(inspect_one, files)):
+            if isinstance(outcome, SourceError):
+                report.results.append(SourceResult(str(source.path), FAILED, outcome.reason))
+            else:
+                plans.append(outcome)
+            bar.update(1)
+    bar.close()
+    return plans
 
 
 def _ordered(report: MergeReport, files: list[SourceFile], unmatched: list[str]) -> MergeReport:
@@ -376,20 +396,24 @@ class _SqliteTarget:
 
     # --- bulk load -----------------------------------------------------------------
     def bulk_load_begin(self) -> None:
+        """Drop the secondary indexes if the data tables are empty (or a killed bulk load
+        left some missing): they are built once, densely, by :meth:`bulk_load_end`."""
         with self.conn.begin():
             empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
                         for t in DATA_TABLES)
-            existing = {ix["name"] for t in DATA_TABLES for ix in inspect(self.conn).get_indexes(t)}
-            missing = any(ix.name not in existing for t in DATA_TABLES.values() for ix in t.indexes)
-            if empty or missing:
+            if empty or migrations.missing_indexes(self.conn):
                 migrations.drop_secondary_indexes(self.conn)
                 self.bulk = True
 
-    def bulk_load_end(self) -> None:
-        if self.bulk:
-            with self.conn.begin():
-                migrations.ensure_indexes(self.conn)
-            self.bulk = False
+    def bulk_load_end(self, progress: bool | None) -> None:
+        if not self.bulk:
+            return
+        with self.conn.begin():
+            missing = migrations.missing_indexes(self.conn)
+            bar = _progress_bar(progress, "indexing", len(missing), unit="index")
+            migrations.ensure_indexes(self.conn, on_index=lambda name: bar.update(1))
+            bar.close()
+        self.bulk = False
 
     # --- one source ----------------------------------------------------------------
     def merge_one(self, plan: _Plan, *, replace: bool, verify: bool) -> SourceResult:

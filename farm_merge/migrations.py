@@ -14,7 +14,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from . import db
 from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
-from .legacy import DATA_TABLE_KEYS, detect_era
+from .legacy import detect_era
 from .schema import DATA_TABLES
 
 #: Alembic's version table, under a name of our own so that it cannot clash with the
@@ -205,17 +205,20 @@ def upgrade(target: str | os.PathLike, revision: str = "head") -> tuple[str | No
         engine.dispose()
 
 
-def ensure_indexes(connection: Connection) -> list[str]:
+def missing_indexes(connection: Connection) -> list:
+    """The data tables' secondary indexes that the database lacks."""
+    existing = {ix["name"] for t in DATA_TABLES for ix in inspect(connection).get_indexes(t)}
+    return [ix for table in DATA_TABLES.values() for ix in table.indexes if ix.name not in existing]
+
+
+def ensure_indexes(connection: Connection, on_index: Callable[[str], None] | None = None) -> list[str]:
     """Create any secondary index of a data table that is missing; return their names."""
     created = []
-    existing = set()
-    for table in DATA_TABLES.values():
-        existing.update(ix["name"] for ix in inspect(connection).get_indexes(table.name))
-    for table in DATA_TABLES.values():
-        for index in table.indexes:
-            if index.name not in existing:
-                index.create(connection)
-                created.append(index.name)
+    for index in missing_indexes(connection):
+        if on_index:
+            on_index(index.name)
+        index.create(connection)
+        created.append(index.name)
     return created
 
 
@@ -225,6 +228,3 @@ def drop_secondary_indexes(connection: Connection) -> None:
         for index in table.indexes:
             connection.exec_driver_sql(f"DROP INDEX IF EXISTS {db.quote(index.name)}")
 
-
-def data_table_key(table: str) -> tuple[str, ...]:
-    return DATA_TABLE_KEYS[table]

@@ -168,7 +168,7 @@ class AgentStateModel(Base):
 
 class ActionModel(Base):
     __tablename__ = "agent_actions"
-    __table_args__ = _data_table_args("agent_actions", ("step_number",), ("agent_id",))
+    __table_args__ = _data_table_args("agent_actions", ("agent_id",))
 
     simulation_id = _sim_id()
     action_id = Column(Integer, primary_key=True, autoincrement=False)
@@ -249,7 +249,7 @@ class HealthIncident(Base):
 
 class LearningExperienceModel(Base):
     __tablename__ = "learning_experiences"
-    __table_args__ = _data_table_args("learning_experiences", ("step_number",), ("agent_id",))
+    __table_args__ = _data_table_args("learning_experiences", ("agent_id",))
 
     simulation_id = _sim_id()
     experience_id = Column(Integer, primary_key=True, autoincrement=False)

@@ -26,11 +26,11 @@ depends_on = None
 TABLES = {
     "agents": ("agent_id", [["agent_type"], ["birth_time"], ["death_time"]]),
     "agent_states": ("id", [["step_number"], ["agent_id", "step_number"]]),
-    "agent_actions": ("action_id", [["step_number"], ["agent_id"]]),
+    "agent_actions": ("action_id", [["agent_id"]]),
     "resource_states": ("id", [["step_number"], ["resource_id"]]),
     "simulation_steps": ("step_number", []),
     "health_incidents": ("incident_id", [["step_number"], ["agent_id"]]),
-    "learning_experiences": ("experience_id", [["step_number"], ["agent_id"]]),
+    "learning_experiences": ("experience_id", [["agent_id"]]),
     "reproduction_events": ("event_id", [["step_number"], ["parent_id"]]),
     "social_interactions": ("interaction_id", [["step_number"], ["initiator_id"], ["recipient_id"]]),
     "interactions": ("interaction_id", [["step_number"], ["source_id"], ["target_id"]]),
