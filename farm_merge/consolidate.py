@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
 
@@ -99,8 +99,6 @@ class MergeReport:
         }
 
 
-Progress = Callable[[str, int], None]
-
 
 def merge(
     sources: Sequence[str],
@@ -128,9 +126,9 @@ def merge(
     _check_template(id_template)
     target_name = db.display(into)
     target_path = db.sqlite_path(into)
-    experiment_id = experiment_id or (target_path.stem if target_path else None)
-    if not experiment_id:
-        raise FarmMergeError("name the experiment with --experiment-id (the target is not a file)")
+    if target_path is None:
+        raise FarmMergeError(f"{target_name}: merging into a server database needs the postgres extra")
+    experiment_id = experiment_id or target_path.stem
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
 
     files, unmatched = expand(list(sources))
@@ -151,10 +149,7 @@ def merge(
         return _ordered(report, files, unmatched)
 
     with migrations.open_checked(into, create=not dry_run) as engine:
-        target = _SqliteTarget(engine, experiment_id) if target_path else None
-        if target is None:
-            raise FarmMergeError(f"{target_name}: merging into a server database needs the postgres extra")
-        with target:
+        with _SqliteTarget(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
             for plan in plans:
