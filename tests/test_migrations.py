@@ -35,6 +35,9 @@ def schema_of(path) -> dict:
     return out
 
 
+REVISIONS = ["0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog"]
+
+
 def test_single_head():
     assert len(ScriptDirectory.from_config(migrations.alembic_config()).get_heads()) == 1
 
@@ -117,9 +120,11 @@ def test_farm_merge_upgrade_creates_and_then_says_nothing_to_do(tmp_path):
     target.touch()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
     assert result.exit_code == 0, result.output
-    assert result.output == f"upgraded {target} from an empty database to 0003_experiment_catalog\n"
+    assert result.stdout == f"upgraded {target} from an empty database to 0003_experiment_catalog\n"
+    assert result.stderr.splitlines() == [f"applied {rev}" for rev in REVISIONS]  # no backup of an empty file
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
     assert result.output == f"{target} is already at 0003_experiment_catalog; nothing to do\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.db"]
 
 
 def test_farm_merge_upgrade_from_an_older_revision(tmp_path):
@@ -130,7 +135,10 @@ def test_farm_merge_upgrade_from_an_older_revision(tmp_path):
         command.upgrade(migrations.alembic_config(conn), "0002_simulation_keys")
     engine.dispose()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
-    assert result.output == f"upgraded {target} from 0002_simulation_keys to 0003_experiment_catalog\n"
+    assert result.stdout == f"upgraded {target} from 0002_simulation_keys to 0003_experiment_catalog\n"
+    (backup,) = tmp_path.glob("exp.db.*.bak")
+    assert result.stderr.splitlines() == [f"backup: {backup}", "applied 0003_experiment_catalog"]
+    assert rows(backup, "SELECT version_num FROM farm_merge_version") == [("0002_simulation_keys",)]
 
 
 def test_alembic_command_line_from_the_repository_root(tmp_path):

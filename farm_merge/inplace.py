@@ -1,0 +1,315 @@
+"""Upgrading a database in place: ours at an older revision, a legacy AgentFarm run file, or
+an experiment file written by AgentFarm's ExperimentDatabase.
+
+``farm-merge upgrade`` and ``alembic -x db=FILE upgrade`` (``alembic/env.py``) both go
+through :func:`upgrading`, which wraps the migrations in what makes an in-place upgrade
+safe:
+
+* an exclusive lock on the file for the whole job, so that two processes cannot upgrade
+  one file at once (the second fails at once, naming the file);
+* a ``VACUUM INTO`` backup beside the file before anything is written (unless asked not
+  to); a database already at its target revision is left alone and no backup is made;
+* one transaction for everything: adopting a foreign file (:mod:`farm_merge.adopt`), every
+  migration, the catalogue rows, and a check that every table still holds its rows, per
+  simulation.  A failure anywhere rolls it all back: the file's content is as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from alembic import command
+from alembic.util import CommandError
+from sqlalchemy import Connection, exc
+
+from . import adopt, catalog, db, migrations
+from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
+from .sources import SourceFile, inspect_source
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class UpgradeReport:
+    """What an upgrade found and did."""
+
+    target: str
+    looks_like: str  # what the database was before
+    from_revision: str | None
+    to_revision: str | None
+    backup: str | None = None
+    adoption: adopt.Adoption | None = None
+    steps: list[str] = field(default_factory=list)  # revisions applied, in order
+    rows: dict[str, int] = field(default_factory=dict)  # rows per data table afterwards
+    seconds: float = 0.0
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.adoption is None and self.from_revision == self.to_revision
+
+    def lines(self) -> list[str]:
+        """The report for a person: one line, then what they should know."""
+        if self.nothing_to_do:
+            return [f"{self.target} is already at {self.to_revision}; nothing to do"]
+        start = self.from_revision or ("an empty database" if self.adoption is None else self.looks_like)
+        head = f"upgraded {self.target} from {start} to {self.to_revision}"
+        total = sum(self.rows.values())
+        lines = [head + (f": {_count(self.adoption.simulation_ids, 'simulation')} "
+                         f"({', '.join(self.adoption.simulation_ids[:3])}{' …' if len(self.adoption.simulation_ids) > 3 else ''}), "
+                         f"{total:,} rows kept" if self.adoption else "")]
+        if self.adoption:
+            a = self.adoption
+            if a.orphans:
+                tables = ", ".join(f"{t} {n}" for t, n in a.orphans.items())
+                lines.append(f"rows without a simulation_id ({tables}) are kept under simulation {a.simulation_id!r}")
+            if a.added_columns:
+                lines.append(f"kept what the schema lacks: {', '.join(a.added_columns)}")
+            lines += [f"collision: {c}" for c in a.collisions]
+        return lines
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target, "was": self.looks_like, "from_revision": self.from_revision,
+            "to_revision": self.to_revision, "nothing_to_do": self.nothing_to_do, "backup": self.backup,
+            "steps": self.steps, "rows": self.rows, "seconds": round(self.seconds, 3),
+            "adopted": self.adoption.to_dict() if self.adoption else None,
+        }
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+@dataclass
+class Job:
+    """An upgrade under way: run the migrations on ``connection`` (None: nothing to do)."""
+
+    connection: Connection | None
+    simulation_id: str | None  # what 0002 gives rows without one
+    report: UpgradeReport
+
+
+def upgrade(
+    target: str | os.PathLike,
+    revision: str = "head",
+    *,
+    simulation_id: str | None = None,
+    backup: bool = True,
+    progress: Progress | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> UpgradeReport:
+    """Bring ``target`` to ``revision`` in place; see the module's docstring for the safety.
+
+    ``target`` is an experiment database (path or URL) at an older revision, an empty one,
+    a legacy AgentFarm run file or an AgentFarm experiment file.  ``simulation_id`` names a
+    run file's simulation (default: the id it records, else its file stem) or, in an
+    AgentFarm experiment file, the simulation that rows without an id are kept under.
+    ``progress`` receives a line as each thing happens (the backup path first);
+    ``on_step`` each revision as it is applied.
+    """
+    with upgrading(target, revision, simulation_id=simulation_id, backup=backup, progress=progress) as job:
+        if job.connection is not None:
+            def applied(rev: str) -> None:
+                job.report.steps.append(rev)
+                if progress:
+                    progress(f"applied {rev}")
+                if on_step:
+                    on_step(rev)
+
+            config = migrations.alembic_config(job.connection, simulation_id=job.simulation_id, on_step=applied)
+            command.upgrade(config, revision)
+    return job.report
+
+
+@contextmanager
+def upgrading(
+    target: str | os.PathLike,
+    revision: str = "head",
+    *,
+    simulation_id: str | None = None,
+    backup: bool = True,
+    create: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[Job]:
+    """Lock, check, back up and adopt ``target``, then yield a :class:`Job` whose connection
+    is inside the transaction that the caller runs the migrations in.
+
+    ``create`` makes a missing file a new database (``alembic upgrade`` does; ``farm-merge
+    upgrade`` reports a missing file).  Raises :class:`~farm_merge.errors.FarmMergeError`
+    subclasses for what a user can fix; a database error half-way becomes
+    :class:`UpgradeFailed` after the rollback.
+    """
+    started = time.monotonic()
+    name, path = db.display(target), db.sqlite_path(target)
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise DatabaseNotFound(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        problem = migrations.probe_file(path)
+        if problem:
+            raise NotAnExperimentDatabase(name, problem)
+    with upgrade_lock(path, name) if path is not None else nullcontext():
+        if path is not None and path.stat().st_size == 0:
+            db.initialize_sqlite(path)
+        state = migrations.state_of(target)
+        if state.kind in ("unknown",) or (state.kind not in ("new", "experiment") and path is None):
+            raise NotAnExperimentDatabase(name, state.description)
+        if state.too_new:
+            raise SchemaTooNew(name, state.revision, migrations.head_revision())
+        destination = _resolve(revision)
+        report = UpgradeReport(name, state.description, state.revision, state.revision)
+        if state.kind == "experiment" and state.revision == destination:
+            report.seconds = time.monotonic() - started
+            yield Job(None, None, report)
+            return
+
+        info = plan = None
+        if state.kind in migrations.ADOPTABLE:
+            info = inspect_source(SourceFile(path, path.parent), include_active=True, checksum=False)
+            plan = adopt.plan(info, simulation_id)
+        if backup and path is not None and state.kind != "new":
+            report.backup = str(backup_database(path, name))
+            if progress:
+                progress(f"backup: {report.backup}")
+
+        engine = db.create_engine_for(target)
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)  # take the write lock up front
+                try:
+                    with conn.begin():
+                        before = _rows_per_simulation(conn) if plan is None else None
+                        if plan is not None:
+                            adopt.adopt(conn, info, plan)
+                            report.adoption = plan
+                        yield Job(conn, plan.simulation_id if plan else simulation_id, report)
+                        report.to_revision = migrations.current_revision(conn)
+                        if plan is not None:
+                            adopt.write_catalog(conn, info, plan)
+                        report.rows = _verify(conn, name, plan, before)
+                        if report.to_revision == migrations.head_revision():
+                            migrations.ensure_indexes(conn)
+                except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
+                    raise UpgradeFailed(name, _one_line(e), report.backup) from e
+            if path is not None:  # experiment databases are shared by writers: WAL, as new ones are
+                raw = engine.raw_connection()
+                try:
+                    raw.driver_connection.execute("PRAGMA journal_mode = WAL")
+                finally:
+                    raw.close()
+        finally:
+            engine.dispose()
+        report.seconds = time.monotonic() - started
+
+
+def _resolve(revision: str) -> str | None:
+    """The revision id ``revision`` names (``head``, an id or a unique prefix), or None for
+    what only Alembic can work out (relative steps)."""
+    try:
+        script = migrations.script_directory().get_revision(revision)
+    except CommandError:
+        return None
+    return script.revision if script else None
+
+
+@contextmanager
+def upgrade_lock(path: Path, name: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on the database file itself.
+
+    Only upgrades take it, so it keeps a second upgrade of the same file out without
+    getting in the way of SQLite's own locking.  The descriptor is opened before and
+    closed after every SQLite connection of the job (closing a file's descriptor drops the
+    process's POSIX locks on it, SQLite's included).  Where ``fcntl`` does not exist, the
+    upgrade transaction's write lock is the only guard.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpgradeInProgress(name or str(path)) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def backup_database(path: Path, name: str | None = None) -> Path:
+    """Write a consistent copy of ``path`` beside it with ``VACUUM INTO``; return its path.
+
+    The name ends in ``.bak`` (not ``.db``), so that a later ``farm-merge merge 'runs/*.db'``
+    does not take the backup for a run.
+    """
+    stamp = catalog.now().strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 1
+    while backup.exists():
+        backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
+        n += 1
+    con = db.connect_sqlite(path, readonly=True)
+    try:
+        con.execute("VACUUM INTO ?", (str(backup),))
+    except sqlite3.Error as e:
+        backup.unlink(missing_ok=True)
+        raise UpgradeFailed(name or str(path), f"cannot write the backup {backup}: {e}") from e
+    finally:
+        con.close()
+    return backup
+
+
+def _rows_per_simulation(conn: Connection) -> dict[str, dict[str | None, int]]:
+    """Rows per simulation id of every table that has ``simulation_id`` (catalogue aside)."""
+    catalogue = {"simulations", "experiments", "merge_ledger", migrations.VERSION_TABLE}
+    counts = {}
+    for (table,) in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all():
+        if table in catalogue:
+            continue
+        if "simulation_id" in {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}:
+            counts[table] = dict(conn.exec_driver_sql(
+                f"SELECT simulation_id, count(*) FROM {db.quote(table)} GROUP BY simulation_id").all())
+    return counts
+
+
+def _verify(conn: Connection, name: str, plan: adopt.Adoption | None,
+            before: dict[str, dict[str | None, int]] | None) -> dict[str, int]:
+    """Check that every table holds exactly the rows it held; return the totals per table.
+
+    An adopted file is checked per simulation (its rows must sit under the ids the plan
+    gave them), unless the upgrade stopped at the per-run layout, whose ids are not filled
+    yet; our own databases are checked per table.
+    """
+    after = _rows_per_simulation(conn)
+    per_simulation = plan is not None and migrations.current_revision(conn) != adopt.PER_RUN_REVISION
+    if per_simulation:
+        expected = plan.expected
+    elif plan is not None:
+        expected, after = _totals(plan.expected), _totals(after)
+    else:
+        expected, after = _totals(before), _totals(after)
+    for table, counts in expected.items():
+        got = {k: v for k, v in after.get(table, {}).items() if v}
+        want = {k: v for k, v in counts.items() if v}
+        if got != want:
+            raise UpgradeFailed(name, f"verification failed: {table} would hold {got} rows, it held {want}")
+    return {t: sum(c.values()) for t, c in after.items()}
+
+
+def _totals(counts: dict[str, dict]) -> dict[str, dict]:
+    return {t: {None: sum(c.values())} for t, c in counts.items()}
+
+
+def _one_line(e: Exception) -> str:
+    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
