@@ -50,7 +50,7 @@ def simulation_values(info: SourceInfo, theirs: str | None, ours: str, *, experi
     if info.revision is not None:
         parameters = json_or_none(record.get("parameters"))
         era = record.get("era")
-        recorded = record.get("source_simulation_id") or theirs
+        recorded = record.get("source_simulation_id") if record else theirs
     else:
         single = len(info.recorded_simulation_ids) <= 1
         config = info.config_json if single else info.configs.get(theirs)

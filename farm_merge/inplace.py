@@ -186,6 +186,9 @@ def upgrading(
                 conn = conn.execution_options(immediate=True)  # take the write lock up front
                 try:
                     with conn.begin():
+                        if migrations.describe(conn) != state:  # only if the flock is not there to prevent it
+                            raise UpgradeFailed(name, "it changed while the upgrade was being prepared "
+                                                      "(another process?); run the upgrade again")
                         before = _rows_per_simulation(conn) if plan is None else None
                         if plan is not None:
                             adopt.adopt(conn, info, plan)
@@ -199,12 +202,6 @@ def upgrading(
                             migrations.ensure_indexes(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
                     raise UpgradeFailed(name, _one_line(e), report.backup) from e
-            if path is not None:  # experiment databases are shared by writers: WAL, as new ones are
-                raw = engine.raw_connection()
-                try:
-                    raw.driver_connection.execute("PRAGMA journal_mode = WAL")
-                finally:
-                    raw.close()
         finally:
             engine.dispose()
         report.seconds = time.monotonic() - started
