@@ -259,8 +259,10 @@ def write_catalog(conn: Connection, info: SourceInfo, adoption: Adoption) -> Non
     columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(simulations)")}
     present = {str(s) for (s,) in conn.exec_driver_sql("SELECT simulation_id FROM simulations")}
     experiments = [str(e["experiment_id"]) for e in info.experiments if e.get("experiment_id") is not None]
+    recorded = set(info.recorded_simulation_ids)
     for sim in adoption.simulation_ids:
-        theirs = adoption.recorded_id if not adoption.several else sim
+        # several: the id rows without one were given is not one the file recorded
+        theirs = adoption.recorded_id if not adoption.several else (sim if sim in recorded else None)
         record = catalog.source_record(info, theirs)
         experiment_id = record.get("experiment_id") or (experiments[0] if len(experiments) == 1 else None)
         values = catalog.simulation_values(info, theirs, sim, experiment_id=experiment_id)
