@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from alembic import command
 from alembic.util import CommandError
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection, exc, inspect
 
 from . import adopt, catalog, db, migrations
 from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
@@ -47,6 +47,7 @@ class UpgradeReport:
     adoption: adopt.Adoption | None = None
     steps: list[str] = field(default_factory=list)  # revisions applied, in order
     rows: dict[str, int] = field(default_factory=dict)  # rows per data table afterwards
+    vacuumed: bool = False  # free pages left by rebuilt tables returned with VACUUM
     seconds: float = 0.0
 
     @property
@@ -77,7 +78,7 @@ class UpgradeReport:
         return {
             "target": self.target, "was": self.looks_like, "from_revision": self.from_revision,
             "to_revision": self.to_revision, "nothing_to_do": self.nothing_to_do, "backup": self.backup,
-            "steps": self.steps, "rows": self.rows, "seconds": round(self.seconds, 3),
+            "steps": self.steps, "rows": self.rows, "vacuumed": self.vacuumed, "seconds": round(self.seconds, 3),
             "adopted": self.adoption.to_dict() if self.adoption else None,
         }
 
@@ -175,6 +176,7 @@ def upgrading(
         if state.kind in migrations.ADOPTABLE:
             info = inspect_source(SourceFile(path, path.parent), include_active=True, checksum=False)
             plan = adopt.plan(info, simulation_id)
+        _refuse_going_back(name, plan.revision if plan else state.revision, destination)
         if backup and path is not None and state.kind != "new":
             report.backup = str(backup_database(path, name))
             if progress:
@@ -202,9 +204,42 @@ def upgrading(
                             migrations.ensure_indexes(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
                     raise UpgradeFailed(name, _one_line(e), report.backup) from e
+            if path is not None:
+                report.vacuumed = _compact(engine)
         finally:
             engine.dispose()
         report.seconds = time.monotonic() - started
+
+
+def _compact(engine) -> bool:
+    """VACUUM if rebuilding the tables left more than a tenth of the file free.
+
+    Adoption and 0002 rebuild every data table; the pages of the old copies stay in the
+    file as free pages (a quarter of it, typically) unless it is vacuumed.  Done after the
+    commit: the upgrade stands whether or not this works.
+    """
+    raw = engine.raw_connection()
+    try:
+        con = raw.driver_connection
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        if free <= pages / 10:
+            return False
+        try:
+            con.execute("VACUUM")
+        except sqlite3.Error:  # out of disk space, say: the file is upgraded all the same
+            return False
+        return True
+    finally:
+        raw.close()
+
+
+def _refuse_going_back(name: str, start: str | None, destination: str | None) -> None:
+    """An upgrade does not downgrade: say so before a backup is written or anything changes."""
+    order = [script.revision for script in reversed(list(migrations.script_directory().walk_revisions()))]
+    if start in order and destination in order and order.index(destination) < order.index(start):
+        raise UpgradeFailed(name, f"it would start at {start}, which is past {destination}; "
+                                  "an upgrade does not go back (alembic downgrade does)")
 
 
 def _resolve(revision: str) -> str | None:
@@ -270,13 +305,14 @@ def _rows_per_simulation(conn: Connection) -> dict[str, dict[str | None, int]]:
     """Rows per simulation id of every table that has ``simulation_id`` (catalogue aside)."""
     catalogue = {"simulations", "experiments", "merge_ledger", migrations.VERSION_TABLE}
     counts = {}
-    for (table,) in conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all():
-        if table in catalogue:
+    inspector = inspect(conn)
+    for table in inspector.get_table_names():
+        if table in catalogue or table.startswith("sqlite_"):
             continue
-        if "simulation_id" in {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}:
+        if "simulation_id" in {c["name"] for c in inspector.get_columns(table)}:
+            q = db.quote(table)
             counts[table] = dict(conn.exec_driver_sql(
-                f"SELECT simulation_id, count(*) FROM {db.quote(table)} GROUP BY simulation_id").all())
+                f"SELECT simulation_id, count(*) FROM {q} GROUP BY simulation_id").all())
     return counts
 
 
@@ -296,9 +332,9 @@ def _verify(conn: Connection, name: str, plan: adopt.Adoption | None,
         expected, after = _totals(plan.expected), _totals(after)
     else:
         expected, after = _totals(before), _totals(after)
-    for table, counts in expected.items():
+    for table in sorted(set(expected) | set(after)):
         got = {k: v for k, v in after.get(table, {}).items() if v}
-        want = {k: v for k, v in counts.items() if v}
+        want = {k: v for k, v in expected.get(table, {}).items() if v}
         if got != want:
             raise UpgradeFailed(name, f"verification failed: {table} would hold {got} rows, it held {want}")
     return {t: sum(c.values()) for t, c in after.items()}

@@ -3,6 +3,7 @@ the run file itself; the backup, the rollback, the lock, and the Alembic command
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from conftest import REPO, SMALL, assert_same_rows, rows
 from farm_merge import consolidate, inplace, legacy, migrations, samples
 from farm_merge.cli import cli
-from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeInProgress
+from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
 from farm_merge.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
@@ -68,6 +69,9 @@ def test_legacy_run_file_of_every_era_holds_its_rows_and_merges_like_the_run_fil
         assert rows(run.path, f"SELECT DISTINCT simulation_id FROM {table}") in ([], [(simulation_id,)]), table
     assert {t: n for t, n in report.rows.items() if n} == {
         t: n for t, n in run.rows.items() if t not in legacy.CATALOG_TABLES}
+    # the tables were rebuilt twice; the old copies' pages are given back (VACUUM past a tenth)
+    ((free,),), ((pages,),) = rows(run.path, "PRAGMA freelist_count"), rows(run.path, "PRAGMA page_count")
+    assert free <= pages / 10
 
     # the upgraded file merges into an experiment database exactly as the run file did
     (again,) = merge([run.path], tmp_path / "from_upgraded" / "exp.db").results
@@ -264,3 +268,41 @@ def test_the_lock_is_released_when_an_upgrade_ends(tmp_path):
     inplace.upgrade(run.path, backup=False)
     with inplace.upgrade_lock(run.path):
         pass
+
+
+def test_an_upgrade_does_not_go_back_and_says_so_before_writing(tmp_path):
+    path = tmp_path / "exp.db"
+    migrations.create_database(path)
+    with pytest.raises(UpgradeFailed, match=r"it would start at 0003_experiment_catalog, which is past "
+                                            r"0002_simulation_keys; an upgrade does not go back"):
+        inplace.upgrade(path, "0002_simulation_keys")
+    exp = samples.write_agentfarm_experiment(tmp_path / "agentfarm.db", simulations=2, steps=4, agents=3, resources=2)
+    with pytest.raises(UpgradeFailed, match="it would start at 0002_simulation_keys, which is past 0001"):
+        inplace.upgrade(exp.path, "0001_per_run_layout")  # several simulations: stamped at 0002
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agentfarm.db", "exp.db"]
+
+
+def test_upgrade_json_report(tmp_path):
+    run = write_run(tmp_path / "run.db", "2025-03")
+    result = CliRunner().invoke(cli, ["upgrade", str(run.path), "--json"])
+    assert result.exit_code == 0
+    assert result.stderr == ""  # no progress lines with --json
+    report = json.loads(result.stdout)
+    (backup,) = tmp_path.glob("*.bak")
+    assert {k: report[k] for k in ("target", "was", "from_revision", "to_revision", "nothing_to_do", "backup",
+                                   "steps")} == {
+        "target": str(run.path), "was": "a legacy AgentFarm run file of era 2025-03", "from_revision": None,
+        "to_revision": HEAD, "nothing_to_do": False, "backup": str(backup),
+        "steps": ["0002_simulation_keys", HEAD]}
+    assert report["adopted"]["simulation_ids"] == [run.simulation_id]
+    assert report["adopted"]["recorded_id"] == run.simulation_id
+    assert report["rows"]["agent_states"] == run.rows["agent_states"]
+
+
+def test_the_pages_of_rebuilt_tables_are_given_back(tmp_path):
+    run = write_run(tmp_path / "run.db", "2025-09", steps=80, agents=20)
+    size = run.path.stat().st_size
+    report = inplace.upgrade(run.path, backup=False)
+    assert report.vacuumed
+    assert rows(run.path, "PRAGMA freelist_count") == [(0,)]
+    assert run.path.stat().st_size < 1.1 * size  # simulation_id in every row, and nothing else
