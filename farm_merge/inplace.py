@@ -161,7 +161,7 @@ def upgrading(
         if path is not None and path.stat().st_size == 0:
             db.initialize_sqlite(path)
         state = migrations.state_of(target)
-        if state.kind in ("unknown",) or (state.kind not in ("new", "experiment") and path is None):
+        if state.kind == "unknown" or (state.kind in migrations.ADOPTABLE and path is None):
             raise NotAnExperimentDatabase(name, state.description)
         if state.too_new:
             raise SchemaTooNew(name, state.revision, migrations.head_revision())
@@ -193,9 +193,12 @@ def upgrading(
                                                       "(another process?); run the upgrade again")
                         before = _rows_per_simulation(conn) if plan is None else None
                         if plan is not None:
-                            adopt.adopt(conn, info, plan)
+                            adopt.adopt(conn, info, plan, indexes=destination == plan.revision)
                             report.adoption = plan
-                        yield Job(conn, plan.simulation_id if plan else simulation_id, report)
+                            simulation_id = plan.simulation_id
+                        elif state.revision == adopt.PER_RUN_REVISION and simulation_id is None:
+                            simulation_id = _recorded_id(before)
+                        yield Job(conn, simulation_id, report)
                         report.to_revision = migrations.current_revision(conn)
                         if plan is not None:
                             adopt.write_catalog(conn, info, plan)
@@ -232,6 +235,13 @@ def _compact(engine) -> bool:
         return True
     finally:
         raw.close()
+
+
+def _recorded_id(counts: dict[str, dict[str | None, int]]) -> str | None:
+    """The one simulation id a per-run layout's rows record, if they record exactly one:
+    its rows without an id are that simulation's (as adopting the run file decided)."""
+    ids = {sim for table in counts.values() for sim in table if sim is not None}
+    return next(iter(ids)) if len(ids) == 1 else None
 
 
 def _refuse_going_back(name: str, start: str | None, destination: str | None) -> None:

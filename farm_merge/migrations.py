@@ -79,6 +79,7 @@ def head_revision() -> str:
 
 
 def known_revisions() -> set[str]:
+    """Every revision this release ships (a database at another was written by a newer one)."""
     return {rev.revision for rev in script_directory().walk_revisions()}
 
 

@@ -334,3 +334,25 @@ def test_farm_merge_current_json_and_missing_file(tmp_path):
         "at_head": True, "too_new": False, "era": None, "description": "farm-merge experiment database"}
     missing = CliRunner().invoke(cli, ["current", str(tmp_path / "missing.db")])
     assert (missing.exit_code, missing.output) == (1, f"Error: {tmp_path / 'missing.db'}: no such file\n")
+
+
+@pytest.mark.parametrize("era", ["2024-11", "2025-03"])
+def test_a_legacy_file_upgraded_step_by_step_has_each_revisions_exact_layout(tmp_path, era):
+    from farm_merge import inplace
+
+    run = samples.write_run_file(tmp_path / "run.db", era, seed=5, null_simulation_id_every=5, **SMALL)
+    original = tmp_path / "original.db"
+    shutil.copy(run.path, original)
+    sim = run.simulation_id or "run"
+    for revision in REVISIONS:
+        report = inplace.upgrade(run.path, revision, backup=False)
+        assert report.to_revision == revision
+        reference = tmp_path / f"{revision}.db"
+        _at_revision(reference, revision)
+        assert schema_of(run.path) == schema_of(reference), revision
+        if revision == REVISIONS[0]:  # the per-run layout: ids as the file had them, none added
+            expected = rows(original, "SELECT count(*), count(simulation_id) FROM agent_states") if run.simulation_id \
+                else [(run.rows["agent_states"], 0)]
+            assert rows(run.path, "SELECT count(*), count(simulation_id) FROM agent_states") == expected
+        else:
+            assert_same_rows(original, run.path, sim)
