@@ -106,8 +106,9 @@ def run_child(kind: str, sources: list[Path], workdir: Path) -> dict:
     if status != 0:
         raise SystemExit(f"{kind} failed with status {status}")
     result = json.loads(out)
+    merged = list(folder.glob("*.merged.sqlite"))  # the merge's one-simulation databases
     result.update(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024,
-                  size_after=sum(Path(c).stat().st_size for c in copies))
+                  size_after=sum(p.stat().st_size for p in merged) or sum(Path(c).stat().st_size for c in copies))
     return result
 
 
@@ -152,8 +153,9 @@ def main() -> None:
         print(f"upgrade / one VACUUM INTO copy (time): {up / vacuum:.2f}x")
         print(f"the backup adds {100 * (backed - up) / up:.0f}% to an upgrade")
         print(f"rows kept: {best['upgrade']['rows']:,} upgraded in place, {best['merge']['rows']:,} merged")
-        print(f"upgraded size {best['upgrade']['size_after'] / 1e6:.0f} MB / original {total / 1e6:.0f} MB = "
-              f"{best['upgrade']['size_after'] / total:.3f}x")
+        for kind, what in (("upgrade", "upgraded in place"), ("merge", "merged into new databases")):
+            size = best[kind]["size_after"]
+            print(f"{what}: {size / 1e6:.0f} MB / original {total / 1e6:.0f} MB = {size / total:.3f}x")
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
