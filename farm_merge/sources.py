@@ -189,14 +189,16 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     A rollback-journal file is read with ``mode=ro``: SQLite then creates nothing and its
     shared lock keeps a writer from committing mid-read.  A WAL file is read with
     ``immutable=1`` when it has no ``-wal``, since ``mode=ro`` alone would create ``-wal``
-    and ``-shm`` files beside it.
+    and ``-shm`` files beside it.  An empty ``-wal`` holds nothing to replay: it is what a
+    read-only reader of a WAL file (an experiment database, say) leaves behind, since it
+    may not delete it, so it does not make the file "active"; ``mode=ro`` reads it.
     """
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     if journal.exists() and journal.stat().st_size > 0:
         raise SourceError(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
-        if not include_active:
+        if not include_active and wal.stat().st_size > 0:
             raise SourceError(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")

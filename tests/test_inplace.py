@@ -1,5 +1,6 @@
 """Legacy run files upgraded in place: exactly their rows plus simulation_id, merged like
-the run file itself; the backup, the rollback, the lock, and the Alembic command line."""
+the run file itself; the backup, the rollback, the lock, and the Alembic command line;
+experiment databases of ours as merge sources."""
 
 from __future__ import annotations
 
@@ -306,3 +307,23 @@ def test_the_pages_of_rebuilt_tables_are_given_back(tmp_path):
     assert report.vacuumed
     assert rows(run.path, "PRAGMA freelist_count") == [(0,)]
     assert run.path.stat().st_size < 1.1 * size  # simulation_id in every row, and nothing else
+
+
+def test_an_experiment_database_merges_into_another_as_its_run_files_did(tmp_path):
+    runs = [write_run(tmp_path / "runs" / f"run_{era}.db", era, seed=i)
+            for i, era in enumerate(("2024-12-int", "2025-03"))]
+    first = tmp_path / "a" / "exp.db"
+    merge([r.path for r in runs], first)
+    second = tmp_path / "b" / "exp.db"
+    (result,) = merge([first], second).results
+    assert result.simulation_ids == sorted(s for (s,) in rows(first, "SELECT simulation_id FROM simulations"))
+    assert result.era == f"farm-merge {HEAD}"
+    for table in [*DATA_TABLES, "simulations"]:
+        assert table_rows(second, table) == table_rows(first, table), table
+    # the source's ledger and version table are its own business, not copied
+    assert rows(second, "SELECT count(*) FROM merge_ledger WHERE source_path = ?", (str(first.resolve()),)) == [(2,)]
+    # the read-only reads above left an empty -wal beside it (they may not delete it):
+    # nothing to replay, so it does not make the source "active"
+    assert Path(f"{first}-wal").stat().st_size == 0
+    (again,) = consolidate.merge([str(first)], str(second), progress=False).results
+    assert (again.status, again.reason) == ("skipped", "already merged (identical content)")
