@@ -4,8 +4,8 @@ SQLite experiment database holding only them.
 CSV is written by streaming each table's rows in key order (SQLAlchemy Core, so it works
 on any back end); every file has the ``simulation_id`` column, so one layout serves one
 simulation and ``--all``.  The SQLite form is an experiment database at the current
-schema revision (``farm-merge`` commands work on it, and it merges like any experiment
-file); its rows are copied with INSERT…SELECT through ATTACH.
+schema revision, so every ``farm-merge`` query command works on it; its rows are copied
+with INSERT…SELECT through ATTACH.  (To get run files that merge again, use ``split``.)
 """
 
 from __future__ import annotations

@@ -415,12 +415,18 @@ class ExperimentQueryTool:
         columns = self.simulation_ids(simulation_ids)
         return columns, self._series_rows(metric, columns, simulation_ids)
 
-    def _series_rows(self, metric: str, columns: list[str], simulation_ids) -> Iterator[list[Any]]:
+    def series_by_step_statement(self, metric: str, simulation_ids: Sequence[str] | None = None) -> sa.Select:
+        """The statement behind :meth:`series_table`: by step, so the database sorts
+        (in its own temporary storage, not in Python)."""
+        column = self._metric(metric)
         t = self._steps
+        return (select(t.c.step_number, t.c.simulation_id, column)
+                .where(self._in_scope(t.c.simulation_id, simulation_ids))
+                .order_by(t.c.step_number, t.c.simulation_id))
+
+    def _series_rows(self, metric: str, columns: list[str], simulation_ids) -> Iterator[list[Any]]:
         position = {sim: i for i, sim in enumerate(columns, start=1)}
-        query = (select(t.c.step_number, t.c.simulation_id, t.c[metric])
-                 .where(self._in_scope(t.c.simulation_id, simulation_ids))
-                 .order_by(t.c.step_number, t.c.simulation_id))
+        query = self.series_by_step_statement(metric, simulation_ids)
         with self.engine.connect() as conn:
             rows = conn.execution_options(yield_per=5000).execute(query)
             for step, group in itertools.groupby(rows, key=lambda r: r[0]):
