@@ -247,7 +247,7 @@ def compare(database, metric, at, series, plot, experiment_id, simulation_ids, a
             result = tool.compare_metric(metric, at, simulation_ids=ids)
             label = result[0]["at"] if result else str(at)
             click.echo(views.render_records(result, fmt, views.compare_view(result, metric, label)))
-            if fmt == "table":
+            if fmt == "table" and result:
                 click.echo(views.compare_footer(result))
         if plot:
             figure = tool.plot_metric(metric, plot, simulation_ids=ids)

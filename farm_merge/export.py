@@ -101,7 +101,7 @@ def _write_csv(conn: Connection, tool, table: str, explicit: list[str] | None, p
     columns = [c["name"] for c in inspector.get_columns(table)]
     key = inspector.get_pk_constraint(table)["constrained_columns"] or ["simulation_id"]
     source = sa.table(table, *[sa.column(c) for c in columns])
-    query = (select(*source.c).where(tool._in_scope(source.c.simulation_id, explicit))
+    query = (select(*source.c).where(tool.in_scope(source.c.simulation_id, explicit))
              .order_by(*[source.c[k] for k in key]))
     partial = partial_name(path)
     count = 0

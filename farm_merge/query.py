@@ -110,7 +110,7 @@ class ExperimentQueryTool:
         if experiment_id not in known:
             raise ExperimentNotFound(experiment_id, self.db_path, sorted(known))
 
-    def _in_scope(self, column: sa.ColumnElement, simulation_ids: Sequence[str] | None = None) -> sa.ColumnElement:
+    def in_scope(self, column: sa.ColumnElement, simulation_ids: Sequence[str] | None = None) -> sa.ColumnElement:
         """A condition on a ``simulation_id`` column: the experiment's and the given ids."""
         conditions = []
         if simulation_ids:
@@ -120,22 +120,25 @@ class ExperimentQueryTool:
                 select(SIMULATIONS.c.simulation_id).where(SIMULATIONS.c.experiment_id == self.experiment_id)))
         return and_(*conditions) if conditions else sa.true()
 
-    def _check_ids(self, conn: Connection, simulation_ids: Sequence[str] | None) -> None:
+    def check_ids(self, conn: Connection, simulation_ids: Sequence[str] | None) -> None:
+        """Raise :class:`SimulationNotFound` for the first given id not in scope."""
         if not simulation_ids:
             return
         found = set(conn.scalars(select(SIMULATIONS.c.simulation_id).where(
-            self._in_scope(SIMULATIONS.c.simulation_id, simulation_ids))))
+            self.in_scope(SIMULATIONS.c.simulation_id, simulation_ids))))
         for simulation_id in simulation_ids:
             if simulation_id not in found:
-                where = self.db_path if self.experiment_id is None else f"{self.db_path} (experiment {self.experiment_id!r})"
+                where = self.db_path
+                if self.experiment_id is not None:
+                    where += f" (experiment {self.experiment_id!r})"
                 raise SimulationNotFound(simulation_id, where)
 
     def simulation_ids(self, simulation_ids: Sequence[str] | None = None) -> list[str]:
         """The simulations in scope, in id order (checked to exist when given)."""
         with self.engine.connect() as conn:
-            self._check_ids(conn, simulation_ids)
+            self.check_ids(conn, simulation_ids)
             return list(conn.scalars(select(SIMULATIONS.c.simulation_id).where(
-                self._in_scope(SIMULATIONS.c.simulation_id, simulation_ids)).order_by(SIMULATIONS.c.simulation_id)))
+                self.in_scope(SIMULATIONS.c.simulation_id, simulation_ids)).order_by(SIMULATIONS.c.simulation_id)))
 
     def data_tables(self, conn: Connection) -> list[str]:
         """Tables holding per-simulation rows: the schema's, then any a merge added."""
@@ -164,13 +167,13 @@ class ExperimentQueryTool:
             for experiment in experiments:
                 experiment["simulations"] = per_experiment.get(experiment["experiment_id"], 0)
             by_status = {status or "unknown": n for status, n in conn.execute(
-                select(SIMULATIONS.c.status, func.count()).where(self._in_scope(SIMULATIONS.c.simulation_id))
+                select(SIMULATIONS.c.status, func.count()).where(self.in_scope(SIMULATIONS.c.simulation_id))
                 .group_by(SIMULATIONS.c.status).order_by(SIMULATIONS.c.status))}
             tables = {}
             for name in self.data_tables(conn):
                 sim = sa.column("simulation_id")
                 tables[name] = conn.execute(
-                    select(func.count()).select_from(sa.table(name, sim)).where(self._in_scope(sim))).scalar_one()
+                    select(func.count()).select_from(sa.table(name, sim)).where(self.in_scope(sim))).scalar_one()
             sources = self._ledger_summary(conn)
             revision = migrations.current_revision(conn)
         main = max(experiments, key=lambda e: e["simulations"], default=None)
@@ -194,7 +197,7 @@ class ExperimentQueryTool:
         return info
 
     def _ledger_summary(self, conn: Connection) -> dict[str, Any]:
-        in_scope = self._in_scope(LEDGER.c.simulation_id)
+        in_scope = self.in_scope(LEDGER.c.simulation_id)
         by_era = [
             {"era": era, "sources": n, "bytes": size or 0, "first_merged_at": first, "last_merged_at": last}
             for era, n, size, first, last in conn.execute(
@@ -222,7 +225,7 @@ class ExperimentQueryTool:
         """One dict per simulation: id, experiment, status, era, steps logged, agents,
         start and end time, source file, parameters and results summary."""
         with self.engine.connect() as conn:
-            self._check_ids(conn, simulation_ids)
+            self.check_ids(conn, simulation_ids)
             rows = [dict(r) for r in conn.execute(self.list_statement(simulation_ids)).mappings()]
         for row in rows:
             row["steps"] = row["steps"] or 0
@@ -234,10 +237,10 @@ class ExperimentQueryTool:
         steps, agents = self._steps, AGENTS
         step_counts = (select(steps.c.simulation_id, func.count().label("steps"),
                               func.max(steps.c.step_number).label("last_step"))
-                       .where(self._in_scope(steps.c.simulation_id, simulation_ids))
+                       .where(self.in_scope(steps.c.simulation_id, simulation_ids))
                        .group_by(steps.c.simulation_id).subquery("step_counts"))
         agent_counts = (select(agents.c.simulation_id, func.count().label("agents"))
-                        .where(self._in_scope(agents.c.simulation_id, simulation_ids))
+                        .where(self.in_scope(agents.c.simulation_id, simulation_ids))
                         .group_by(agents.c.simulation_id).subquery("agent_counts"))
         s = SIMULATIONS
         query = (
@@ -248,7 +251,7 @@ class ExperimentQueryTool:
             .select_from(s.outerjoin(step_counts, step_counts.c.simulation_id == s.c.simulation_id)
                          .outerjoin(agent_counts, agent_counts.c.simulation_id == s.c.simulation_id)
                          .outerjoin(LEDGER, LEDGER.c.simulation_id == s.c.simulation_id))
-            .where(self._in_scope(s.c.simulation_id, simulation_ids))
+            .where(self.in_scope(s.c.simulation_id, simulation_ids))
             .order_by(s.c.simulation_id)
         )
         return query
@@ -267,7 +270,7 @@ class ExperimentQueryTool:
         """
         ids = [simulation_id] if simulation_id is not None else simulation_ids
         with self.engine.connect() as conn:
-            self._check_ids(conn, ids)
+            self.check_ids(conn, ids)
             rows = [dict(r) for r in conn.execute(self.summary_statement(ids)).mappings()]
         for row in rows:
             row["total_steps"] = row["total_steps"] or 0
@@ -293,7 +296,7 @@ class ExperimentQueryTool:
                 func.sum(t.c.deaths).label("total_deaths"),
                 *[func.max(t.c[m]).label(f"peak_{m}") for m in SUMMARY_METRICS],
             )
-            .where(self._in_scope(t.c.simulation_id, ids))
+            .where(self.in_scope(t.c.simulation_id, ids))
             .group_by(t.c.simulation_id)
             .subquery("aggregates")
         )
@@ -309,7 +312,7 @@ class ExperimentQueryTool:
                 s.outerjoin(aggregates, aggregates.c.simulation_id == s.c.simulation_id)
                 .outerjoin(final, and_(final.c.simulation_id == aggregates.c.simulation_id,
                                        final.c.step_number == aggregates.c.last_step)))
-            .where(self._in_scope(s.c.simulation_id, ids))
+            .where(self.in_scope(s.c.simulation_id, ids))
             .order_by(s.c.simulation_id)
         )
         return query
@@ -339,7 +342,7 @@ class ExperimentQueryTool:
         point = parse_point(at)
         query = self.compare_statement(metric, point, simulation_ids)
         with self.engine.connect() as conn:
-            self._check_ids(conn, simulation_ids)
+            self.check_ids(conn, simulation_ids)
             rows = conn.execute(query).all()
         label = point if isinstance(point, str) else f"step {point}"
         result = []
@@ -359,7 +362,7 @@ class ExperimentQueryTool:
         if point in ("max", "min", "mean"):
             function = {"max": func.max, "min": func.min, "mean": func.avg}[point]
             values = (select(t.c.simulation_id, function(column).label("value"))
-                      .where(self._in_scope(t.c.simulation_id, simulation_ids))
+                      .where(self.in_scope(t.c.simulation_id, simulation_ids))
                       .group_by(t.c.simulation_id).subquery("values"))
             query = (select(s.c.simulation_id, sa.null().label("step"), values.c.value)
                      .select_from(s.outerjoin(values, values.c.simulation_id == s.c.simulation_id)))
@@ -374,14 +377,14 @@ class ExperimentQueryTool:
             query = (select(s.c.simulation_id, row.c.step_number.label("step"), row.c[metric].label("value"))
                      .select_from(s.outerjoin(row, and_(row.c.simulation_id == s.c.simulation_id,
                                                         row.c.step_number == step))))
-        return query.where(self._in_scope(s.c.simulation_id, simulation_ids)).order_by(s.c.simulation_id)
+        return query.where(self.in_scope(s.c.simulation_id, simulation_ids)).order_by(s.c.simulation_id)
 
     def metric_series(self, metric: str, *, simulation_ids: Sequence[str] | None = None
                       ) -> Iterator[tuple[str, int, Any]]:
         """``(simulation_id, step_number, value)`` for every step, in key order, streamed."""
         query = self.series_statement(metric, simulation_ids)
         with self.engine.connect() as conn:
-            self._check_ids(conn, simulation_ids)
+            self.check_ids(conn, simulation_ids)
             for row in conn.execution_options(yield_per=5000).execute(query):
                 yield tuple(row)
 
@@ -390,7 +393,7 @@ class ExperimentQueryTool:
         column = self._metric(metric)
         t = self._steps
         return (select(t.c.simulation_id, t.c.step_number, column)
-                .where(self._in_scope(t.c.simulation_id, simulation_ids))
+                .where(self.in_scope(t.c.simulation_id, simulation_ids))
                 .order_by(t.c.simulation_id, t.c.step_number))
 
     def explain(self, statement: sa.Executable) -> list[str]:
@@ -421,7 +424,7 @@ class ExperimentQueryTool:
         column = self._metric(metric)
         t = self._steps
         return (select(t.c.step_number, t.c.simulation_id, column)
-                .where(self._in_scope(t.c.simulation_id, simulation_ids))
+                .where(self.in_scope(t.c.simulation_id, simulation_ids))
                 .order_by(t.c.step_number, t.c.simulation_id))
 
     def _series_rows(self, metric: str, columns: list[str], simulation_ids) -> Iterator[list[Any]]:
@@ -464,7 +467,7 @@ class ExperimentQueryTool:
                  .where(AGENTS.c.simulation_id == simulation_id)
                  .group_by(AGENTS.c.agent_type).order_by(AGENTS.c.agent_type))
         with self.engine.connect() as conn:
-            self._check_ids(conn, [simulation_id])
+            self.check_ids(conn, [simulation_id])
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def get_final_state(self, simulation_id: str) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def split(tool, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] 
     with tool.engine.connect() as conn:
         records = {r.simulation_id: r for r in conn.execute(
             select(SIMULATIONS.c.simulation_id, SIMULATIONS.c.era, SIMULATIONS.c.source_simulation_id)
-            .where(tool._in_scope(SIMULATIONS.c.simulation_id, simulation_ids)))}
+            .where(tool.in_scope(SIMULATIONS.c.simulation_id, simulation_ids)))}
         tables = {t: columns_of(conn, t) for t in tool.data_tables(conn)}
         conn.rollback()
         try:

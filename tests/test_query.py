@@ -385,6 +385,14 @@ def test_seed_methods_answer_like_the_seed(experiment):
             source, "SELECT agent_type, count(*) FROM agents GROUP BY 1 ORDER BY 1")]
 
 
+def test_questions_can_be_asked_while_a_series_streams(experiment):
+    """Each question gets a connection of its own, even inside another one's iteration."""
+    with ExperimentQueryTool(experiment.path) as tool:
+        finals = {sim: tool.get_final_state(sim)["total_agents"]
+                  for sim, step, _ in tool.metric_series("total_agents") if step == 0}
+        assert finals == {r["simulation_id"]: r["value"] for r in tool.compare_metric("total_agents")}
+
+
 def test_read_only_queries_leave_the_database_unchanged(experiment):
     con = sqlite3.connect(experiment.path)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
