@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__, consolidate, inplace, migrations, samples
+from . import __version__, consolidate, inplace, migrations, samples, views
 from .errors import FarmMergeError
 from .output import format_table, human_bytes, to_json
+from .query import POINTS, ExperimentQueryTool
 
 
 def reports_errors(func):
@@ -187,6 +188,189 @@ def demo(directory, runs, quiet) -> None:
         sources = sum(p.stat().st_size for p in run_dir.glob("*.db"))
         click.echo(f"{target}: {human_bytes(target.stat().st_size)} from {human_bytes(sources)} of run files")
     sys.exit(report.exit_code)
+
+
+# --- query and export ---------------------------------------------------------------------
+
+def output_formats(func):
+    """``--json`` and ``--csv``: results for programs instead of an aligned table."""
+    func = click.option("--csv", "as_csv", is_flag=True, help="Print CSV (every field) instead of a table.")(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (every field) instead of a table.")(func)
+
+
+def experiment_option(func):
+    return click.option("--experiment-id", help="Only this experiment's simulations (on a server database "
+                        "experiments share the tables).")(func)
+
+
+def simulations_option(help_text: str):
+    return click.option("--simulation-id", "simulation_ids", multiple=True, metavar="ID", help=help_text)
+
+
+def chosen_format(as_json: bool, as_csv: bool) -> str:
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    return "json" if as_json else "csv" if as_csv else "table"
+
+
+@cli.command()
+@click.argument("database")
+@experiment_option
+@output_formats
+@reports_errors
+def info(database, experiment_id, as_json, as_csv) -> None:
+    """Describe an experiment database: experiment, schema revision, size, simulations by
+    status, rows per table and the sources merged into it.
+
+    \b
+    Example:
+      farm-merge info experiments/exp_001.db
+    """
+    fmt = chosen_format(as_json, as_csv)
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        click.echo(views.render_info(tool.get_experiment_info(), fmt))
+
+
+@cli.command("list")
+@click.argument("database")
+@experiment_option
+@simulations_option("Only this simulation (repeatable).")
+@output_formats
+@reports_errors
+def list_(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
+    """One line per simulation: id, status, era, steps, agents, start and end, source file.
+
+    \b
+    Example:
+      farm-merge list experiments/exp_001.db
+    """
+    fmt = chosen_format(as_json, as_csv)
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        rows = tool.list_simulations(simulation_ids or None)
+    click.echo(views.render_records(rows, fmt, views.list_view(rows)))
+
+
+@cli.command()
+@click.argument("database")
+@experiment_option
+@simulations_option("Only this simulation (repeatable).")
+@output_formats
+@reports_errors
+def summary(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
+    """Per simulation: final and peak agents, resources, health and reward, births,
+    deaths and parameters (the table shows the parameters that differ).
+
+    \b
+    Example:
+      farm-merge summary experiments/exp_001.db
+    """
+    fmt = chosen_format(as_json, as_csv)
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        rows = tool.get_simulation_summary(simulation_ids=simulation_ids or None)
+    click.echo(views.render_records(rows, fmt, views.summary_view(rows)))
+
+
+@cli.command()
+@click.argument("database")
+@click.option("--metric", default="total_agents", show_default=True,
+              help="A numeric column of simulation_steps; an unknown one lists the valid ones.")
+@click.option("--at", "at", default="final", show_default=True, metavar="|".join(POINTS) + "|STEP",
+              help="Where to read the metric: its final value, max, min or mean over the steps, or at a step.")
+@click.option("--series", is_flag=True, help="Print the metric at every step, one column per simulation.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Also draw the metric per step for every simulation in one PNG (needs the plot extra).")
+@experiment_option
+@simulations_option("Only this simulation (repeatable).")
+@output_formats
+@reports_errors
+def compare(database, metric, at, series, plot, experiment_id, simulation_ids, as_json, as_csv) -> None:
+    """Compare a metric across simulations at one point, or per step with --series.
+
+    \b
+    Examples:
+      farm-merge compare experiments/exp_001.db --metric total_agents --at max
+      farm-merge compare experiments/exp_001.db --metric average_reward --series --plot reward.png
+    """
+    fmt = chosen_format(as_json, as_csv)
+    ids = simulation_ids or None
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        if series:
+            columns, rows = tool.series_table(metric, simulation_ids=ids)
+            views.write_series(columns, rows, fmt, metric, sys.stdout)
+        else:
+            result = tool.compare_metric(metric, at, simulation_ids=ids)
+            label = result[0]["at"] if result else str(at)
+            click.echo(views.render_records(result, fmt, views.compare_view(result, metric, label)))
+            if fmt == "table" and result:
+                click.echo(views.compare_footer(result))
+        if plot:
+            figure = tool.plot_metric(metric, plot, simulation_ids=ids)
+            click.echo(f"wrote {plot}: {metric} per step, {len(figure.axes[0].lines)} simulations", err=True)
+
+
+@cli.command()
+@click.argument("database")
+@simulations_option("The simulation to export (repeatable).")
+@click.option("--all", "export_all", is_flag=True, help="Export every simulation (of --experiment-id).")
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="Folder for CSV files; for sqlite the file to write (or a folder to write it in).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "sqlite"]), default="csv", show_default=True,
+              help="CSV files per table, or a standalone SQLite experiment database.")
+@click.option("--overwrite", is_flag=True, help="Replace files that already exist.")
+@experiment_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@reports_errors
+def export(database, simulation_ids, export_all, output, fmt, overwrite, experiment_id, as_json) -> None:
+    """Export simulations to CSV files per table or to a standalone SQLite file.
+
+    \b
+    Examples:
+      farm-merge export experiments/exp_001.db --simulation-id sim_001 --output ./data
+      farm-merge export experiments/exp_001.db --all --format sqlite --output ./exp_copy.db
+    """
+    if bool(simulation_ids) == export_all:
+        raise click.UsageError("give --simulation-id ID (repeatable) or --all")
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        report = tool.export(output, simulation_ids=simulation_ids or None, format=fmt, overwrite=overwrite)
+    if as_json:
+        click.echo(to_json(report.to_dict()))
+        return
+    rows = [[t.table, t.rows, t.path or ""] for t in report.tables]
+    click.echo(format_table(["table", "rows", "file"] if fmt == "csv" else ["table", "rows"],
+                            rows if fmt == "csv" else [r[:2] for r in rows]))
+    click.echo(f"exported {len(report.simulation_ids)} simulation{'s' if len(report.simulation_ids) != 1 else ''} "
+               f"({report.rows} rows) to {report.output} in {report.seconds:.1f}s")
+
+
+@cli.command()
+@click.argument("database")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for the run files (<simulation_id>.db each).")
+@simulations_option("Only this simulation (repeatable).")
+@experiment_option
+@click.option("--overwrite", is_flag=True, help="Replace run files that already exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no table; only errors.")
+@reports_errors
+def split(database, output, simulation_ids, experiment_id, overwrite, as_json, quiet) -> None:
+    """Write every simulation back to a per-run SQLite file in the layout of its era.
+
+    Merging the files again gives the same experiment content.
+
+    \b
+    Example:
+      farm-merge split experiments/exp_001.db --output ./runs_again
+    """
+    with ExperimentQueryTool(database, experiment_id) as tool:
+        report = tool.split(output, simulation_ids=simulation_ids or None, overwrite=overwrite,
+                            progress=False if quiet or as_json else None)
+    if as_json:
+        click.echo(to_json(report.to_dict()))
+    elif not quiet:
+        click.echo(format_table(["simulation_id", "era", "rows", "file", "added"],
+                                [[f.simulation_id, f.era, f.rows, f.path, "; ".join(f.added)] for f in report.files]))
+        click.echo(f"wrote {len(report.files)} run files ({sum(f.rows for f in report.files)} rows) "
+                   f"to {report.output} in {report.seconds:.1f}s")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from urllib.parse import quote as url_quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from .legacy import affinity
 
@@ -101,8 +101,13 @@ def create_engine_for(
     path = sqlite_path(target)
     if path is None:
         return create_engine(str(target), **pool)
+    # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
+    # connect() in a thread the same sqlite3 connection (a second one inside a first then
+    # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
+    # as SQLAlchemy gives a file URL.
     engine = create_engine(
-        "sqlite://", creator=lambda: connect_sqlite(path, busy_timeout_s=busy_timeout_s, readonly=readonly), **pool
+        "sqlite://", creator=lambda: connect_sqlite(path, busy_timeout_s=busy_timeout_s, readonly=readonly),
+        **(pool or {"poolclass": QueuePool}),
     )
 
     @event.listens_for(engine, "begin")

@@ -81,3 +81,35 @@ class UpgradeFailed(FarmMergeError):
         self.target, self.reason, self.backup = target, reason, backup
         kept = f" (a backup is at {backup})" if backup else ""
         super().__init__(f"upgrade of {target} failed, the database is unchanged{kept}: {reason}")
+
+
+class ExperimentNotFound(FarmMergeError):
+    def __init__(self, experiment_id: str, target: str, known: list[str]):
+        self.experiment_id, self.target, self.known = experiment_id, target, known
+        held = f"; it holds {', '.join(repr(k) for k in known)}" if known else "; it holds no experiment"
+        super().__init__(f"no experiment {experiment_id!r} in {target}{held}")
+
+
+class UnknownMetric(FarmMergeError):
+    """A metric that is not a numeric column of ``simulation_steps``."""
+
+    def __init__(self, metric: str, valid: list[str]):
+        self.metric, self.valid = metric, valid
+        super().__init__(f"unknown metric {metric!r}; valid metrics: {', '.join(valid)}")
+
+
+class MissingDependency(FarmMergeError):
+    """An optional extra is needed for what was asked."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        self.package, self.extra = package, extra
+        super().__init__(f"{purpose} needs {package}, which is not installed: pip install 'farm-merge[{extra}]'")
+
+
+class OutputExists(FarmMergeError):
+    """A file the command would write is already there."""
+
+    def __init__(self, path: str, others: int = 0):
+        self.path, self.others = path, others
+        more = f" (and {others} more)" if others else ""
+        super().__init__(f"{path} already exists{more}; pass --overwrite to replace")

@@ -73,13 +73,15 @@ class LegacyTable:
                 return c
         raise KeyError(name)
 
-    def create_sql(self) -> list[str]:
-        """CREATE TABLE and CREATE INDEX statements for this layout (SQLite)."""
+    def create_sql(self, schema: str | None = None) -> list[str]:
+        """CREATE TABLE and CREATE INDEX statements for this layout (SQLite), in the
+        attached database ``schema`` if given."""
+        prefix = f"{schema}." if schema else ""
         cols = [f'{c.name} {c.type}{" NOT NULL" if c.not_null else ""}' for c in self.columns]
         cols.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
-        statements = [f"CREATE TABLE {self.name} (\n\t" + ", \n\t".join(cols) + "\n)"]
+        statements = [f"CREATE TABLE {prefix}{self.name} (\n\t" + ", \n\t".join(cols) + "\n)"]
         for index_name, index_cols in self.indexes:
-            statements.append(f"CREATE INDEX {index_name} ON {self.name} ({', '.join(index_cols)})")
+            statements.append(f"CREATE INDEX {prefix}{index_name} ON {self.name} ({', '.join(index_cols)})")
         return statements
 
 

@@ -21,7 +21,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, exc, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import exc as sa_exc
 
 from . import db
 from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
@@ -177,7 +178,7 @@ def state_of(target: str | os.PathLike) -> DatabaseState:
         return state
     except sqlite3.DatabaseError as e:
         return DatabaseState("unknown", None, str(e))
-    except exc.DBAPIError as e:
+    except sa_exc.DBAPIError as e:
         if isinstance(e.orig, sqlite3.DatabaseError):
             return DatabaseState("unknown", None, str(e.orig))
         raise
@@ -216,23 +217,27 @@ def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator
         problem = probe_file(path) if path.exists() else None
         if problem:
             raise NotAnExperimentDatabase(name, problem)
-        if not path.exists() or path.stat().st_size == 0:
+        # Only a database about to be created gets its page size and WAL mode: opening
+        # an empty file to read it must not write to it.
+        if create and (not path.exists() or path.stat().st_size == 0):
             path.parent.mkdir(parents=True, exist_ok=True)
             db.initialize_sqlite(path)
     engine = db.create_engine_for(target)
     try:
-        with engine.connect() as conn:
-            try:
-                state = check(conn, name, allow_new=create)
-            except Exception:
+        try:
+            with engine.connect() as conn:
+                try:
+                    state = check(conn, name, allow_new=create)
+                except Exception:
+                    conn.rollback()
+                    raise
                 conn.rollback()
-                raise
-            conn.rollback()
+        except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
+            # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
+            raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
             upgrade_engine(engine)
         yield engine
-    except sqlite3.DatabaseError as e:  # pragma: no cover - surfaced as a one-line reason by callers
-        raise NotAnExperimentDatabase(name, str(e)) from e
     finally:
         engine.dispose()
 

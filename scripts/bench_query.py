@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Benchmark of the query commands on 100 simulations x 1,000 steps.
+
+Builds an experiment database with SQL alone (``simulations``, ``simulation_steps``,
+``agents`` and, so that a stray scan would show, a million ``agent_states`` rows), then
+times in child processes, best of several runs each, with each child's peak memory:
+
+* ``summary`` and ``compare`` (final, max, mean, a step) as farm-merge runs them,
+  ``--series``, ``list`` and ``info``;
+* side by side, the same answers the ways farm-merge avoids: one query per simulation,
+  the whole ``simulation_steps`` table loaded into Python (what the seed's pandas tool
+  did), and the same one-simulation summary on a copy of ``simulation_steps`` without a
+  key that leads with ``simulation_id``;
+* export and split of one simulation;
+
+and prints ``EXPLAIN QUERY PLAN`` of every statement the commands run.
+
+  python scripts/bench_query.py                          # 100 x 1,000, 10 agents per step
+  python scripts/bench_query.py --simulations 20 --steps 200 --agents 5   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from farm_merge import ExperimentQueryTool, migrations
+
+ROUNDS = 5
+
+
+# --- the experiment database -------------------------------------------------------------
+
+def build(path: Path, simulations: int, steps: int, agents: int) -> float:
+    """Fill a new experiment database with random but plausible rows; return seconds."""
+    started = time.perf_counter()
+    migrations.create_database(str(path))
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA synchronous = OFF")
+    con.execute("BEGIN")
+    for table in ("agents", "agent_states"):  # built once at the end, as a merge does
+        for (index,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                                    "AND name LIKE 'ix_%'", (table,)).fetchall():
+            con.execute(f"DROP INDEX {index}")
+    con.execute("INSERT INTO experiments (experiment_id, name, status) VALUES ('bench', 'query benchmark', 'active')")
+    con.execute("""
+        WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < ? - 1)
+        INSERT INTO simulations (simulation_id, experiment_id, status, era, start_time, end_time, parameters)
+        SELECT printf('sim_%04d', n), 'bench', 'completed', '2025-11', '2025-01-01 00:00:00.000000',
+               '2025-01-01 01:00:00.000000', json_object('seed', n, 'learning_rate', (n % 5) * 0.01 + 0.01)
+        FROM s""", (simulations,))
+    con.execute("""
+        WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < ? - 1)
+        INSERT INTO simulation_steps (simulation_id, step_number, total_agents, agent_type_counts, total_resources,
+            average_agent_resources, births, deaths, current_max_generation, resource_efficiency,
+            average_agent_health, average_agent_age, average_reward)
+        SELECT s.simulation_id, k.n, 20 + abs(random() % 60), '{"system": 5, "independent": 5, "control": 5}',
+               abs(random() % 100000) / 100.0, abs(random() % 2000) / 100.0, abs(random() % 4), abs(random() % 4),
+               k.n / 50, abs(random() % 1000) / 1000.0, 50 + abs(random() % 5000) / 100.0, k.n / 2,
+               abs(random() % 2000) / 100.0
+        FROM simulations s, k ORDER BY 1, 2""", (steps,))
+    con.execute("""
+        WITH RECURSIVE a(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM a WHERE n < ?)
+        INSERT INTO agents (simulation_id, agent_id, birth_time, agent_type, position_x, position_y,
+                            initial_resources, starting_health, genome_id, generation)
+        SELECT s.simulation_id, printf('agent_%05d', a.n), 0, CASE a.n % 3 WHEN 0 THEN 'SystemAgent'
+               WHEN 1 THEN 'IndependentAgent' ELSE 'ControlAgent' END, a.n % 40, a.n / 40, 10.0, 100.0,
+               printf('g%d', a.n), 0
+        FROM simulations s, a ORDER BY 1, 2""", (agents,))
+    con.execute("""
+        WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < ? - 1)
+        INSERT INTO agent_states (simulation_id, id, step_number, agent_id, position_x, position_y,
+                                  resource_level, current_health, starting_health, total_reward, age)
+        SELECT g.simulation_id, g.agent_id || '-' || k.n, k.n, g.agent_id, g.position_x, g.position_y,
+               abs(random() % 2000) / 100.0, abs(random() % 10000) / 100.0, 100.0, k.n * 0.5, k.n
+        FROM agents g, k ORDER BY 1, 2""", (steps,))
+    con.execute("COMMIT")
+    con.close()
+    with migrations.open_checked(str(path)) as engine, engine.begin() as conn:
+        migrations.ensure_indexes(conn)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.execute("ANALYZE")
+    con.close()
+    return time.perf_counter() - started
+
+
+def build_unkeyed(source: Path, target: Path) -> None:
+    """The same simulations and steps in tables whose only key is the rowid."""
+    target.unlink(missing_ok=True)
+    con = sqlite3.connect(target)
+    con.execute("ATTACH DATABASE ? AS src", (str(source),))
+    con.execute("CREATE TABLE simulations AS SELECT * FROM src.simulations")
+    con.execute("CREATE TABLE simulation_steps AS SELECT * FROM src.simulation_steps")
+    con.commit()
+    con.execute("DETACH DATABASE src")
+    con.close()
+
+
+# --- what the children time ------------------------------------------------------------------
+
+def _tool(db: str) -> ExperimentQueryTool:
+    return ExperimentQueryTool(db)
+
+
+def child(kind: str, db: str, extra: str) -> dict:
+    first_sim = "sim_0000"
+    work = {}
+    with _tool(db) as tool:
+        sims = tool.simulation_ids()
+        middle = sims[len(sims) // 2] if sims else first_sim
+        steps = tool.compare_metric("total_agents", "final")[0]["step"]
+        work = {
+            "summary": lambda: len(tool.get_simulation_summary()),
+            "summary-one": lambda: len(tool.get_simulation_summary(middle)),
+            "compare-final": lambda: len(tool.compare_metric("total_agents", "final")),
+            "compare-max": lambda: len(tool.compare_metric("total_agents", "max")),
+            "compare-mean": lambda: len(tool.compare_metric("average_reward", "mean")),
+            "compare-step": lambda: len(tool.compare_metric("total_agents", steps // 2)),
+            "series": lambda: sum(1 for _ in tool.metric_series("total_agents")),
+            "series-wide": lambda: sum(1 for _ in tool.series_table("total_agents")[1]),
+            "list": lambda: len(tool.list_simulations()),
+            "info": lambda: len(tool.get_experiment_info()["tables"]),
+            "per-simulation": lambda: _per_simulation(db, sims),
+            "load-table": lambda: _load_table(db),
+            "unkeyed-summary-one": _raw(extra, tool.summary_statement([middle]), tool),
+            "keyed-summary-one": _raw(db, tool.summary_statement([middle]), tool),
+            "export-one": lambda: _export_one(tool, middle),
+            "split-one": lambda: _split_one(tool, middle),
+        }
+        job = work[kind]
+        result = job()  # warm the page cache and the code paths
+        best = float("inf")
+        for _ in range(ROUNDS):
+            started = time.perf_counter()
+            job()
+            best = min(best, time.perf_counter() - started)
+    import resource
+
+    return {"seconds": best, "result": result, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _per_simulation(db: str, sims: list[str]) -> int:
+    """The summary one simulation at a time: two queries each (aggregates, last step)."""
+    con = sqlite3.connect(db)
+    out = []
+    for sim in sims:
+        agg = con.execute("SELECT count(*), max(step_number), max(total_agents), max(total_resources), "
+                          "max(average_agent_health), max(average_agent_resources), max(average_reward), "
+                          "sum(births), sum(deaths), avg(total_agents), min(total_agents), avg(total_resources) "
+                          "FROM simulation_steps WHERE simulation_id = ?", (sim,)).fetchone()
+        final = con.execute("SELECT total_agents, total_resources, average_agent_health, average_agent_resources, "
+                            "average_reward FROM simulation_steps WHERE simulation_id = ? AND step_number = ?",
+                            (sim, agg[1])).fetchone()
+        params = con.execute("SELECT parameters FROM simulations WHERE simulation_id = ?", (sim,)).fetchone()
+        out.append((agg, final, params))
+    con.close()
+    return len(out)
+
+
+def _load_table(db: str) -> int:
+    """The seed's way: read simulation_steps into Python, then aggregate there."""
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    table = [dict(r) for r in con.execute("SELECT * FROM simulation_steps")]
+    con.close()
+    groups: dict[str, list[dict]] = {}
+    for row in table:
+        groups.setdefault(row["simulation_id"], []).append(row)
+    summary = []
+    for sim, rows in groups.items():
+        last = max(rows, key=lambda r: r["step_number"])
+        summary.append((sim, len(rows), last["total_agents"], max(r["total_agents"] for r in rows),
+                        sum(r["births"] for r in rows), sum(r["deaths"] for r in rows)))
+    return len(summary)
+
+
+def _raw(db: str, statement, tool):
+    """A job running ``statement``'s SQL on the file ``db`` over one open connection."""
+    with tool.engine.connect() as conn:
+        sql = str(statement.compile(conn, compile_kwargs={"literal_binds": True}))
+    con = sqlite3.connect(db)
+    return lambda: len(con.execute(sql).fetchall())
+
+
+def _export_one(tool, sim: str) -> int:
+    out = Path(tempfile.mkdtemp(prefix="bench-export-"))
+    try:
+        return tool.export(out, simulation_ids=[sim]).rows
+    finally:
+        shutil.rmtree(out)
+
+
+def _split_one(tool, sim: str) -> int:
+    out = Path(tempfile.mkdtemp(prefix="bench-split-"))
+    try:
+        return tool.split(out, simulation_ids=[sim]).files[0].rows
+    finally:
+        shutil.rmtree(out)
+
+
+def run_child(kind: str, db: Path, unkeyed: Path) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(db), str(unkeyed)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--simulations", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--agents", type=int, default=10, help="agents per simulation (agent_states rows per step)")
+    parser.add_argument("--workdir", type=Path, help="keep the database here (reused next time)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-query-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / f"bench_{args.simulations}x{args.steps}x{args.agents}.db"
+    unkeyed = workdir / f"unkeyed_{args.simulations}x{args.steps}.db"
+    try:
+        built = 0.0
+        if not db.exists():
+            built = build(db, args.simulations, args.steps, args.agents)
+            build_unkeyed(db, unkeyed)
+        con = sqlite3.connect(db)
+        counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("simulations", "simulation_steps", "agent_states")}
+        con.close()
+        print(f"experiment database: {counts['simulations']} simulations x {args.steps:,} steps = "
+              f"{counts['simulation_steps']:,} simulation_steps rows, {counts['agent_states']:,} agent_states rows, "
+              f"{db.stat().st_size / 1e6:.0f} MB" + (f" (built in {built:.0f}s)" if built else " (reused)")
+              + f"; machine: {os.cpu_count()} cores; best of {ROUNDS} runs after a warm-up, page cache warm")
+        kinds = [
+            ("summary", "summary, all simulations (farm-merge)"),
+            ("per-simulation", "summary, one query per simulation"),
+            ("load-table", "summary, table loaded into Python"),
+            ("summary-one", "summary, one simulation (farm-merge)"),
+            ("keyed-summary-one", "  same statement, keyed table"),
+            ("unkeyed-summary-one", "  same statement, table w/o key"),
+            ("compare-final", "compare --at final"),
+            ("compare-max", "compare --at max"),
+            ("compare-mean", "compare --at mean (average_reward)"),
+            ("compare-step", "compare --at STEP"),
+            ("series", "metric_series, key order (all rows)"),
+            ("series-wide", "compare --series table (by step)"),
+            ("list", "list"),
+            ("info", "info"),
+            ("export-one", "export one simulation to CSV"),
+            ("split-one", "split one simulation"),
+        ]
+        results = {}
+        print()
+        print(f"{'what':<40}{'time':>12}{'peak RSS':>12}  result")
+        for kind, label in kinds:
+            r = results[kind] = run_child(kind, db, unkeyed)
+            print(f"{label:<40}{r['seconds'] * 1000:>9.1f} ms{r['peak_rss_mib']:>8.0f} MiB  {r['result']}")
+
+        ms = {k: v["seconds"] * 1000 for k, v in results.items()}
+        print()
+        print(f"summary: one statement {ms['summary']:.1f} ms vs one query per simulation {ms['per-simulation']:.1f} ms"
+              f" = {ms['per-simulation'] / ms['summary']:.1f}x")
+        print(f"summary: one statement {ms['summary']:.1f} ms vs simulation_steps loaded into Python "
+              f"{ms['load-table']:.1f} ms = {ms['load-table'] / ms['summary']:.1f}x; peak memory "
+              f"{results['summary']['peak_rss_mib']:.0f} vs {results['load-table']['peak_rss_mib']:.0f} MiB")
+        print(f"summary of one simulation: key leading with simulation_id {ms['keyed-summary-one']:.2f} ms vs "
+              f"no such key {ms['unkeyed-summary-one']:.2f} ms = "
+              f"{ms['unkeyed-summary-one'] / ms['keyed-summary-one']:.0f}x")
+        print(f"compare --at final {ms['compare-final']:.1f} ms vs --at max {ms['compare-max']:.1f} ms "
+              f"(final probes the key per simulation; max reads every step)")
+
+        print()
+        print("query plans (EXPLAIN QUERY PLAN) of the statements the commands run. The data tables are")
+        print("WITHOUT ROWID: 'SCAN simulation_steps' walks its primary key (simulation_id, step_number)")
+        print("in order, which is why GROUP BY simulation_id needs no temporary b-tree:")
+        with ExperimentQueryTool(db) as tool:
+            middle = tool.simulation_ids()[len(tool.simulation_ids()) // 2]
+            plans = [
+                ("summary (all)", tool.summary_statement()),
+                (f"summary --simulation-id {middle}", tool.summary_statement([middle])),
+                ("compare --at final", tool.compare_statement("total_agents", "final")),
+                ("compare --at max", tool.compare_statement("total_agents", "max")),
+                ("compare --at 500", tool.compare_statement("total_agents", 500)),
+                ("metric_series / --plot", tool.series_statement("total_agents")),
+                ("compare --series", tool.series_by_step_statement("total_agents")),
+                ("list", tool.list_statement()),
+            ]
+            for label, statement in plans:
+                print(f"  {label}:")
+                for line in tool.explain(statement):
+                    print(f"    {line}")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
