@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, consolidate, migrations, samples, views
+from . import __version__, consolidate, inplace, migrations, samples, views
 from .errors import FarmMergeError
 from .output import format_table, human_bytes, to_json
 from .query import POINTS, ExperimentQueryTool
@@ -98,14 +98,68 @@ def render_merge_report(report: consolidate.MergeReport) -> str:
 @cli.command()
 @click.argument("database")
 @click.option("--revision", default="head", show_default=True, help="Revision to upgrade to.")
+@click.option("--simulation-id", help="Simulation id for the rows of a legacy run file [default: the id the file "
+              "records, else its file stem]; in an AgentFarm experiment file, for rows that have none.")
+@click.option("--no-backup", is_flag=True, help="Do not write the VACUUM INTO backup beside the database first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @reports_errors
-def upgrade(database, revision) -> None:
-    """Bring an experiment database (path or SQLAlchemy URL) to the current schema."""
-    before, after = migrations.upgrade(database, revision)
-    if before == after:
-        click.echo(f"{database} is already at {after}; nothing to do")
+def upgrade(database, revision, simulation_id, no_backup, as_json) -> None:
+    """Bring a database to the current schema, in place.
+
+    \b
+    DATABASE is an experiment database (path or SQLAlchemy URL) at an older
+    revision, a legacy AgentFarm run file (it becomes a one-simulation
+    experiment database) or an experiment file written by AgentFarm's
+    ExperimentDatabase.  A backup is written beside it first (its path is
+    printed); the upgrade runs in one transaction, so a failure leaves the
+    database as it was.  A database already at head is left alone.
+
+    \b
+    Example:
+      farm-merge upgrade runs/simulation_20250301.db --simulation-id sim_0301
+    """
+    report = inplace.upgrade(database, revision, simulation_id=simulation_id, backup=not no_backup,
+                             progress=None if as_json else lambda line: click.echo(line, err=True))
+    if as_json:
+        click.echo(to_json(report.to_dict()))
     else:
-        click.echo(f"upgraded {database} from {before or 'an empty database'} to {after}")
+        click.echo("\n".join(report.lines()))
+
+
+@cli.command()
+@click.argument("database")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+@reports_errors
+def current(database, as_json) -> None:
+    """Show a database's schema revision and whether it is at head.
+
+    \b
+    Exit status: 0 at head; 1 when it needs `farm-merge upgrade` (an older
+    revision, a legacy run file, an AgentFarm experiment file, an empty
+    database) or a newer farm-merge, or is no database of ours at all.
+    """
+    state = migrations.state_of(database)
+    head = migrations.head_revision()
+    if as_json:
+        click.echo(to_json({"database": database, "kind": state.kind, "revision": state.revision, "head": head,
+                            "at_head": state.at_head, "too_new": state.too_new, "era": state.era,
+                            "description": state.description}))
+    else:
+        click.echo(render_state(database, state, head))
+    sys.exit(0 if state.at_head else 1)
+
+
+def render_state(database: str, state: migrations.DatabaseState, head: str) -> str:
+    if state.at_head:
+        return f"{database}: {state.revision} (head)"
+    if state.too_new:
+        return (f"{database}: {state.revision}, newer than this release of farm-merge knows (head {head}); "
+                "upgrade farm-merge: pip install -U farm-merge")
+    if state.kind == "experiment":
+        return f"{database}: {state.revision or 'no revision'}, behind head {head}; run: farm-merge upgrade {database}"
+    if state.kind in migrations.ADOPTABLE or state.kind == "new":
+        return f"{database}: {state.description}, no revision; run: farm-merge upgrade {database}"
+    return f"{database}: not a farm-merge experiment database ({state.description})"
 
 
 @cli.command()

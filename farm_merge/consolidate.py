@@ -15,23 +15,20 @@ out densely packed instead of half-filled by random-order inserts.
 from __future__ import annotations
 
 import os
-import re
 import string
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
 
-from . import __version__, db, migrations
+from . import __version__, catalog, db, migrations
 from .errors import FarmMergeError, SourceError
-from .legacy import affinity
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
-from .sources import SourceFile, SourceInfo, expand, inspect_source, json_or_none
+from .sources import SourceFile, SourceInfo, expand, inspect_source
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
@@ -242,7 +239,7 @@ class _Plan:
     def result(self, status: str, reason: str | None = None, **extra) -> SourceResult:
         extra.setdefault("rows", sum(t.rows for t in self.info.tables.values()))
         return SourceResult(str(self.info.path), status, reason, self.target_ids,
-                            self.info.era.label if self.info.era else None, self.info.size, **extra)
+                            self.info.era_label, self.info.size, **extra)
 
 
 def _simulation_ids(info: SourceInfo, template: str | None) -> list[tuple[str | None, str]]:
@@ -294,28 +291,6 @@ def _progress_bar(enabled: bool | None, desc: str, total: int, unit: str):
                 dynamic_ncols=True, **scale)
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _parse_time(value) -> datetime | None:
-    if isinstance(value, datetime) or value is None:
-        return value
-    try:
-        return datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-
-
-_SAFE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
-
-
-def _column_type(declared: str) -> str:
-    """A source's declared type if it is plain, else its affinity (a hostile file can
-    declare anything)."""
-    return declared if not declared or _SAFE_TYPE.match(declared) else affinity(declared)
-
-
 class _SqliteTarget:
     """An experiment database on SQLite, open for one merge run."""
 
@@ -350,7 +325,7 @@ class _SqliteTarget:
             if row is None:
                 self.conn.execute(insert(table).values(
                     experiment_id=self.experiment_id, name=name or self.experiment_id, description=description,
-                    creation_date=_now(), last_updated=_now(), status="active",
+                    creation_date=catalog.now(), last_updated=catalog.now(), status="active",
                 ))
             elif name or description:
                 values = {k: v for k, v in (("name", name), ("description", description)) if v}
@@ -362,7 +337,7 @@ class _SqliteTarget:
         table = ExperimentModel.__table__
         with self.conn.begin():
             self.conn.execute(update(table).where(table.c.experiment_id == self.experiment_id)
-                              .values(last_updated=_now()))
+                              .values(last_updated=catalog.now()))
 
     def decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
         """None if the source is to be merged, else its skipped/failed result."""
@@ -446,7 +421,7 @@ class _SqliteTarget:
         for table in info.tables.values():
             q = db.quote(table.name)
             if table.name not in self.columns:
-                cols = ", ".join(f"{db.quote(c)} {_column_type(t)}" for c, t in table.columns.items()
+                cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
                                  if c != "simulation_id")
                 self.conn.exec_driver_sql(
                     f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
@@ -458,7 +433,7 @@ class _SqliteTarget:
             for column, declared in table.columns.items():
                 if column not in self.columns[table.name]:
                     self.conn.exec_driver_sql(
-                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {_column_type(declared)}")
+                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
                     self.columns[table.name].add(column)
                     added.append(f"{table.name}.{column}")
         return added
@@ -509,28 +484,16 @@ class _SqliteTarget:
 
     def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
                        checksums: dict[str, str], added: list[str]) -> None:
-        record = info.simulations.get(theirs) if theirs is not None else None
-        if record is None and len(info.simulations) == 1:
-            record = next(iter(info.simulations.values()))
-        record = record or {}
-        parameters = json_or_none(info.config_json) if info.config_json else json_or_none(record.get("parameters"))
-        source_path = str(info.path.resolve())
-        self.conn.execute(insert(Simulation.__table__).values(
-            simulation_id=ours, experiment_id=self.experiment_id,
-            start_time=_parse_time(record.get("start_time")), end_time=_parse_time(record.get("end_time")),
-            status=record.get("status") or "completed", parameters=parameters,
-            results_summary=json_or_none(record.get("results_summary")),
-            simulation_db_path=record.get("simulation_db_path") or source_path,
-            source_simulation_id=None if theirs is None else str(theirs),
-            era=info.era.label if info.era else None,
-        ))
+        values = catalog.simulation_values(info, theirs, ours, experiment_id=self.experiment_id)
+        self.conn.execute(insert(Simulation.__table__).values(**values))
         for experiment in info.experiments:
             if experiment.get("experiment_id") is not None:
                 self._keep_source_experiment(experiment)
         self.conn.execute(insert(MergeLedger.__table__).values(
-            simulation_id=ours, experiment_id=self.experiment_id, source_path=source_path, source_size=info.size,
-            source_sha256=info.sha256, era=info.era.label if info.era else None, row_counts=counts,
-            checksums=checksums or None, added_columns=added or None, merged_at=_now(), tool_version=__version__,
+            simulation_id=ours, experiment_id=self.experiment_id, source_path=str(info.path.resolve()),
+            source_size=info.size, source_sha256=info.sha256, era=values["era"], row_counts=counts,
+            checksums=checksums or None, added_columns=added or None, merged_at=catalog.now(),
+            tool_version=__version__,
         ))
 
     def _keep_source_experiment(self, row: dict) -> None:
@@ -539,14 +502,7 @@ class _SqliteTarget:
         if self.conn.execute(select(table.c.experiment_id).where(
                 table.c.experiment_id == str(row["experiment_id"]))).first():
             return
-        values = {c.name: row.get(c.name) for c in table.columns}
-        values["experiment_id"] = str(row["experiment_id"])
-        values["name"] = row.get("name") or values["experiment_id"]
-        for key in ("creation_date", "last_updated"):
-            values[key] = _parse_time(values[key])
-        for key in ("tags", "variables", "results_summary"):
-            values[key] = json_or_none(values[key])
-        self.conn.execute(insert(table).values(**values))
+        self.conn.execute(insert(table).values(**catalog.experiment_values(row, table.columns)))
 
 
 def _describe(e: Exception) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote as url_quote
@@ -19,6 +20,8 @@ from urllib.parse import quote as url_quote
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool, QueuePool
+
+from .legacy import affinity
 
 #: Page size of new experiment databases: bulk merges run about a tenth faster than
 #: with SQLite's default of 4096 (measured by the issue that introduced the engine).
@@ -50,6 +53,15 @@ def display(target: str | os.PathLike) -> str:
 def quote(identifier: str) -> str:
     """Quote an SQL identifier; safe for any name a hostile file may hold."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+_PLAIN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
+
+
+def safe_type(declared: str) -> str:
+    """A column type to put in DDL: the declared one if it is plain, else its affinity
+    (a hostile file can declare anything)."""
+    return declared if not declared or _PLAIN_TYPE.match(declared) else affinity(declared)
 
 
 def file_uri(path: Path, **params: str) -> str:

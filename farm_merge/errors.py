@@ -18,11 +18,16 @@ class DatabaseNotFound(FarmMergeError):
 
 
 class NotAnExperimentDatabase(FarmMergeError):
-    """A database farm-merge did not create (or not a database at all)."""
+    """A database farm-merge did not create (or not a database at all).
 
-    def __init__(self, target: str, looks_like: str):
-        self.target, self.looks_like = target, looks_like
-        super().__init__(f"{target} is not a farm-merge experiment database ({looks_like})")
+    ``fix`` is the command that makes it one, when there is one (a legacy run file or an
+    AgentFarm experiment file is upgraded in place).
+    """
+
+    def __init__(self, target: str, looks_like: str, fix: str | None = None):
+        self.target, self.looks_like, self.fix = target, looks_like, fix
+        hint = f"; to make it one in place: {fix}" if fix else ""
+        super().__init__(f"{target} is not a farm-merge experiment database ({looks_like}){hint}")
 
 
 class SchemaOutOfDate(FarmMergeError):
@@ -59,6 +64,23 @@ class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target
         super().__init__(f"no simulation {simulation_id!r} in {target}")
+
+
+class UpgradeInProgress(FarmMergeError):
+    """Another process holds the upgrade lock of this database."""
+
+    def __init__(self, target: str):
+        self.target = target
+        super().__init__(f"{target} is being upgraded by another process; try again when it is done")
+
+
+class UpgradeFailed(FarmMergeError):
+    """An upgrade stopped; its transaction was rolled back, so the database is as it was."""
+
+    def __init__(self, target: str, reason: str, backup: str | None = None):
+        self.target, self.reason, self.backup = target, reason, backup
+        kept = f" (a backup is at {backup})" if backup else ""
+        super().__init__(f"upgrade of {target} failed, the database is unchanged{kept}: {reason}")
 
 
 class ExperimentNotFound(FarmMergeError):

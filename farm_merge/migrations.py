@@ -9,6 +9,7 @@ not ours is described (legacy run file of some era, AgentFarm experiment file, .
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -46,18 +47,30 @@ def script_location() -> Path:
 
 
 def alembic_config(
-    connection: Connection | None = None, *, url: str | None = None, simulation_id: str | None = None
+    connection: Connection | None = None,
+    *,
+    url: str | None = None,
+    simulation_id: str | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> Config:
-    """An Alembic config for our scripts; ``env.py`` runs on ``connection`` if given."""
+    """An Alembic config for our scripts; ``env.py`` runs on ``connection`` if given.
+
+    ``simulation_id`` is the id 0002 gives rows that have none; ``on_step`` is called with
+    each revision as soon as it is applied (inside the transaction: raising there rolls
+    the whole upgrade back).
+    """
     config = Config()
     config.set_main_option("script_location", str(script_location()))
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["connection"] = connection
     config.attributes["simulation_id"] = simulation_id
+    if on_step is not None:
+        config.attributes["on_version_apply"] = lambda *, step, **_: on_step(step.up_revision_id)
     return config
 
 
+@functools.lru_cache(maxsize=1)
 def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
@@ -66,9 +79,18 @@ def head_revision() -> str:
     return script_directory().get_current_head()
 
 
+def known_revisions() -> set[str]:
+    """Every revision this release ships (a database at another was written by a newer one)."""
+    return {rev.revision for rev in script_directory().walk_revisions()}
+
+
 def current_revision(connection: Connection) -> str | None:
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
+
+
+#: Kinds of database that ``farm-merge upgrade`` makes into an experiment database in place.
+ADOPTABLE = ("legacy-run", "agentfarm-experiment")
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,16 @@ class DatabaseState:
     kind: str  # "new", "experiment", "legacy-run", "agentfarm-experiment", "unknown"
     revision: str | None = None
     description: str = ""
+    era: str | None = None  # the legacy era of a run file or AgentFarm experiment file
+
+    @property
+    def at_head(self) -> bool:
+        return self.kind == "experiment" and self.revision == head_revision()
+
+    @property
+    def too_new(self) -> bool:
+        """Written by a newer farm-merge: a revision this release does not know."""
+        return self.kind == "experiment" and self.revision is not None and self.revision not in known_revisions()
 
 
 def describe(connection: Connection) -> DatabaseState:
@@ -92,9 +124,21 @@ def describe(connection: Connection) -> DatabaseState:
     if match is None:
         shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
         return DatabaseState("unknown", None, f"no AgentFarm tables; it has {shown}")
+    if _is_agentfarm_experiment(connection, names):
+        return DatabaseState("agentfarm-experiment", None,
+                             f"an experiment file written by AgentFarm's ExperimentDatabase, era {match.label}",
+                             match.label)
+    return DatabaseState("legacy-run", None, f"a legacy AgentFarm run file of era {match.label}", match.label)
+
+
+def _is_agentfarm_experiment(connection: Connection, names: set[str]) -> bool:
+    """AgentFarm's ExperimentDatabase records its experiment, and holds several simulations;
+    a run file's ``experiments`` table (2025-03 on) is empty and it has one simulation."""
     if "experiments" in names and connection.execute(text("SELECT count(*) FROM experiments")).scalar():
-        return DatabaseState("agentfarm-experiment", None, "an experiment file written by AgentFarm's ExperimentDatabase")
-    return DatabaseState("legacy-run", None, f"a legacy AgentFarm run file of era {match.label}")
+        return True
+    if "simulations" in names:
+        return connection.execute(text("SELECT count(DISTINCT simulation_id) FROM simulations")).scalar() > 1
+    return False
 
 
 def check(connection: Connection, target: str, *, allow_new: bool = False) -> DatabaseState:
@@ -103,14 +147,43 @@ def check(connection: Connection, target: str, *, allow_new: bool = False) -> Da
     if state.kind == "new" and allow_new:
         return state
     if state.kind != "experiment":
-        raise NotAnExperimentDatabase(target, state.description)
+        fix = f"farm-merge upgrade {target}" if state.kind in ADOPTABLE else None
+        raise NotAnExperimentDatabase(target, state.description, fix)
     head = head_revision()
     if state.revision != head:
-        known = {rev.revision for rev in script_directory().walk_revisions()}
-        if state.revision in known or state.revision is None:
-            raise SchemaOutOfDate(target, state.revision, head)
-        raise SchemaTooNew(target, state.revision, head)
+        if state.too_new:
+            raise SchemaTooNew(target, state.revision, head)
+        raise SchemaOutOfDate(target, state.revision, head)
     return state
+
+
+def state_of(target: str | os.PathLike) -> DatabaseState:
+    """What ``target`` is, read without changing anything (``farm-merge current``)."""
+    name, path = db.display(target), db.sqlite_path(target)
+    if path is not None:
+        if not path.exists():
+            raise DatabaseNotFound(name)
+        problem = probe_file(path)
+        if problem:
+            return DatabaseState("unknown", None, problem)
+        if path.stat().st_size == 0:
+            return DatabaseState("new", None, "empty database")
+    # Not mode=ro: a read-only connection to a WAL database leaves -wal/-shm files behind
+    # (it may not delete them); this one only reads, and tidies up when it closes.
+    engine = db.create_engine_for(target)
+    try:
+        with engine.connect() as conn:
+            state = describe(conn)
+            conn.rollback()
+        return state
+    except sqlite3.DatabaseError as e:
+        return DatabaseState("unknown", None, str(e))
+    except sa_exc.DBAPIError as e:
+        if isinstance(e.orig, sqlite3.DatabaseError):
+            return DatabaseState("unknown", None, str(e.orig))
+        raise
+    finally:
+        engine.dispose()
 
 
 def probe_file(path: Path) -> str | None:
@@ -182,32 +255,15 @@ def create_database(target: str | os.PathLike) -> None:
 
 
 def upgrade(target: str | os.PathLike, revision: str = "head") -> tuple[str | None, str]:
-    """Bring an experiment database (or a new one) to ``revision``; return (from, to)."""
-    name = db.display(target)
-    path = db.sqlite_path(target)
-    if path is not None:
-        if not path.exists():
-            raise DatabaseNotFound(name)
-        problem = probe_file(path)
-        if problem:
-            raise NotAnExperimentDatabase(name, problem)
-        if path.stat().st_size == 0:
-            db.initialize_sqlite(path)
-    engine = db.create_engine_for(target)
-    try:
-        with engine.connect() as conn:
-            state = describe(conn)
-            conn.rollback()
-        if state.kind not in ("new", "experiment"):
-            raise NotAnExperimentDatabase(name, state.description)
-        upgrade_engine(engine, revision)
-        with engine.connect() as conn:
-            new = current_revision(conn)
-            ensure_indexes(conn)
-            conn.commit()
-        return state.revision, new
-    finally:
-        engine.dispose()
+    """Bring a database to ``revision`` in place, without a backup; return (from, to).
+
+    Ours at an older revision, an empty one, a legacy run file or an AgentFarm experiment
+    file: see :func:`farm_merge.inplace.upgrade`, which this calls.
+    """
+    from . import inplace  # inplace builds on this module
+
+    report = inplace.upgrade(target, revision, backup=False)
+    return report.from_revision, report.to_revision
 
 
 def missing_indexes(connection: Connection) -> list:

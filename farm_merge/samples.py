@@ -102,6 +102,84 @@ def write_sample_runs(
     return written
 
 
+@dataclass(frozen=True)
+class ExperimentFile:
+    path: Path
+    era: str
+    experiment_id: str
+    simulation_ids: list[str]
+    rows: dict[str | None, dict[str, int]]  # rows the file holds per simulation id (None: no id) and table
+
+
+def write_agentfarm_experiment(
+    path: str | Path,
+    era: Era | str = CURRENT_ERA,
+    *,
+    experiment_id: str = "exp_001",
+    simulations: int = 3,
+    seed: int = 0,
+    steps: int = 30,
+    agents: int = 10,
+    resources: int = 8,
+    shared_agent_ids: bool = False,
+) -> ExperimentFile:
+    """Write what AgentFarm's ``ExperimentDatabase`` writes: several simulations in one file.
+
+    The era's run-file layout (AgentFarm's models, ``create_all``: single-column keys,
+    ``simulation_steps`` keyed by ``(step_number, simulation_id)``, no version table); an
+    ``experiments`` row; a ``simulations`` row per simulation (the last one still
+    ``running``); every data row tagged with its simulation's id; and the configuration
+    saved at experiment level, with no simulation id (``ExperimentDatabase`` has none).
+
+    ``shared_agent_ids=True``: every simulation numbers its agents alike (as seeded runs
+    do), so they collide on ``agents.agent_id`` and the file keeps the first simulation's
+    row for each id.
+    """
+    era = era_named(era) if isinstance(era, str) else era
+    if not era.has_simulation_id:
+        raise ValueError(f"AgentFarm's ExperimentDatabase appeared in 2025-03; era {era.name} predates it")
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(path)
+    rng = random.Random(seed)
+    ids = [f"sim_{i:03d}" for i in range(simulations)]
+    rows: dict[str | None, dict[str, int]] = {}
+    con = sqlite3.connect(path)
+    try:
+        for table in era.tables.values():
+            for statement in table.create_sql():
+                con.execute(statement)
+        con.execute(
+            "INSERT INTO experiments (experiment_id, name, description, creation_date, last_updated, status) "
+            "VALUES (?, ?, 'Created with ExperimentDatabase', ?, ?, 'running')",
+            (experiment_id, f"Experiment {experiment_id}", str(_START), str(_START)))
+        config = _Writer(con, era, None, 0, shared=True)
+        for i, sim in enumerate(ids):
+            prefix = "agent_" if shared_agent_ids else f"agent_{i:02d}_"
+            model = _Model(rng, era, sim, agents=agents, resources=resources, agent_prefix=prefix)
+            if i == 0:
+                config.insert("simulation_config", [model.config_row(seed, steps)])
+            running = i == simulations - 1
+            con.execute(
+                "INSERT INTO simulations (simulation_id, experiment_id, start_time, end_time, status, parameters, "
+                "results_summary, simulation_db_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sim, experiment_id, str(_START + timedelta(hours=i)),
+                 None if running else str(_START + timedelta(hours=i, seconds=steps)),
+                 "running" if running else "completed", json.dumps({"seed": seed + i, "learning_rate": 0.01 * (i + 1)}),
+                 None if running else json.dumps({"final_agents": agents}), str(path)))
+            writer = _Writer(con, era, sim, 0, shared=True)
+            for step in range(steps):
+                for table, step_rows in model.step(step).items():
+                    writer.insert(table, step_rows)
+            writer.insert("agents", model.agent_rows())
+            rows[sim] = dict(writer.counts)
+        rows[None] = dict(config.counts)
+        con.commit()
+        return ExperimentFile(path, era.name, experiment_id, ids, rows)
+    finally:
+        con.close()
+
+
 def shape_for_megabytes(megabytes: float) -> dict[str, int]:
     """Steps and agents that make a current-era run file of about ``megabytes`` MB."""
     agents = 60
@@ -110,10 +188,18 @@ def shape_for_megabytes(megabytes: float) -> dict[str, int]:
 
 
 class _Writer:
-    """Inserts model rows into a run file, projected onto the era's columns."""
+    """Inserts model rows into a run file, projected onto the era's columns.
 
-    def __init__(self, con: sqlite3.Connection, era: Era, simulation_id: str | None, null_every: int):
+    ``shared=True`` writes as AgentFarm's ExperimentDatabase did into a file several
+    simulations share: integer keys come from SQLite's autoincrement, and a row whose
+    single-column key another simulation already took is lost (``INSERT OR IGNORE``; in
+    AgentFarm the insert failed).
+    """
+
+    def __init__(self, con: sqlite3.Connection, era: Era, simulation_id: str | None, null_every: int,
+                 *, shared: bool = False):
         self.con, self.era, self.simulation_id, self.null_every = con, era, simulation_id, null_every
+        self.shared = shared
         self.counts: dict[str, int] = {}
         self._serial = 0
 
@@ -130,11 +216,15 @@ class _Writer:
                     row["simulation_id"] = None
                 else:
                     row.setdefault("simulation_id", self.simulation_id)
-        self.con.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        if self.shared and len(layout.primary_key) == 1 and layout.column(layout.primary_key[0]).type == "INTEGER":
+            for row in rows:
+                row[layout.primary_key[0]] = None
+        verb = "INSERT OR IGNORE" if self.shared else "INSERT"
+        written = self.con.executemany(
+            f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [tuple(row.get(c) for c in columns) for row in rows],
-        )
-        self.counts[table] = self.counts.get(table, 0) + len(rows)
+        ).rowcount
+        self.counts[table] = self.counts.get(table, 0) + written
 
 
 class _Agent:
@@ -145,8 +235,10 @@ class _Agent:
 class _Model:
     """A small seeded agent-based model whose output looks like AgentFarm's."""
 
-    def __init__(self, rng: random.Random, era: Era, simulation_id: str | None, *, agents: int, resources: int):
+    def __init__(self, rng: random.Random, era: Era, simulation_id: str | None, *, agents: int, resources: int,
+                 agent_prefix: str = "agent_"):
         self.rng, self.era, self.simulation_id = rng, era, simulation_id
+        self.agent_prefix = agent_prefix
         self.integer_ids = era.tables["agents"].column("agent_id").type == "INTEGER"
         self.text_resource_ids = era.tables["resource_states"].column("resource_id").type != "INTEGER"
         self.size = 40
@@ -171,7 +263,7 @@ class _Model:
 
     # ids ------------------------------------------------------------------------------
     def _agent_id(self, n: int) -> int | str:
-        return n if self.integer_ids else f"agent_{n:05d}"
+        return n if self.integer_ids else f"{self.agent_prefix}{n:05d}"
 
     def _resource_id(self, n: int) -> int | str:
         return f"resource_{n:04d}" if self.text_resource_ids else n

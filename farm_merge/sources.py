@@ -69,10 +69,19 @@ class SourceInfo:
     experiments: list[dict]  # rows of a source ``experiments`` table
     config_json: str | None  # newest ``simulation_config`` row's JSON
     ignored: list[str] = field(default_factory=list)  # views, triggers, reserved tables
+    configs: dict[str | None, str] = field(default_factory=dict)  # newest config JSON per recorded simulation id
+    revision: str | None = None  # the schema revision of a farm-merge experiment database used as a source
 
     @property
     def path(self) -> Path:
         return self.file.path
+
+    @property
+    def era_label(self) -> str | None:
+        """The era to report: a legacy era, or what a farm-merge experiment database is at."""
+        if self.revision is not None:
+            return f"farm-merge {self.revision}"
+        return self.era.label if self.era else None
 
     @property
     def recorded_simulation_ids(self) -> list[str]:
@@ -120,8 +129,11 @@ def _glob_base(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def inspect_source(source: SourceFile, *, include_active: bool = False) -> SourceInfo:
-    """Everything the merge needs to know about a source, read without changing it."""
+def inspect_source(source: SourceFile, *, include_active: bool = False, checksum: bool = True) -> SourceInfo:
+    """Everything the merge needs to know about a source, read without changing it.
+
+    ``checksum=False`` leaves ``sha256`` empty (the in-place upgrade has no use for it).
+    """
     path = source.path
     name = str(path)
     try:
@@ -166,7 +178,8 @@ def inspect_source(source: SourceFile, *, include_active: bool = False) -> Sourc
         raise SourceError(name, _reason(e)) from e
     finally:
         con.close()
-    info.sha256 = db.sha256_of(path)
+    if checksum:
+        info.sha256 = db.sha256_of(path)
     return info
 
 
@@ -176,14 +189,16 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     A rollback-journal file is read with ``mode=ro``: SQLite then creates nothing and its
     shared lock keeps a writer from committing mid-read.  A WAL file is read with
     ``immutable=1`` when it has no ``-wal``, since ``mode=ro`` alone would create ``-wal``
-    and ``-shm`` files beside it.
+    and ``-shm`` files beside it.  An empty ``-wal`` holds nothing to replay: it is what a
+    read-only reader of a WAL file (an experiment database, say) leaves behind, since it
+    may not delete it, so it does not make the file "active"; ``mode=ro`` reads it.
     """
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     if journal.exists() and journal.stat().st_size > 0:
         raise SourceError(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
-        if not include_active:
+        if not include_active and wal.stat().st_size > 0:
             raise SourceError(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")
@@ -226,6 +241,10 @@ def _read(con: sqlite3.Connection, source: SourceFile, size: int, uri: str) -> S
     ignored = [f"{kind} {name}" for kind, name in objects if kind in ("view", "trigger")]
     table_names = [name for kind, name in objects if kind == "table" and not name.startswith("sqlite_")]
     ignored += [f"table {n} (reserved name)" for n in table_names if n in RESERVED_TABLES]
+    revision = None
+    if "farm_merge_version" in table_names:  # a farm-merge experiment database used as a source
+        found = con.execute("SELECT version_num FROM farm_merge_version").fetchone()
+        revision = found[0] if found else None
     table_names = [n for n in table_names if n not in RESERVED_TABLES]
 
     columns = {t: _columns(con, t) for t in table_names}
@@ -246,12 +265,25 @@ def _read(con: sqlite3.Connection, source: SourceFile, size: int, uri: str) -> S
         for row in _rows(con, "simulations"):
             simulations[str(row.get("simulation_id"))] = row
     experiments = _rows(con, "experiments") if "experiments" in columns else []
-    config_json = None
-    if "simulation_config" in columns and "config_data" in columns["simulation_config"][0]:
-        order = "timestamp DESC, " if "timestamp" in columns["simulation_config"][0] else ""
-        found = con.execute(f"SELECT config_data FROM simulation_config ORDER BY {order}rowid DESC LIMIT 1").fetchone()
-        config_json = found[0] if found else None
-    return SourceInfo(source, size, "", uri, era, tables, simulations, experiments, config_json, ignored)
+    config_json, configs = _configs(con, columns)
+    return SourceInfo(source, size, "", uri, era, tables, simulations, experiments, config_json, ignored,
+                      configs, revision)
+
+
+def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[str | None, str]]:
+    """The newest ``simulation_config`` JSON overall, and per recorded simulation id."""
+    if "simulation_config" not in columns or "config_data" not in columns["simulation_config"][0]:
+        return None, {}
+    names = columns["simulation_config"][0]
+    # config_id is the rowid in a run file; an experiment database (WITHOUT ROWID) has no rowid
+    order = ", ".join(f"{c} DESC" for c in ("timestamp", "config_id") if c in names) or "rowid DESC"
+    sim = "simulation_id" if "simulation_id" in names else "NULL"
+    newest, configs = None, {}
+    for i, (sim_id, data) in enumerate(
+            con.execute(f"SELECT {sim}, config_data FROM simulation_config ORDER BY {order}")):
+        newest = data if i == 0 else newest
+        configs.setdefault(None if sim_id is None else str(sim_id), data)
+    return newest, configs
 
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:

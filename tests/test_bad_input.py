@@ -150,7 +150,8 @@ def test_target_that_is_not_an_experiment_database(tmp_path, runs_dir):
     result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
     assert result.exit_code == 1
     assert result.output == (f"Error: {target} is not a farm-merge experiment database "
-                             "(a legacy AgentFarm run file of era 2025-11)\n")
+                             f"(a legacy AgentFarm run file of era 2025-11); to make it one in place: "
+                             f"farm-merge upgrade {target}\n")
 
 
 def test_target_that_is_not_a_database_at_all(tmp_path, runs_dir):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +16,8 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine
 
-from conftest import REPO, rows
-from farm_merge import db, legacy, migrations
+from conftest import REPO, SMALL, assert_same_rows, rows
+from farm_merge import db, legacy, migrations, samples
 from farm_merge.cli import cli
 from farm_merge.schema import DATA_TABLES, metadata
 
@@ -33,6 +34,9 @@ def schema_of(path) -> dict:
         out[name] = (sorted((c[1], c[2], c[3], c[5]) for c in cols), indexes, "WITHOUT ROWID" in sql)
     con.close()
     return out
+
+
+REVISIONS = ["0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog"]
 
 
 def test_single_head():
@@ -117,9 +121,11 @@ def test_farm_merge_upgrade_creates_and_then_says_nothing_to_do(tmp_path):
     target.touch()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
     assert result.exit_code == 0, result.output
-    assert result.output == f"upgraded {target} from an empty database to 0003_experiment_catalog\n"
+    assert result.stdout == f"upgraded {target} from an empty database to 0003_experiment_catalog\n"
+    assert result.stderr.splitlines() == [f"applied {rev}" for rev in REVISIONS]  # no backup of an empty file
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
     assert result.output == f"{target} is already at 0003_experiment_catalog; nothing to do\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.db"]
 
 
 def test_farm_merge_upgrade_from_an_older_revision(tmp_path):
@@ -130,7 +136,10 @@ def test_farm_merge_upgrade_from_an_older_revision(tmp_path):
         command.upgrade(migrations.alembic_config(conn), "0002_simulation_keys")
     engine.dispose()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
-    assert result.output == f"upgraded {target} from 0002_simulation_keys to 0003_experiment_catalog\n"
+    assert result.stdout == f"upgraded {target} from 0002_simulation_keys to 0003_experiment_catalog\n"
+    (backup,) = tmp_path.glob("exp.db.*.bak")
+    assert result.stderr.splitlines() == [f"backup: {backup}", "applied 0003_experiment_catalog"]
+    assert rows(backup, "SELECT version_num FROM farm_merge_version") == [("0002_simulation_keys",)]
 
 
 def test_alembic_command_line_from_the_repository_root(tmp_path):
@@ -158,3 +167,192 @@ def test_new_databases_use_wal_and_large_pages(tmp_path):
     migrations.create_database(tmp_path / "exp.db")
     assert rows(tmp_path / "exp.db", "PRAGMA journal_mode") == [("wal",)]
     assert rows(tmp_path / "exp.db", "PRAGMA page_size") == [(db.PAGE_SIZE,)]
+
+
+# --- real databases of every historical revision, and of every legacy era ------------------
+
+def _at_revision(path, revision: str) -> None:
+    db.initialize_sqlite(path)
+    engine = db.create_engine_for(path)
+    with engine.connect() as conn, conn.begin():
+        command.upgrade(migrations.alembic_config(conn), revision)
+    engine.dispose()
+
+
+def _load(path, run, simulation_id) -> None:
+    """Copy a run file's rows into a database of ours, by column name, with raw SQL."""
+    con = sqlite3.connect(path)
+    con.execute("ATTACH DATABASE ? AS src", (str(run.path),))
+    for (table,) in con.execute("SELECT name FROM src.sqlite_master WHERE type = 'table'").fetchall():
+        if table not in DATA_TABLES:
+            continue
+        ours = {r[1] for r in con.execute(f"PRAGMA main.table_info({table})")}
+        columns = [r[1] for r in con.execute(f"PRAGMA src.table_info({table})") if r[1] in ours - {"simulation_id"}]
+        con.execute(f"INSERT INTO main.{table} (simulation_id, {', '.join(columns)}) "
+                    f"SELECT ?, {', '.join(columns)} FROM src.{table}", (simulation_id,))
+    con.execute("INSERT INTO simulations (simulation_id, status, parameters, simulation_db_path) "
+                "VALUES (?, 'completed', '{}', ?)", (simulation_id or "old", str(run.path)))
+    con.commit()
+    con.close()
+
+
+def fixture_at(revision: str, folder) -> tuple:
+    """A small real database as farm-merge left it at ``revision``: its layout made by the
+    migrations up to there, its rows written the way that layout held them."""
+    folder.mkdir()
+    path = folder / "old.db"
+    _at_revision(path, revision)
+    if revision == "0001_per_run_layout":  # the per-run layout: one simulation, no ids yet
+        runs = [samples.write_run_file(folder / "run.db", "2025-02", seed=1, **SMALL)]
+        _load(path, runs[0], None)
+        return path, runs, ["old"]
+    runs = [samples.write_run_file(folder / f"run_{era}.db", era, seed=i, **SMALL)
+            for i, era in enumerate(("2024-11", "2025-11"))]
+    for run in runs:
+        _load(path, run, run.path.stem)
+    return path, runs, [run.path.stem for run in runs]
+
+
+@pytest.mark.parametrize("revision", REVISIONS)
+def test_a_database_of_every_historical_revision_upgrades_and_reads_through_the_public_api(tmp_path, revision):
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from farm_merge import consolidate, inplace
+    from farm_merge.schema import AgentStateModel, Simulation
+
+    path, runs, ids = fixture_at(revision, tmp_path / "fixture")
+    report = inplace.upgrade(path, backup=False)
+    assert (report.from_revision, report.to_revision) == (revision, REVISIONS[-1])
+    assert report.steps == REVISIONS[REVISIONS.index(revision) + 1:]
+    assert report.nothing_to_do == (revision == REVISIONS[-1])
+
+    with migrations.open_checked(path) as engine, Session(engine) as session:
+        states = dict(session.execute(select(AgentStateModel.simulation_id, func.count())
+                                      .group_by(AgentStateModel.simulation_id)).all())
+        assert states == {sim: run.rows["agent_states"] for sim, run in zip(ids, runs)}
+        assert sorted(session.scalars(select(Simulation.simulation_id))) == sorted(ids)
+    target = tmp_path / "exp.db"
+    (merged,) = consolidate.merge([str(path)], str(target), progress=False).results
+    assert merged.status == "merged", merged.reason
+    for sim, run in zip(ids, runs):
+        assert_same_rows(run.path, target, sim)
+
+
+@pytest.mark.parametrize("era", [e.name for e in legacy.ERAS])
+def test_a_legacy_file_of_every_era_upgraded_in_place_has_the_schema_of_a_new_database(tmp_path, era):
+    from farm_merge import inplace
+
+    run = samples.write_run_file(tmp_path / "run.db", era, seed=2, **SMALL)
+    inplace.upgrade(run.path, backup=False)
+    assert schema_of(run.path) == schema_of(_created(tmp_path))
+    engine = db.create_engine_for(run.path)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": migrations.VERSION_TABLE})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()
+
+
+def test_an_agentfarm_experiment_file_upgraded_in_place_has_the_schema_of_a_new_database(tmp_path):
+    from farm_merge import inplace
+
+    exp = samples.write_agentfarm_experiment(tmp_path / "exp.db", simulations=2, steps=5, agents=4, resources=2)
+    inplace.upgrade(exp.path, backup=False)
+    assert schema_of(exp.path) == schema_of(_created(tmp_path))
+
+
+def test_stepwise_downgrade_and_upgrade_keep_the_rows_of_one_simulation(tmp_path):
+    """Down to the per-run layout and back: every step keeps the rows (0003's downgrade
+    drops the ledger and the catalogue columns only, which one upgraded file does not use)."""
+    from farm_merge import inplace
+
+    run = samples.write_run_file(tmp_path / "sim_a.db", "2025-09", seed=4, **SMALL)
+    original = tmp_path / "original.db"
+    shutil.copy(run.path, original)
+    inplace.upgrade(run.path, backup=False)
+    engine = db.create_engine_for(run.path)
+    with engine.connect() as conn:
+        for revision in reversed(REVISIONS[:-1]):
+            with conn.begin():
+                command.downgrade(migrations.alembic_config(conn), revision)
+            assert migrations.current_revision(conn) == revision
+            conn.rollback()
+            assert_same_rows(original, run.path, run.simulation_id)
+    engine.dispose()
+    report = inplace.upgrade(run.path, backup=False)
+    assert report.steps == REVISIONS[1:]
+    assert_same_rows(original, run.path, run.simulation_id)
+    assert schema_of(run.path) == schema_of(_created(tmp_path))
+
+
+def _recipes(path) -> None:
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE recipes (name TEXT)")
+    con.close()
+
+
+def _future(path) -> None:
+    migrations.create_database(path)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE farm_merge_version SET version_num = '0099_from_the_future'")
+    con.commit()
+    con.close()
+
+
+CURRENT_STATES = {
+    "head": (migrations.create_database, 0, "{db}: 0003_experiment_catalog (head)"),
+    "behind": (lambda p: _at_revision(p, "0002_simulation_keys"), 1,
+               "{db}: 0002_simulation_keys, behind head 0003_experiment_catalog; run: farm-merge upgrade {db}"),
+    "newer": (_future, 1, "{db}: 0099_from_the_future, newer than this release of farm-merge knows "
+                          "(head 0003_experiment_catalog); upgrade farm-merge: pip install -U farm-merge"),
+    "legacy": (lambda p: samples.write_run_file(p, "2024-12-int", **SMALL), 1,
+               "{db}: a legacy AgentFarm run file of era 2024-12-int, no revision; run: farm-merge upgrade {db}"),
+    "empty": (lambda p: p.touch(), 1, "{db}: empty database, no revision; run: farm-merge upgrade {db}"),
+    "unknown": (_recipes, 1, "{db}: not a farm-merge experiment database (no AgentFarm tables; it has recipes)"),
+    "not sqlite": (lambda p: p.write_text("a,b\n"), 1, "{db}: not a farm-merge experiment database "
+                                                       "(not a SQLite database)"),
+}
+
+
+@pytest.mark.parametrize("kind", CURRENT_STATES)
+def test_farm_merge_current_says_which_revision_and_whether_at_head(tmp_path, kind):
+    make, status, expected = CURRENT_STATES[kind]
+    path = tmp_path / "some.db"
+    make(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["current", str(path)])
+    assert (result.exit_code, result.output) == (status, expected.format(db=path) + "\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # it only looks
+
+
+def test_farm_merge_current_json_and_missing_file(tmp_path):
+    path = tmp_path / "exp.db"
+    migrations.create_database(path)
+    result = CliRunner().invoke(cli, ["current", str(path), "--json"])
+    assert json.loads(result.output) == {
+        "database": str(path), "kind": "experiment", "revision": REVISIONS[-1], "head": REVISIONS[-1],
+        "at_head": True, "too_new": False, "era": None, "description": "farm-merge experiment database"}
+    missing = CliRunner().invoke(cli, ["current", str(tmp_path / "missing.db")])
+    assert (missing.exit_code, missing.output) == (1, f"Error: {tmp_path / 'missing.db'}: no such file\n")
+
+
+@pytest.mark.parametrize("era", ["2024-11", "2025-03"])
+def test_a_legacy_file_upgraded_step_by_step_has_each_revisions_exact_layout(tmp_path, era):
+    from farm_merge import inplace
+
+    run = samples.write_run_file(tmp_path / "run.db", era, seed=5, null_simulation_id_every=5, **SMALL)
+    original = tmp_path / "original.db"
+    shutil.copy(run.path, original)
+    sim = run.simulation_id or "run"
+    for revision in REVISIONS:
+        report = inplace.upgrade(run.path, revision, backup=False)
+        assert report.to_revision == revision
+        reference = tmp_path / f"{revision}.db"
+        _at_revision(reference, revision)
+        assert schema_of(run.path) == schema_of(reference), revision
+        if revision == REVISIONS[0]:  # the per-run layout: ids as the file had them, none added
+            expected = rows(original, "SELECT count(*), count(simulation_id) FROM agent_states") if run.simulation_id \
+                else [(run.rows["agent_states"], 0)]
+            assert rows(run.path, "SELECT count(*), count(simulation_id) FROM agent_states") == expected
+        else:
+            assert_same_rows(original, run.path, sim)

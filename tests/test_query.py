@@ -307,7 +307,8 @@ BAD_DATABASES = {
     "garbage": (_garbage_after_header, "{path} is not a farm-merge experiment database (file is not a database)"),
     "empty": (_empty, "{path} is not a farm-merge experiment database (empty database)"),
     "legacy_run_file": (_legacy_run_file,
-                        "{path} is not a farm-merge experiment database (a legacy AgentFarm run file of era 2024-12)"),
+                        "{path} is not a farm-merge experiment database (a legacy AgentFarm run file of era 2024-12); "
+                        "to make it one in place: farm-merge upgrade {path}"),
     "old_revision": (_old_revision, "{path} is at schema revision 0002_simulation_keys, this release needs "
                                     "0003_experiment_catalog; run: farm-merge upgrade {path}"),
 }
