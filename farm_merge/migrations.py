@@ -128,12 +128,17 @@ def probe_file(path: Path) -> str | None:
     return None
 
 
-@contextmanager
-def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
-    """Open an experiment database at head, creating it (with ``create``) if it is new.
+def open_engine(
+    target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
+    null_pool: bool = False,
+) -> Engine:
+    """An engine on an experiment database at head, created (with ``create``) if it is new;
+    the caller disposes of it.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
-    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.  Several
+    processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
+    and checks again there, so exactly one of them builds the schema.
     """
     name = db.display(target)
     path = db.sqlite_path(target)
@@ -146,20 +151,38 @@ def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator
         if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             db.initialize_sqlite(path)
-    engine = db.create_engine_for(target)
+    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, null_pool=null_pool)
     try:
         with engine.connect() as conn:
             try:
                 state = check(conn, name, allow_new=create)
-            except Exception:
+            finally:
                 conn.rollback()
-                raise
-            conn.rollback()
         if state.kind == "new":
-            upgrade_engine(engine)
+            with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
+                    command.upgrade(alembic_config(conn), "head")
+    except sqlite3.DatabaseError as e:  # pragma: no cover - surfaced as a one-line reason by callers
+        engine.dispose()
+        raise NotAnExperimentDatabase(name, str(e)) from e
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@contextmanager
+def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
+    """Open an experiment database at head, creating it (with ``create``) if it is new.
+
+    Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
+    """
+    engine = open_engine(target, create=create)
+    try:
         yield engine
     except sqlite3.DatabaseError as e:  # pragma: no cover - surfaced as a one-line reason by callers
-        raise NotAnExperimentDatabase(name, str(e)) from e
+        raise NotAnExperimentDatabase(db.display(target), str(e)) from e
     finally:
         engine.dispose()
 
