@@ -1,0 +1,533 @@
+"""The centralized logger: AgentFarm's ``DataLogger`` interface, every row tagged with its simulation.
+
+A simulator written against AgentFarm's per-run logger calls ``db.logger.log_step(...)``,
+``log_agents_batch(...)``, ``log_agent_action(...)`` and so on; :class:`ExperimentDataLogger`
+takes the same calls with the same argument and tuple layouts, checks them, and buffers
+ready-made rows.  A flush writes every buffer in one transaction with SQLAlchemy Core
+``executemany`` (one ``INSERT`` per table, never one ORM object per row), retried as a
+whole while other writers hold the lock (:mod:`farm_merge.writer`).  Flushes happen when
+the buffers hold ``buffer_size`` rows, when ``commit_interval`` seconds have passed (checked
+once per step and by :meth:`flush_if_needed`), and on close.
+
+Input is checked before anything is buffered: a negative step, an agent-state tuple of the
+wrong length, an unknown metric name, a value that is not a number where a number belongs
+raise :class:`ValueError` naming the field, and the buffers are as they were.
+
+Keys are assigned here, as AgentFarm's per-run file would have assigned them: serial ids
+from 1 for actions, resource states, incidents, learning experiences, reproduction events
+and interaction edges; ``"{simulation_id}:{agent_id}-{step}"`` for agent states.  A
+simulation logged here and the same simulation written to a run file and merged later
+therefore hold the same rows.
+
+Where the rows go is the *target*'s business (:class:`LogTarget`): the experiment database
+(:mod:`farm_merge.experiment`) or a per-run file in AgentFarm's layout
+(:mod:`farm_merge.runfile`).  A logger is not thread-safe; give each thread its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+from sqlalchemy import JSON, Column, Connection, Engine, MetaData, Table, Text, bindparam, insert, update
+
+from .schema import DATA_TABLES, Simulation, SimulationStepModel
+from .writer import RetryPolicy, write_transaction
+
+#: The fields of one agent-state tuple in ``log_step``, in order (AgentFarm since 2025-09).
+AGENT_STATE_FIELDS = (
+    "agent_id", "position_x", "position_y", "resource_level", "current_health", "starting_health",
+    "starvation_counter", "is_defending", "total_reward", "age",
+)
+#: The fields of one resource-state tuple in ``log_step``, in order.
+RESOURCE_STATE_FIELDS = ("resource_id", "amount", "position_x", "position_y")
+#: Metric names ``log_step`` accepts: every column of ``simulation_steps`` of any era.
+METRIC_NAMES = tuple(c.name for c in SimulationStepModel.__table__.columns
+                     if c.name not in ("simulation_id", "step_number"))
+_JSON_METRICS = {"agent_type_counts"}
+
+_AGENT_REQUIRED = ("agent_id", "birth_time", "agent_type", "position", "initial_resources", "starting_health")
+# Keys older simulators put in an agent's dict; kept when given.
+_AGENT_LEGACY = ("starvation_threshold", "starvation_counter", "max_health", "parent_id")
+_AGENT_KEYS = frozenset(_AGENT_REQUIRED) | {"genome_id", "generation", "action_weights", "simulation_id",
+                                            *_AGENT_LEGACY}
+
+_SERIAL_KEYS = {
+    "agent_actions": "action_id", "resource_states": "id", "health_incidents": "incident_id",
+    "learning_experiences": "experience_id", "reproduction_events": "event_id", "interactions": "interaction_id",
+}
+
+
+def _writable(table: Table, metadata: MetaData) -> Table:
+    """``table`` with JSON columns typed TEXT: the logger serialises JSON itself, so that an
+    absent value is stored as SQL NULL and not as the JSON text ``null``."""
+    return Table(table.name, metadata, *(
+        Column(c.name, Text() if isinstance(c.type, JSON) else c.type, primary_key=c.primary_key)
+        for c in table.columns
+    ))
+
+
+_WRITE_METADATA = MetaData()
+#: The data tables as the logger writes them (see :func:`_writable`).
+WRITE_TABLES: dict[str, Table] = {name: _writable(t, _WRITE_METADATA) for name, t in DATA_TABLES.items()}
+#: The ``simulations`` catalogue table as the logger's handles write it.
+SIMULATIONS = _writable(Simulation.__table__, _WRITE_METADATA)
+_AGENTS = WRITE_TABLES["agents"]
+_DEATHS = (update(_AGENTS)
+           .where(_AGENTS.c.simulation_id == bindparam("sim"), _AGENTS.c.agent_id == bindparam("agent"))
+           .values(death_time=bindparam("death")))
+
+
+@dataclass(frozen=True)
+class DataLoggingConfig:
+    """When the logger writes, and how long it keeps trying while others hold the lock."""
+
+    buffer_size: int = 5000  # rows waiting in all buffers together that trigger a flush
+    commit_interval: float = 5.0  # seconds after which a step (or flush_if_needed) flushes
+    retry: RetryPolicy = RetryPolicy()
+
+
+class LogTarget(Protocol):
+    """Where a logger's rows go: the experiment database or a per-run file."""
+
+    engine: Engine
+
+    def prepare(self, conn: Connection, table: str, rows: list[dict]) -> list[dict]:
+        """Make the table ready for ``rows`` (inside the flush's transaction); return the rows to insert."""
+
+    def after_write(self, conn: Connection, simulation_id: str) -> None:
+        """Last statement of every flush's transaction (e.g. the simulation's heartbeat)."""
+
+
+def utc_now() -> datetime:
+    """Naive UTC, as every timestamp in the experiment database is stored."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class ExperimentDataLogger:
+    """AgentFarm's ``DataLogger`` interface; every row carries this logger's ``simulation_id``."""
+
+    def __init__(self, target: LogTarget, simulation_id: str, config: DataLoggingConfig | None = None):
+        if not isinstance(simulation_id, str) or not simulation_id:
+            raise ValueError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
+        self.target = target
+        self.simulation_id = simulation_id
+        self.config = config or DataLoggingConfig()
+        self._buffers: dict[str, list[dict]] = {name: [] for name in WRITE_TABLES}
+        self._deaths: list[dict] = []
+        self._pending = 0
+        self._next_id = dict.fromkeys(_SERIAL_KEYS, 1)
+        self._agents: set[str] = set()
+        self._steps: set[int] = set()
+        self._last_flush = time.monotonic()
+        #: Rows committed so far, per table.
+        self.rows_written: dict[str, int] = {}
+        #: How many times a flush had to wait for other writers and start again.
+        self.lock_retries = 0
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def needs_flush(self) -> bool:
+        """True while any row waits in a buffer."""
+        return self._pending > 0
+
+    @property
+    def pending_rows(self) -> int:
+        return self._pending
+
+    # --- per step ----------------------------------------------------------------------
+    def log_step(self, step_number: int, agent_states: Sequence[Sequence] | None,
+                 resource_states: Sequence[Sequence] | None, metrics: Mapping[str, Any]) -> None:
+        """Buffer one step: agent-state tuples (:data:`AGENT_STATE_FIELDS`), resource-state
+        tuples (:data:`RESOURCE_STATE_FIELDS`) and the step's metrics (:data:`METRIC_NAMES`)."""
+        step = _step(step_number)
+        if step in self._steps:
+            raise ValueError(f"step_number {step} is already logged for simulation {self.simulation_id!r}")
+        step_row = self._metrics_row(step, metrics)
+        states = self._agent_state_rows(step, agent_states or ())
+        first = self._next_id["resource_states"]
+        resources = self._resource_rows(step, resource_states or (), first)
+        self._next_id["resource_states"] = first + len(resources)
+        self._steps.add(step)
+        self._add("simulation_steps", [step_row])
+        self._add("agent_states", states)
+        self._add("resource_states", resources)
+        if time.monotonic() - self._last_flush >= self.config.commit_interval:
+            self.flush_all_buffers()
+        self._flush_if_full()
+
+    def _metrics_row(self, step: int, metrics: Mapping[str, Any]) -> dict:
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"metrics must be a dict of metric name to value, got {type(metrics).__name__}")
+        unknown = sorted(str(k) for k in metrics if k not in METRIC_NAMES)
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r} in metrics; known metrics: {', '.join(METRIC_NAMES)}")
+        row = dict.fromkeys(METRIC_NAMES)
+        row["resources_consumed"] = 0.0  # AgentFarm's default when a step does not report it
+        for name, value in metrics.items():
+            row[name] = json_text(value, f"metrics[{name!r}]") if name in _JSON_METRICS else _number(value, f"metrics[{name!r}]")
+        row["simulation_id"], row["step_number"] = self.simulation_id, step
+        return row
+
+    def _agent_state_rows(self, step: int, agent_states: Iterable[Sequence]) -> list[dict]:
+        rows: dict[str, dict] = {}
+        prefix = f"{self.simulation_id}:"
+        for i, state in enumerate(agent_states):
+            _check_tuple(state, AGENT_STATE_FIELDS, f"agent_states[{i}]")
+            agent_id, x, y, resources, health, starting, starvation, defending, reward, age = state
+            agent_id = _text(agent_id, f"agent_states[{i}].agent_id")
+            where = f"agent_states[{i}]"
+            state_id = f"{prefix}{agent_id}-{step}"
+            # A repeated agent in one step keeps its last state, as AgentFarm's logger does.
+            rows[state_id] = {
+                "simulation_id": self.simulation_id, "id": state_id, "step_number": step, "agent_id": agent_id,
+                "position_x": _number(x, f"{where}.position_x"), "position_y": _number(y, f"{where}.position_y"),
+                "resource_level": _number(resources, f"{where}.resource_level"),
+                "current_health": _number(health, f"{where}.current_health"),
+                "starting_health": _number(starting, f"{where}.starting_health"),
+                "starvation_counter": _number(starvation, f"{where}.starvation_counter"),
+                "is_defending": None if defending is None else bool(defending),
+                "total_reward": _number(reward, f"{where}.total_reward"),
+                "age": _number(age, f"{where}.age"),
+            }
+        return list(rows.values())
+
+    def _resource_rows(self, step: int, resource_states: Iterable[Sequence], first_id: int) -> list[dict]:
+        rows = []
+        for i, state in enumerate(resource_states):
+            _check_tuple(state, RESOURCE_STATE_FIELDS, f"resource_states[{i}]")
+            resource_id, amount, x, y = state
+            where = f"resource_states[{i}]"
+            rows.append({
+                "simulation_id": self.simulation_id, "id": first_id + i, "step_number": step,
+                "resource_id": _text(resource_id, f"{where}.resource_id"), "amount": _number(amount, f"{where}.amount"),
+                "position_x": _number(x, f"{where}.position_x"), "position_y": _number(y, f"{where}.position_y"),
+            })
+        return rows
+
+    # --- agents --------------------------------------------------------------------------
+    def log_agents_batch(self, agent_data_list: Sequence[Mapping[str, Any]]) -> None:
+        """Buffer new agents, one dict each: ``agent_id``, ``birth_time``, ``agent_type``,
+        ``position`` (x, y), ``initial_resources``, ``starting_health`` and optionally
+        ``genome_id``, ``generation``, ``action_weights`` (dict).  A ``simulation_id`` key
+        is ignored: every row gets this logger's."""
+        rows, seen = [], set()
+        for i, data in enumerate(agent_data_list):
+            where = f"agent_data_list[{i}]"
+            if not isinstance(data, Mapping):
+                raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
+            missing = [k for k in _AGENT_REQUIRED if k not in data]
+            if missing:
+                raise ValueError(f"{where} lacks required field {missing[0]!r}")
+            unknown = sorted(str(k) for k in data if k not in _AGENT_KEYS)
+            if unknown:
+                raise ValueError(f"{where} has unknown field {unknown[0]!r}")
+            agent_id = _text(data["agent_id"], f"{where}.agent_id")
+            if agent_id in self._agents or agent_id in seen:
+                raise ValueError(f"{where}.agent_id {agent_id!r} is already logged for simulation "
+                                 f"{self.simulation_id!r}")
+            seen.add(agent_id)
+            x, y = _position(data["position"], f"{where}.position")
+            row = {
+                "simulation_id": self.simulation_id, "agent_id": agent_id,
+                "birth_time": _step(data["birth_time"], f"{where}.birth_time"),
+                "agent_type": _optional_text(data["agent_type"], f"{where}.agent_type"),
+                "position_x": x, "position_y": y,
+                "initial_resources": _number(data["initial_resources"], f"{where}.initial_resources"),
+                "starting_health": _number(data["starting_health"], f"{where}.starting_health"),
+                "genome_id": _optional_text(data.get("genome_id"), f"{where}.genome_id"),
+                "generation": _number(data.get("generation", 0), f"{where}.generation"),
+                "action_weights": json_text(data.get("action_weights"), f"{where}.action_weights"),
+            }
+            for key in _AGENT_LEGACY:
+                value = data.get(key)
+                row[key] = _optional_text(value, f"{where}.{key}") if key == "parent_id" else _number(value, f"{where}.{key}")
+            rows.append(row)
+        self._agents |= seen
+        self._add("agents", rows)
+        self._flush_if_full()
+
+    def log_agent(self, agent_id: str, birth_time: int, agent_type: str, position: tuple[float, float],
+                  initial_resources: float, starting_health: float, genome_id: str | None = None,
+                  generation: int = 0, action_weights: Mapping[str, float] | None = None) -> None:
+        """Buffer one new agent (see :meth:`log_agents_batch`)."""
+        self.log_agents_batch([{
+            "agent_id": agent_id, "birth_time": birth_time, "agent_type": agent_type, "position": position,
+            "initial_resources": initial_resources, "starting_health": starting_health, "genome_id": genome_id,
+            "generation": generation, "action_weights": action_weights,
+        }])
+
+    def log_agent_death(self, agent_id: str, death_time: int, cause: str = "starvation") -> None:
+        """Buffer an agent's death: its ``death_time`` and a health incident, as AgentFarm's
+        ``update_agent_death`` records them (written with the next flush)."""
+        agent_id = _text(agent_id, "agent_id")
+        step = _step(death_time, "death_time")
+        incident = self._incident_row(step, agent_id, 0, 0, cause, {"final_state": "dead"})
+        self._deaths.append({"sim": self.simulation_id, "agent": agent_id, "death": step})
+        self._pending += 1
+        self._add_serial("health_incidents", incident)
+
+    def discard_pending_agents(self, agent_ids: Iterable[str]) -> int:
+        """Drop buffered rows about these agents (AgentFarm calls this when adding an agent
+        failed half-way); return how many rows were dropped."""
+        drop = {str(a) for a in agent_ids}
+        removed = 0
+        for name, key in (("agents", "agent_id"), ("agent_states", "agent_id"), ("agent_actions", "agent_id"),
+                          ("health_incidents", "agent_id")):
+            kept = [row for row in self._buffers[name] if row[key] not in drop]
+            removed += len(self._buffers[name]) - len(kept)
+            self._buffers[name] = kept
+        kept_deaths = [d for d in self._deaths if d["agent"] not in drop]
+        removed += len(self._deaths) - len(kept_deaths)
+        self._deaths = kept_deaths
+        self._agents -= drop
+        self._pending -= removed
+        return removed
+
+    # --- events --------------------------------------------------------------------------
+    def log_agent_action(self, step_number: int, agent_id: str, action_type: str,
+                         action_target_id: str | None = None, reward: float | None = None,
+                         details: Mapping | None = None, module_type: str | None = None,
+                         module_id: str | None = None, action_taken: int | None = None,
+                         action_taken_mapped: str | None = None) -> None:
+        """Buffer an agent action; ``action_taken``/``action_taken_mapped`` go into ``details``
+        as AgentFarm stores them."""
+        step = _step(step_number)
+        detail = dict(_mapping(details, "details"))
+        if action_taken is not None:
+            detail["action_taken"] = action_taken
+        if action_taken_mapped is not None:
+            detail["action_taken_mapped"] = action_taken_mapped
+        row = {
+            "simulation_id": self.simulation_id, "action_id": 0, "step_number": step,
+            "agent_id": _text(agent_id, "agent_id"), "action_type": _text(action_type, "action_type"),
+            "action_target_id": _optional_text(action_target_id, "action_target_id"),
+            "reward": _number(reward, "reward"), "details": json_text(detail or None, "details"),
+            "module_type": _optional_text(module_type, "module_type"),
+            "module_id": _optional_text(module_id, "module_id"),
+        }
+        self._add_serial("agent_actions", row)
+
+    def log_health_incident(self, step_number: int, agent_id: str, health_before: float, health_after: float,
+                            cause: str, details: Mapping | None = None) -> None:
+        """Buffer a health incident."""
+        self._add_serial("health_incidents", self._incident_row(
+            _step(step_number), _text(agent_id, "agent_id"), health_before, health_after, cause, details))
+
+    def _incident_row(self, step: int, agent_id: str, before, after, cause, details) -> dict:
+        return {
+            "simulation_id": self.simulation_id, "incident_id": 0,
+            "step_number": step, "agent_id": agent_id, "health_before": _number(before, "health_before"),
+            "health_after": _number(after, "health_after"), "cause": _text(cause, "cause"),
+            "details": json_text(_mapping(details, "details") or None, "details"),
+        }
+
+    def log_learning_experience(self, step_number: int, agent_id: str, module_type: str, module_id: str,
+                                action_taken: int, action_taken_mapped: str, reward: float) -> None:
+        """Buffer a learning experience (AgentFarm until 2025-10)."""
+        row = {
+            "simulation_id": self.simulation_id, "experience_id": 0, "step_number": _step(step_number),
+            "agent_id": _text(agent_id, "agent_id"), "module_type": _optional_text(module_type, "module_type"),
+            "module_id": _optional_text(module_id, "module_id"), "action_taken": _number(action_taken, "action_taken"),
+            "action_taken_mapped": _optional_text(action_taken_mapped, "action_taken_mapped"),
+            "reward": _number(reward, "reward"),
+        }
+        self._add_serial("learning_experiences", row)
+
+    def log_reproduction_event(self, step_number: int, parent_id: str, offspring_id: str | None, success: bool,
+                               parent_resources_before: float, parent_resources_after: float,
+                               offspring_initial_resources: float | None, failure_reason: str | None,
+                               parent_generation: int, offspring_generation: int | None,
+                               parent_position: tuple[float, float]) -> None:
+        """Buffer a reproduction event (AgentFarm 2025-02 to 2025-10)."""
+        x, y = _position(parent_position, "parent_position")
+        row = {
+            "simulation_id": self.simulation_id, "event_id": 0, "step_number": _step(step_number),
+            "parent_id": _text(parent_id, "parent_id"), "offspring_id": _optional_text(offspring_id, "offspring_id"),
+            "success": bool(success),
+            "parent_resources_before": _number(parent_resources_before, "parent_resources_before"),
+            "parent_resources_after": _number(parent_resources_after, "parent_resources_after"),
+            "offspring_initial_resources": _number(offspring_initial_resources, "offspring_initial_resources"),
+            "failure_reason": _optional_text(failure_reason, "failure_reason"),
+            "parent_generation": _number(parent_generation, "parent_generation"),
+            "offspring_generation": _number(offspring_generation, "offspring_generation"),
+            "parent_position_x": x, "parent_position_y": y, "timestamp": utc_now(),
+        }
+        self._add_serial("reproduction_events", row)
+
+    def log_interaction_edge(self, step_number: int, source_type: str, source_id: str, target_type: str,
+                             target_id: str, interaction_type: str, action_type: str | None = None,
+                             details: Mapping | None = None) -> None:
+        """Buffer an interaction edge between two entities (AgentFarm 2025-08 to 2025-10)."""
+        row = {
+            "simulation_id": self.simulation_id, "interaction_id": 0, "step_number": _step(step_number),
+            "source_type": _text(source_type, "source_type"), "source_id": _text(source_id, "source_id"),
+            "target_type": _text(target_type, "target_type"), "target_id": _text(target_id, "target_id"),
+            "interaction_type": _text(interaction_type, "interaction_type"),
+            "action_type": _optional_text(action_type, "action_type"),
+            "details": json_text(_mapping(details, "details") if details is not None else None, "details"),
+            "timestamp": utc_now(),
+        }
+        self._add_serial("interactions", row)
+
+    def log_resource(self, resource_id: str, initial_amount: float, position: tuple[float, float]) -> None:
+        """Buffer a new resource's initial state (a resource-state row at step 0)."""
+        x, y = _position(position, "position")
+        row = {
+            "simulation_id": self.simulation_id, "id": 0, "step_number": 0,
+            "resource_id": _text(resource_id, "resource_id"), "amount": _number(initial_amount, "initial_amount"),
+            "position_x": x, "position_y": y,
+        }
+        self._add_serial("resource_states", row)
+
+    # --- flushing ------------------------------------------------------------------------
+    def flush_if_needed(self) -> None:
+        """Flush when rows wait and ``commit_interval`` has passed since the last flush."""
+        if self.needs_flush and time.monotonic() - self._last_flush >= self.config.commit_interval:
+            self.flush_all_buffers()
+
+    def flush_all_buffers(self) -> None:
+        """Write every buffered row in one transaction (retried while the database is locked).
+
+        If the write fails for another reason the rows stay buffered and the error is raised.
+        """
+        if not self.needs_flush:
+            return
+        batches = {name: rows for name, rows in self._buffers.items() if rows}
+        deaths = self._deaths
+
+        def work(conn: Connection) -> None:
+            for name, rows in batches.items():
+                rows = self.target.prepare(conn, name, rows)
+                if rows:
+                    conn.execute(insert(WRITE_TABLES[name]), rows)
+            if deaths:
+                conn.execute(_DEATHS, deaths)
+            self.target.after_write(conn, self.simulation_id)
+
+        write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry)
+        for name, rows in batches.items():
+            self.rows_written[name] = self.rows_written.get(name, 0) + len(rows)
+        self._buffers = {name: [] for name in WRITE_TABLES}
+        self._deaths = []
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush what is left."""
+        self.flush_all_buffers()
+
+    # --- internals -----------------------------------------------------------------------
+    def _count_retry(self, attempt: int, error: BaseException) -> None:
+        self.lock_retries += 1
+
+    def _add(self, table: str, rows: list[dict]) -> None:
+        self._buffers[table].extend(rows)
+        self._pending += len(rows)
+
+    def _add_serial(self, table: str, row: dict) -> None:
+        """Buffer one checked row, giving it the table's next serial id."""
+        row[_SERIAL_KEYS[table]] = self._next_id[table]
+        self._next_id[table] += 1
+        self._buffers[table].append(row)
+        self._pending += 1
+        self._flush_if_full()
+
+    def _flush_if_full(self) -> None:
+        if self._pending >= self.config.buffer_size:
+            self.flush_all_buffers()
+
+
+# --- checking and converting values ---------------------------------------------------------
+
+def _step(value: Any, field: str = "step_number") -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
+    step = value.__index__()
+    if step < 0:
+        raise ValueError(f"{field} must be a non-negative integer, got {step}")
+    return step
+
+
+def _number(value: Any, field: str) -> int | float | None:
+    """A number as SQLite stores it (numpy scalars become Python numbers); None stays None."""
+    kind = type(value)
+    if kind is float or kind is int or value is None:
+        return value
+    if isinstance(value, (bool, int)):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        plain = item()
+        if isinstance(plain, (int, float)):
+            return plain
+    raise ValueError(f"{field} must be a number, got {value!r}")
+
+
+def _text(value: Any, field: str) -> str:
+    """An id or name: text, or an integer id written as its digits."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if hasattr(value, "__index__") and not isinstance(value, bool):
+        return str(value.__index__())
+    raise ValueError(f"{field} must be a string, got {value!r}")
+
+
+def _optional_text(value: Any, field: str) -> str | None:
+    return None if value is None else _text(value, field)
+
+
+def _position(value: Any, field: str) -> tuple:
+    try:
+        x, y = value[0], value[1]
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"{field} must be an (x, y) pair, got {value!r}") from None
+    return _number(x, f"{field}[0]"), _number(y, f"{field}[1]")
+
+
+def _check_tuple(value: Any, fields: tuple[str, ...], where: str) -> None:
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__"):
+        raise ValueError(f"{where} must be a tuple ({', '.join(fields)}), got {type(value).__name__}")
+    if len(value) != len(fields):
+        raise ValueError(f"{where} has {len(value)} fields; expected {len(fields)}: ({', '.join(fields)})")
+
+
+def _mapping(value: Any, field: str) -> Mapping:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    for method in ("item", "tolist"):  # numpy scalars and arrays
+        if callable(getattr(value, method, None)):
+            return getattr(value, method)()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_text(value: Any, field: str) -> str | None:
+    """JSON text for a JSON column (numpy values allowed); None stays SQL NULL, and text is
+    taken to be JSON already.  Raises ValueError naming ``field`` if it cannot be stored."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            raise ValueError(f"{field} is text but not JSON: {value[:60]!r}") from None
+        return value
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{field} cannot be stored as JSON: {e}") from None
