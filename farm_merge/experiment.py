@@ -26,7 +26,7 @@ from . import db, migrations
 from .errors import ConfigurationError, SimulationExists, SimulationNotFound
 from .logger import SIMULATIONS, DataLoggingConfig, json_text, utc_now
 from .schema import ExperimentModel
-from .simulation import SimulationRecorder
+from .recorder import SimulationRecorder
 from .writer import write_transaction
 
 T = TypeVar("T")

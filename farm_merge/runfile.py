@@ -26,7 +26,7 @@ from . import db
 from .errors import RunFileExists
 from .legacy import CURRENT_ERA, ERAS, LegacyTable
 from .logger import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, json_text, utc_now
-from .simulation import SimulationRecorder
+from .recorder import SimulationRecorder
 
 
 def _newest_layout(table: str) -> LegacyTable:

@@ -1,6 +1,6 @@
 """Run a batch of sample simulations into one experiment database (``scripts/run_experiment.py``).
 
-Simulation ``i`` of a run is the sample simulation (:mod:`farm_merge.simulate`) with seed
+Simulation ``i`` of a run is the sample simulation (:mod:`farm_merge.simulation`) with seed
 ``seed + i``, filed as ``sim_<seed + i>``.  With ``workers > 1`` the simulations run in
 that many processes at once, all logging into the same database.  Running the same
 command again skips the simulations already completed with the same parameters, so an
@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from .experiment import ExperimentDatabase, ExperimentManager, default_experiment_path, describe_error
 from .logger import SIMULATIONS, DataLoggingConfig
-from .simulate import SampleConfig, run_sample_simulation
+from .simulation import SampleConfig, run_sample_simulation
 
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
 
