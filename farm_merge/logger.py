@@ -123,7 +123,7 @@ class ExperimentDataLogger:
         self._agents: set[str] = set()
         self._steps: set[int] = set()
         self._last_flush = time.monotonic()
-        #: Rows committed so far, per table.
+        #: Rows of this simulation committed so far, per table.
         self.rows_written: dict[str, int] = {}
         #: How many times a flush had to wait for other writers and start again.
         self.lock_retries = 0
@@ -410,7 +410,7 @@ class ExperimentDataLogger:
 
         write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry)
         for name, rows in batches.items():
-            self.rows_written[name] = self.rows_written.get(name, 0) + len(rows)
+            self.count_written(name, len(rows))
         self._buffers = {name: [] for name in WRITE_TABLES}
         self._deaths = []
         self._pending = 0
@@ -419,6 +419,10 @@ class ExperimentDataLogger:
     def close(self) -> None:
         """Flush what is left."""
         self.flush_all_buffers()
+
+    def count_written(self, table: str, rows: int) -> None:
+        """Add rows committed for this simulation outside a flush (its configuration)."""
+        self.rows_written[table] = self.rows_written.get(table, 0) + rows
 
     # --- internals -----------------------------------------------------------------------
     def _count_retry(self, attempt: int, error: BaseException) -> None:

@@ -98,6 +98,7 @@ class SimulationRecorder:
             self._configuration_saved(conn, data)
 
         self._write(work)
+        self.logger.count_written("simulation_config", 1)
 
     def _configuration_saved(self, conn: Connection, config_json: str) -> None:
         """Hook: what else a saved configuration changes (inside its transaction)."""
@@ -168,6 +169,7 @@ class SimulationRecorder:
             "data_range": {"start_step": start_step, "end_step": end_step}, "exported_types": types,
         }
         path = Path(filepath)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with self.engine.connect() as conn:
             if format == "csv":
                 base = path.with_suffix("") if path.suffix else path
