@@ -3,9 +3,10 @@
 A simulator written against AgentFarm's per-run logger calls ``db.logger.log_step(...)``,
 ``log_agents_batch(...)``, ``log_agent_action(...)`` and so on; :class:`ExperimentDataLogger`
 takes the same calls with the same argument and tuple layouts, checks them, and buffers
-ready-made rows.  A flush writes every buffer in one transaction with SQLAlchemy Core
-``executemany`` (one ``INSERT`` per table, never one ORM object per row), retried as a
-whole while other writers hold the lock (:mod:`farm_merge.writer`).  Flushes happen when
+ready-made rows (tuples in a fixed column order per table).  A flush writes every buffer in
+one transaction, one Core ``INSERT`` ``executemany`` per table (never one ORM object per
+row), its parameters prepared before the write lock is taken, and the transaction retried
+as a whole while other writers hold the lock (:mod:`farm_merge.writer`).  Flushes happen when
 the buffers hold ``buffer_size`` rows, when ``commit_interval`` seconds have passed (checked
 once per step and by :meth:`flush_if_needed`), and on close.
 
@@ -30,12 +31,13 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Mapping
+from typing import Any, Iterable, Protocol, Sequence
 
-from sqlalchemy import JSON, Column, Connection, Engine, MetaData, Table, Text, bindparam, insert, update
+from sqlalchemy import JSON, Column, Connection, Engine, MetaData, Table, Text, bindparam, update
 
 from .schema import DATA_TABLES, Simulation, SimulationStepModel
-from .writer import RetryPolicy, write_transaction
+from .writer import RetryPolicy, prepare_insert, write_transaction
 
 #: The fields of one agent-state tuple in ``log_step``, in order (AgentFarm since 2025-09).
 AGENT_STATE_FIELDS = (
@@ -47,6 +49,7 @@ RESOURCE_STATE_FIELDS = ("resource_id", "amount", "position_x", "position_y")
 #: Metric names ``log_step`` accepts: every column of ``simulation_steps`` of any era.
 METRIC_NAMES = tuple(c.name for c in SimulationStepModel.__table__.columns
                      if c.name not in ("simulation_id", "step_number"))
+_METRIC_INDEX = {name: i for i, name in enumerate(METRIC_NAMES)}
 _JSON_METRICS = {"agent_type_counts"}
 
 _AGENT_REQUIRED = ("agent_id", "birth_time", "agent_type", "position", "initial_resources", "starting_health")
@@ -55,10 +58,31 @@ _AGENT_LEGACY = ("starvation_threshold", "starvation_counter", "max_health", "pa
 _AGENT_KEYS = frozenset(_AGENT_REQUIRED) | {"genome_id", "generation", "action_weights", "simulation_id",
                                             *_AGENT_LEGACY}
 
-_SERIAL_KEYS = {
-    "agent_actions": "action_id", "resource_states": "id", "health_incidents": "incident_id",
-    "learning_experiences": "experience_id", "reproduction_events": "event_id", "interactions": "interaction_id",
+#: The columns of the rows the logger buffers, per table, in the order of its tuples.  A
+#: table with a serial key has it first.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "agents": ("simulation_id", "agent_id", "birth_time", "agent_type", "position_x", "position_y",
+               "initial_resources", "starting_health", "genome_id", "generation", "action_weights",
+               *_AGENT_LEGACY),
+    "simulation_steps": ("simulation_id", "step_number", *METRIC_NAMES),
+    "agent_states": ("simulation_id", "id", "step_number", *AGENT_STATE_FIELDS),
+    "agent_actions": ("action_id", "simulation_id", "step_number", "agent_id", "action_type", "action_target_id",
+                      "reward", "details", "module_type", "module_id"),
+    "resource_states": ("id", "simulation_id", "step_number", *RESOURCE_STATE_FIELDS),
+    "health_incidents": ("incident_id", "simulation_id", "step_number", "agent_id", "health_before", "health_after",
+                         "cause", "details"),
+    "learning_experiences": ("experience_id", "simulation_id", "step_number", "agent_id", "module_type", "module_id",
+                             "action_taken", "action_taken_mapped", "reward"),
+    "reproduction_events": ("event_id", "simulation_id", "step_number", "parent_id", "offspring_id", "success",
+                            "parent_resources_before", "parent_resources_after", "offspring_initial_resources",
+                            "failure_reason", "parent_generation", "offspring_generation", "parent_position_x",
+                            "parent_position_y", "timestamp"),
+    "interactions": ("interaction_id", "simulation_id", "step_number", "source_type", "source_id", "target_type",
+                     "target_id", "interaction_type", "action_type", "details", "timestamp"),
 }
+_SERIAL = ("agent_actions", "resource_states", "health_incidents", "learning_experiences", "reproduction_events",
+           "interactions")
+_AGENT_ID = {table: columns.index("agent_id") for table, columns in COLUMNS.items() if "agent_id" in columns}
 
 
 def _writable(table: Table, metadata: MetaData) -> Table:
@@ -85,7 +109,7 @@ _DEATHS = (update(_AGENTS)
 class DataLoggingConfig:
     """When the logger writes, and how long it keeps trying while others hold the lock."""
 
-    buffer_size: int = 5000  # rows waiting in all buffers together that trigger a flush
+    buffer_size: int = 20_000  # rows waiting in all buffers together that trigger a flush
     commit_interval: float = 5.0  # seconds after which a step (or flush_if_needed) flushes
     retry: RetryPolicy = RetryPolicy()
 
@@ -95,8 +119,10 @@ class LogTarget(Protocol):
 
     engine: Engine
 
-    def prepare(self, conn: Connection, table: str, rows: list[dict]) -> list[dict]:
-        """Make the table ready for ``rows`` (inside the flush's transaction); return the rows to insert."""
+    def prepare(self, table: str, columns: tuple[str, ...],
+                rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
+        """Make ``table`` ready for the rows (before the flush's transaction); return the
+        columns and rows to insert."""
 
     def after_write(self, conn: Connection, simulation_id: str) -> None:
         """Last statement of every flush's transaction (e.g. the simulation's heartbeat)."""
@@ -116,10 +142,10 @@ class ExperimentDataLogger:
         self.target = target
         self.simulation_id = simulation_id
         self.config = config or DataLoggingConfig()
-        self._buffers: dict[str, list[dict]] = {name: [] for name in WRITE_TABLES}
+        self._buffers: dict[str, list[tuple]] = {name: [] for name in COLUMNS}
         self._deaths: list[dict] = []
         self._pending = 0
-        self._next_id = dict.fromkeys(_SERIAL_KEYS, 1)
+        self._next_id = dict.fromkeys(_SERIAL, 1)
         self._agents: set[str] = set()
         self._steps: set[int] = set()
         self._last_flush = time.monotonic()
@@ -159,61 +185,61 @@ class ExperimentDataLogger:
             self.flush_all_buffers()
         self._flush_if_full()
 
-    def _metrics_row(self, step: int, metrics: Mapping[str, Any]) -> dict:
+    def _metrics_row(self, step: int, metrics: Mapping[str, Any]) -> tuple:
         if not isinstance(metrics, Mapping):
             raise ValueError(f"metrics must be a dict of metric name to value, got {type(metrics).__name__}")
-        unknown = sorted(str(k) for k in metrics if k not in METRIC_NAMES)
+        unknown = sorted(str(k) for k in metrics if k not in _METRIC_INDEX)
         if unknown:
             raise ValueError(f"unknown metric {unknown[0]!r} in metrics; known metrics: {', '.join(METRIC_NAMES)}")
-        row = dict.fromkeys(METRIC_NAMES)
-        row["resources_consumed"] = 0.0  # AgentFarm's default when a step does not report it
+        values: list[Any] = [None] * len(METRIC_NAMES)
+        values[_METRIC_INDEX["resources_consumed"]] = 0.0  # AgentFarm's default when a step does not report it
         for name, value in metrics.items():
-            row[name] = json_text(value, f"metrics[{name!r}]") if name in _JSON_METRICS else _number(value, f"metrics[{name!r}]")
-        row["simulation_id"], row["step_number"] = self.simulation_id, step
-        return row
+            field = f"metrics[{name!r}]"
+            values[_METRIC_INDEX[name]] = json_text(value, field) if name in _JSON_METRICS else _number(value, field)
+        return (self.simulation_id, step, *values)
 
-    def _agent_state_rows(self, step: int, agent_states: Iterable[Sequence]) -> list[dict]:
-        rows: dict[str, dict] = {}
-        prefix = f"{self.simulation_id}:"
+    def _agent_state_rows(self, step: int, agent_states: Iterable[Sequence]) -> list[tuple]:
+        rows: dict[str, tuple] = {}
+        sim = self.simulation_id
         for i, state in enumerate(agent_states):
-            _check_tuple(state, AGENT_STATE_FIELDS, f"agent_states[{i}]")
+            _check_tuple(state, AGENT_STATE_FIELDS, "agent_states", i)
             agent_id, x, y, resources, health, starting, starvation, defending, reward, age = state
-            agent_id = _text(agent_id, f"agent_states[{i}].agent_id")
-            where = f"agent_states[{i}]"
-            state_id = f"{prefix}{agent_id}-{step}"
+            if not (type(agent_id) is str and type(x) is float and type(y) is float and type(resources) is float
+                    and type(health) is float and type(starting) is float and type(starvation) is int
+                    and type(reward) is float and type(age) is int):
+                # Anything but plain Python values (ints for floats, numpy scalars, text): check each.
+                where = f"agent_states[{i}]"
+                agent_id = _text(agent_id, f"{where}.agent_id")
+                x, y = _number(x, f"{where}.position_x"), _number(y, f"{where}.position_y")
+                resources = _number(resources, f"{where}.resource_level")
+                health = _number(health, f"{where}.current_health")
+                starting = _number(starting, f"{where}.starting_health")
+                starvation = _number(starvation, f"{where}.starvation_counter")
+                reward, age = _number(reward, f"{where}.total_reward"), _number(age, f"{where}.age")
+            state_id = f"{sim}:{agent_id}-{step}"
             # A repeated agent in one step keeps its last state, as AgentFarm's logger does.
-            rows[state_id] = {
-                "simulation_id": self.simulation_id, "id": state_id, "step_number": step, "agent_id": agent_id,
-                "position_x": _number(x, f"{where}.position_x"), "position_y": _number(y, f"{where}.position_y"),
-                "resource_level": _number(resources, f"{where}.resource_level"),
-                "current_health": _number(health, f"{where}.current_health"),
-                "starting_health": _number(starting, f"{where}.starting_health"),
-                "starvation_counter": _number(starvation, f"{where}.starvation_counter"),
-                "is_defending": None if defending is None else bool(defending),
-                "total_reward": _number(reward, f"{where}.total_reward"),
-                "age": _number(age, f"{where}.age"),
-            }
+            rows[state_id] = (sim, state_id, step, agent_id, x, y, resources, health, starting, starvation,
+                              None if defending is None else bool(defending), reward, age)
         return list(rows.values())
 
-    def _resource_rows(self, step: int, resource_states: Iterable[Sequence], first_id: int) -> list[dict]:
+    def _resource_rows(self, step: int, resource_states: Iterable[Sequence], first_id: int) -> list[tuple]:
         rows = []
         for i, state in enumerate(resource_states):
-            _check_tuple(state, RESOURCE_STATE_FIELDS, f"resource_states[{i}]")
+            _check_tuple(state, RESOURCE_STATE_FIELDS, "resource_states", i)
             resource_id, amount, x, y = state
             where = f"resource_states[{i}]"
-            rows.append({
-                "simulation_id": self.simulation_id, "id": first_id + i, "step_number": step,
-                "resource_id": _text(resource_id, f"{where}.resource_id"), "amount": _number(amount, f"{where}.amount"),
-                "position_x": _number(x, f"{where}.position_x"), "position_y": _number(y, f"{where}.position_y"),
-            })
+            rows.append((first_id + i, self.simulation_id, step, _text(resource_id, f"{where}.resource_id"),
+                         _number(amount, f"{where}.amount"), _number(x, f"{where}.position_x"),
+                         _number(y, f"{where}.position_y")))
         return rows
 
     # --- agents --------------------------------------------------------------------------
     def log_agents_batch(self, agent_data_list: Sequence[Mapping[str, Any]]) -> None:
         """Buffer new agents, one dict each: ``agent_id``, ``birth_time``, ``agent_type``,
         ``position`` (x, y), ``initial_resources``, ``starting_health`` and optionally
-        ``genome_id``, ``generation``, ``action_weights`` (dict).  A ``simulation_id`` key
-        is ignored: every row gets this logger's."""
+        ``genome_id``, ``generation``, ``action_weights`` (dict); older simulators' keys
+        ``starvation_threshold``, ``starvation_counter``, ``max_health`` and ``parent_id``
+        are kept too.  A ``simulation_id`` key is ignored: every row gets this logger's."""
         rows, seen = [], set()
         for i, data in enumerate(agent_data_list):
             where = f"agent_data_list[{i}]"
@@ -231,21 +257,19 @@ class ExperimentDataLogger:
                                  f"{self.simulation_id!r}")
             seen.add(agent_id)
             x, y = _position(data["position"], f"{where}.position")
-            row = {
-                "simulation_id": self.simulation_id, "agent_id": agent_id,
-                "birth_time": _step(data["birth_time"], f"{where}.birth_time"),
-                "agent_type": _optional_text(data["agent_type"], f"{where}.agent_type"),
-                "position_x": x, "position_y": y,
-                "initial_resources": _number(data["initial_resources"], f"{where}.initial_resources"),
-                "starting_health": _number(data["starting_health"], f"{where}.starting_health"),
-                "genome_id": _optional_text(data.get("genome_id"), f"{where}.genome_id"),
-                "generation": _number(data.get("generation", 0), f"{where}.generation"),
-                "action_weights": json_text(data.get("action_weights"), f"{where}.action_weights"),
-            }
-            for key in _AGENT_LEGACY:
-                value = data.get(key)
-                row[key] = _optional_text(value, f"{where}.{key}") if key == "parent_id" else _number(value, f"{where}.{key}")
-            rows.append(row)
+            rows.append((
+                self.simulation_id, agent_id, _step(data["birth_time"], f"{where}.birth_time"),
+                _optional_text(data["agent_type"], f"{where}.agent_type"), x, y,
+                _number(data["initial_resources"], f"{where}.initial_resources"),
+                _number(data["starting_health"], f"{where}.starting_health"),
+                _optional_text(data.get("genome_id"), f"{where}.genome_id"),
+                _number(data.get("generation", 0), f"{where}.generation"),
+                json_text(data.get("action_weights"), f"{where}.action_weights"),
+                _number(data.get("starvation_threshold"), f"{where}.starvation_threshold"),
+                _number(data.get("starvation_counter"), f"{where}.starvation_counter"),
+                _number(data.get("max_health"), f"{where}.max_health"),
+                _optional_text(data.get("parent_id"), f"{where}.parent_id"),
+            ))
         self._agents |= seen
         self._add("agents", rows)
         self._flush_if_full()
@@ -275,9 +299,9 @@ class ExperimentDataLogger:
         failed half-way); return how many rows were dropped."""
         drop = {str(a) for a in agent_ids}
         removed = 0
-        for name, key in (("agents", "agent_id"), ("agent_states", "agent_id"), ("agent_actions", "agent_id"),
-                          ("health_incidents", "agent_id")):
-            kept = [row for row in self._buffers[name] if row[key] not in drop]
+        for name in ("agents", "agent_states", "agent_actions", "health_incidents"):
+            position = _AGENT_ID[name]
+            kept = [row for row in self._buffers[name] if row[position] not in drop]
             removed += len(self._buffers[name]) - len(kept)
             self._buffers[name] = kept
         kept_deaths = [d for d in self._deaths if d["agent"] not in drop]
@@ -296,20 +320,21 @@ class ExperimentDataLogger:
         """Buffer an agent action; ``action_taken``/``action_taken_mapped`` go into ``details``
         as AgentFarm stores them."""
         step = _step(step_number)
-        detail = dict(_mapping(details, "details"))
-        if action_taken is not None:
-            detail["action_taken"] = action_taken
-        if action_taken_mapped is not None:
-            detail["action_taken_mapped"] = action_taken_mapped
-        row = {
-            "simulation_id": self.simulation_id, "action_id": 0, "step_number": step,
-            "agent_id": _text(agent_id, "agent_id"), "action_type": _text(action_type, "action_type"),
-            "action_target_id": _optional_text(action_target_id, "action_target_id"),
-            "reward": _number(reward, "reward"), "details": json_text(detail or None, "details"),
-            "module_type": _optional_text(module_type, "module_type"),
-            "module_id": _optional_text(module_id, "module_id"),
-        }
-        self._add_serial("agent_actions", row)
+        if details or action_taken is not None or action_taken_mapped is not None:
+            detail = dict(_mapping(details, "details"))
+            if action_taken is not None:
+                detail["action_taken"] = action_taken
+            if action_taken_mapped is not None:
+                detail["action_taken_mapped"] = action_taken_mapped
+            detail_json = json_text(detail, "details")
+        else:
+            _mapping(details, "details")
+            detail_json = None
+        self._add_serial("agent_actions", (
+            self.simulation_id, step, _text(agent_id, "agent_id"), _text(action_type, "action_type"),
+            _optional_text(action_target_id, "action_target_id"), _number(reward, "reward"), detail_json,
+            _optional_text(module_type, "module_type"), _optional_text(module_id, "module_id"),
+        ))
 
     def log_health_incident(self, step_number: int, agent_id: str, health_before: float, health_after: float,
                             cause: str, details: Mapping | None = None) -> None:
@@ -317,25 +342,19 @@ class ExperimentDataLogger:
         self._add_serial("health_incidents", self._incident_row(
             _step(step_number), _text(agent_id, "agent_id"), health_before, health_after, cause, details))
 
-    def _incident_row(self, step: int, agent_id: str, before, after, cause, details) -> dict:
-        return {
-            "simulation_id": self.simulation_id, "incident_id": 0,
-            "step_number": step, "agent_id": agent_id, "health_before": _number(before, "health_before"),
-            "health_after": _number(after, "health_after"), "cause": _text(cause, "cause"),
-            "details": json_text(_mapping(details, "details") or None, "details"),
-        }
+    def _incident_row(self, step: int, agent_id: str, before, after, cause, details) -> tuple:
+        return (self.simulation_id, step, agent_id, _number(before, "health_before"), _number(after, "health_after"),
+                _text(cause, "cause"), json_text(_mapping(details, "details") or None, "details"))
 
     def log_learning_experience(self, step_number: int, agent_id: str, module_type: str, module_id: str,
                                 action_taken: int, action_taken_mapped: str, reward: float) -> None:
         """Buffer a learning experience (AgentFarm until 2025-10)."""
-        row = {
-            "simulation_id": self.simulation_id, "experience_id": 0, "step_number": _step(step_number),
-            "agent_id": _text(agent_id, "agent_id"), "module_type": _optional_text(module_type, "module_type"),
-            "module_id": _optional_text(module_id, "module_id"), "action_taken": _number(action_taken, "action_taken"),
-            "action_taken_mapped": _optional_text(action_taken_mapped, "action_taken_mapped"),
-            "reward": _number(reward, "reward"),
-        }
-        self._add_serial("learning_experiences", row)
+        self._add_serial("learning_experiences", (
+            self.simulation_id, _step(step_number), _text(agent_id, "agent_id"),
+            _optional_text(module_type, "module_type"), _optional_text(module_id, "module_id"),
+            _number(action_taken, "action_taken"), _optional_text(action_taken_mapped, "action_taken_mapped"),
+            _number(reward, "reward"),
+        ))
 
     def log_reproduction_event(self, step_number: int, parent_id: str, offspring_id: str | None, success: bool,
                                parent_resources_before: float, parent_resources_after: float,
@@ -344,44 +363,32 @@ class ExperimentDataLogger:
                                parent_position: tuple[float, float]) -> None:
         """Buffer a reproduction event (AgentFarm 2025-02 to 2025-10)."""
         x, y = _position(parent_position, "parent_position")
-        row = {
-            "simulation_id": self.simulation_id, "event_id": 0, "step_number": _step(step_number),
-            "parent_id": _text(parent_id, "parent_id"), "offspring_id": _optional_text(offspring_id, "offspring_id"),
-            "success": bool(success),
-            "parent_resources_before": _number(parent_resources_before, "parent_resources_before"),
-            "parent_resources_after": _number(parent_resources_after, "parent_resources_after"),
-            "offspring_initial_resources": _number(offspring_initial_resources, "offspring_initial_resources"),
-            "failure_reason": _optional_text(failure_reason, "failure_reason"),
-            "parent_generation": _number(parent_generation, "parent_generation"),
-            "offspring_generation": _number(offspring_generation, "offspring_generation"),
-            "parent_position_x": x, "parent_position_y": y, "timestamp": utc_now(),
-        }
-        self._add_serial("reproduction_events", row)
+        self._add_serial("reproduction_events", (
+            self.simulation_id, _step(step_number), _text(parent_id, "parent_id"),
+            _optional_text(offspring_id, "offspring_id"), bool(success),
+            _number(parent_resources_before, "parent_resources_before"),
+            _number(parent_resources_after, "parent_resources_after"),
+            _number(offspring_initial_resources, "offspring_initial_resources"),
+            _optional_text(failure_reason, "failure_reason"), _number(parent_generation, "parent_generation"),
+            _number(offspring_generation, "offspring_generation"), x, y, utc_now(),
+        ))
 
     def log_interaction_edge(self, step_number: int, source_type: str, source_id: str, target_type: str,
                              target_id: str, interaction_type: str, action_type: str | None = None,
                              details: Mapping | None = None) -> None:
         """Buffer an interaction edge between two entities (AgentFarm 2025-08 to 2025-10)."""
-        row = {
-            "simulation_id": self.simulation_id, "interaction_id": 0, "step_number": _step(step_number),
-            "source_type": _text(source_type, "source_type"), "source_id": _text(source_id, "source_id"),
-            "target_type": _text(target_type, "target_type"), "target_id": _text(target_id, "target_id"),
-            "interaction_type": _text(interaction_type, "interaction_type"),
-            "action_type": _optional_text(action_type, "action_type"),
-            "details": json_text(_mapping(details, "details") if details is not None else None, "details"),
-            "timestamp": utc_now(),
-        }
-        self._add_serial("interactions", row)
+        self._add_serial("interactions", (
+            self.simulation_id, _step(step_number), _text(source_type, "source_type"), _text(source_id, "source_id"),
+            _text(target_type, "target_type"), _text(target_id, "target_id"),
+            _text(interaction_type, "interaction_type"), _optional_text(action_type, "action_type"),
+            json_text(_mapping(details, "details") if details is not None else None, "details"), utc_now(),
+        ))
 
     def log_resource(self, resource_id: str, initial_amount: float, position: tuple[float, float]) -> None:
         """Buffer a new resource's initial state (a resource-state row at step 0)."""
         x, y = _position(position, "position")
-        row = {
-            "simulation_id": self.simulation_id, "id": 0, "step_number": 0,
-            "resource_id": _text(resource_id, "resource_id"), "amount": _number(initial_amount, "initial_amount"),
-            "position_x": x, "position_y": y,
-        }
-        self._add_serial("resource_states", row)
+        self._add_serial("resource_states", (
+            self.simulation_id, 0, _text(resource_id, "resource_id"), _number(initial_amount, "initial_amount"), x, y))
 
     # --- flushing ------------------------------------------------------------------------
     def flush_if_needed(self) -> None:
@@ -398,12 +405,16 @@ class ExperimentDataLogger:
             return
         batches = {name: rows for name, rows in self._buffers.items() if rows}
         deaths = self._deaths
+        dialect = self.target.engine.dialect
+        inserts = []
+        for name, rows in batches.items():
+            columns, rows = self.target.prepare(name, COLUMNS[name], rows)
+            if rows:
+                inserts.append(prepare_insert(dialect, WRITE_TABLES[name], columns, rows))
 
         def work(conn: Connection) -> None:
-            for name, rows in batches.items():
-                rows = self.target.prepare(conn, name, rows)
-                if rows:
-                    conn.execute(insert(WRITE_TABLES[name]), rows)
+            for statement in inserts:
+                statement.run(conn)
             if deaths:
                 conn.execute(_DEATHS, deaths)
             self.target.after_write(conn, self.simulation_id)
@@ -411,7 +422,7 @@ class ExperimentDataLogger:
         write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry)
         for name, rows in batches.items():
             self.count_written(name, len(rows))
-        self._buffers = {name: [] for name in WRITE_TABLES}
+        self._buffers = {name: [] for name in COLUMNS}
         self._deaths = []
         self._pending = 0
         self._last_flush = time.monotonic()
@@ -428,17 +439,17 @@ class ExperimentDataLogger:
     def _count_retry(self, attempt: int, error: BaseException) -> None:
         self.lock_retries += 1
 
-    def _add(self, table: str, rows: list[dict]) -> None:
+    def _add(self, table: str, rows: list[tuple]) -> None:
         self._buffers[table].extend(rows)
         self._pending += len(rows)
 
-    def _add_serial(self, table: str, row: dict) -> None:
-        """Buffer one checked row, giving it the table's next serial id."""
-        row[_SERIAL_KEYS[table]] = self._next_id[table]
+    def _add_serial(self, table: str, row: tuple) -> None:
+        """Buffer one checked row, giving it the table's next serial id (its first column)."""
+        self._buffers[table].append((self._next_id[table], *row))
         self._next_id[table] += 1
-        self._buffers[table].append(row)
         self._pending += 1
-        self._flush_if_full()
+        if self._pending >= self.config.buffer_size:
+            self.flush_all_buffers()
 
     def _flush_if_full(self) -> None:
         if self._pending >= self.config.buffer_size:
@@ -498,11 +509,13 @@ def _position(value: Any, field: str) -> tuple:
     return _number(x, f"{field}[0]"), _number(y, f"{field}[1]")
 
 
-def _check_tuple(value: Any, fields: tuple[str, ...], where: str) -> None:
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__"):
-        raise ValueError(f"{where} must be a tuple ({', '.join(fields)}), got {type(value).__name__}")
+def _check_tuple(value: Any, fields: tuple[str, ...], name: str, index: int) -> None:
+    kind = type(value)
+    if kind is not tuple and kind is not list and (
+            isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__")):
+        raise ValueError(f"{name}[{index}] must be a tuple ({', '.join(fields)}), got {kind.__name__}")
     if len(value) != len(fields):
-        raise ValueError(f"{where} has {len(value)} fields; expected {len(fields)}: ({', '.join(fields)})")
+        raise ValueError(f"{name}[{index}] has {len(value)} fields; expected {len(fields)}: ({', '.join(fields)})")
 
 
 def _mapping(value: Any, field: str) -> Mapping:

@@ -21,6 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.pool import Pool
 
 from . import db
 from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
@@ -130,13 +131,14 @@ def probe_file(path: Path) -> str | None:
 
 def open_engine(
     target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
-    null_pool: bool = False,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
 ) -> Engine:
     """An engine on an experiment database at head, created (with ``create``) if it is new;
     the caller disposes of it.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
-    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.  Several
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written
+    (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`).  Several
     processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
     and checks again there, so exactly one of them builds the schema.
     """
@@ -151,7 +153,7 @@ def open_engine(
         if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             db.initialize_sqlite(path)
-    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, null_pool=null_pool)
+    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib)
     try:
         with engine.connect() as conn:
             try:

@@ -21,12 +21,14 @@ from typing import Any, Mapping
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.pool import QueuePool
 
 from . import db
 from .errors import RunFileExists
 from .legacy import CURRENT_ERA, ERAS, LegacyTable
 from .logger import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, json_text, utc_now
 from .recorder import SimulationRecorder
+from .writer import CACHE_MIB
 
 
 def _newest_layout(table: str) -> LegacyTable:
@@ -46,28 +48,41 @@ def _declared_type(table: str, column: str) -> str:
 
 
 class RunFileTarget:
-    """The logger's target in a per-run file: fits the file's tables to the rows."""
+    """The logger's target in a per-run file: fits the file's tables to the rows.
+
+    A run file has one writer, so the tables and columns it holds are known here; a table
+    or column the rows need is created in a transaction of its own before they are written.
+    """
 
     def __init__(self, engine):
         self.engine = engine
+        self._columns: dict[str, set[str]] = {}
 
-    def prepare(self, conn: Connection, table: str, rows: list[dict]) -> list[dict]:
-        present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}
-        if not present:
-            layout = _newest_layout(table)
-            for statement in layout.create_sql():
-                conn.exec_driver_sql(statement)
-            present = set(layout.column_names)
-        unused = set()
-        for column in (c for c in rows[0] if c not in present):
-            if all(row[column] is None for row in rows):
-                unused.add(column)
-            else:
-                conn.exec_driver_sql(f"ALTER TABLE {db.quote(table)} ADD COLUMN {db.quote(column)} "
-                                     f"{_declared_type(table, column)}")
-        if unused:
-            rows = [{k: v for k, v in row.items() if k not in unused} for row in rows]
-        return rows
+    def prepare(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
+        present = self._columns.get(table)
+        if present is None:
+            with self.engine.connect() as conn:
+                present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}
+                conn.rollback()
+        missing = [i for i, c in enumerate(columns) if c not in present]
+        used = [i for i in missing if any(row[i] is not None for row in rows)]
+        if not present or used:
+            with self.engine.begin() as conn:
+                if not present:
+                    layout = _newest_layout(table)
+                    for statement in layout.create_sql():
+                        conn.exec_driver_sql(statement)
+                    present = set(layout.column_names)
+                for i in used:
+                    if columns[i] not in present:
+                        conn.exec_driver_sql(f"ALTER TABLE {db.quote(table)} ADD COLUMN {db.quote(columns[i])} "
+                                             f"{_declared_type(table, columns[i])}")
+                        present.add(columns[i])
+        self._columns[table] = present
+        keep = [i for i, c in enumerate(columns) if c in present]
+        if len(keep) < len(columns):  # columns this file has no place for and the rows leave empty
+            return tuple(columns[i] for i in keep), [tuple(row[i] for i in keep) for row in rows]
+        return columns, rows
 
     def after_write(self, conn: Connection, simulation_id: str) -> None:
         pass
@@ -92,7 +107,7 @@ class SimulationDatabase(SimulationRecorder):
         params = json_text(dict(parameters or {}), "parameters")
         path.parent.mkdir(parents=True, exist_ok=True)
         db.initialize_sqlite(path)
-        engine = db.create_engine_for(path, busy_timeout_s=busy_timeout_s, null_pool=True)
+        engine = db.create_engine_for(path, busy_timeout_s=busy_timeout_s, poolclass=QueuePool, cache_mib=CACHE_MIB)
         try:
             with engine.begin() as conn:
                 for table in CURRENT_ERA.tables.values():

@@ -11,16 +11,21 @@ Python state that a rollback would not undo.
 
 Only lock contention is retried.  A constraint violation or any other error is the
 caller's problem and is raised at once.
+
+Rows go in with :func:`prepare_insert`: a Core ``INSERT`` compiled once per dialect,
+executed as one ``executemany``.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Dialect, Engine, Table, column, insert
+from sqlalchemy import table as table_clause
 from sqlalchemy.exc import OperationalError
 
 T = TypeVar("T")
@@ -28,14 +33,22 @@ T = TypeVar("T")
 #: What SQLite says when another connection holds the lock it needs.
 _LOCKED_MESSAGES = ("database is locked", "database is busy", "database table is locked")
 
+#: Page cache of a logging connection, MiB: the secondary indexes' pages stay in memory
+#: while rows arrive in step order (about a quarter faster at 200 agents x 1,000 steps).
+CACHE_MIB = 64
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long a writer keeps trying while the database is locked by others."""
 
     deadline_s: float = 600.0  # give up (and raise) after this long
-    first_pause_s: float = 0.005
-    max_pause_s: float = 0.5
+    # SQLite's own wait for the write lock (its busy handler) in one attempt.  Kept short:
+    # that handler sleeps in steps of up to 100 ms, and the lock may sit free meanwhile
+    # while other writers queue; the pauses below hand it on within a few ms.
+    lock_wait_s: float = 0.005
+    first_pause_s: float = 0.001
+    max_pause_s: float = 0.01
 
 
 def is_lock_contention(error: BaseException) -> bool:
@@ -65,9 +78,9 @@ def write_transaction(
     while True:
         attempt += 1
         try:
-            with engine.connect().execution_options(immediate=True) as conn:
-                with conn.begin():
-                    return work(conn)
+            with engine.connect().execution_options(immediate=True) as conn, \
+                    _lock_wait(conn, policy.lock_wait_s), conn.begin():
+                return work(conn)
         except OperationalError as e:
             if not is_lock_contention(e) or time.monotonic() + pause > deadline:
                 raise
@@ -76,3 +89,66 @@ def write_transaction(
         # Jitter keeps writers that collided once from colliding again in lockstep.
         time.sleep(pause * random.uniform(0.5, 1.5))
         pause = min(pause * 2, policy.max_pause_s)
+
+
+@contextmanager
+def _lock_wait(conn: Connection, seconds: float) -> Iterator[None]:
+    """On SQLite, wait at most ``seconds`` for the write lock in this transaction; reads on
+    the connection keep the engine's longer busy timeout."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection  # outside SQLAlchemy's transaction: a PRAGMA, not a statement
+    (before,) = raw.execute("PRAGMA busy_timeout").fetchone()
+    raw.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 1)}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {before}")
+
+
+@dataclass(frozen=True)
+class PreparedInsert:
+    """An INSERT of many rows, ready to run: SQL text for one dialect and its parameter sets."""
+
+    sql: str
+    params: list
+
+    def run(self, conn: Connection) -> None:
+        conn.exec_driver_sql(self.sql, self.params)
+
+
+_PLANS: dict[tuple, tuple[str, bool, tuple]] = {}
+
+
+def prepare_insert(dialect: Dialect, table: Table, columns: tuple[str, ...], rows: list[tuple]) -> PreparedInsert:
+    """``INSERT INTO table (columns) VALUES ...`` for ``rows`` (tuples in ``columns`` order).
+
+    The statement is SQLAlchemy Core's, compiled once per dialect and column list, and
+    values pass through the dialect's type processors (booleans, datetimes) as
+    ``Connection.execute`` would pass them; what is skipped is its per-row parameter
+    bookkeeping, which costs more than SQLite's insert itself.  Preparing the parameters
+    before the transaction keeps the write lock held only while SQLite works.
+    """
+    key = (dialect.name, dialect.paramstyle, table.name, columns)
+    plan = _PLANS.get(key)
+    if plan is None:
+        # A table clause with the columns in the rows' order: the compiled statement then
+        # takes each row as it is.
+        target = table_clause(table.name, *(column(c, table.c[c].type) for c in columns))
+        compiled = insert(target).compile(dialect=dialect)
+        processors = tuple((i, p) for i, c in enumerate(columns)
+                           if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None)
+        plan = _PLANS[key] = (str(compiled), compiled.positional, processors)
+    sql, positional, processors = plan
+    if processors:
+        converted = []
+        for row in rows:
+            row = list(row)
+            for i, process in processors:
+                if row[i] is not None:
+                    row[i] = process(row[i])
+            converted.append(tuple(row))
+        rows = converted
+    params = rows if positional else [dict(zip(columns, row)) for row in rows]  # named: PostgreSQL's drivers
+    return PreparedInsert(sql, params)

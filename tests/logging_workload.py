@@ -3,8 +3,8 @@
 ``python logging_workload.py DB WORKER STEPS AGENTS GO_FILE`` waits until GO_FILE exists
 (so that every worker starts writing at the same moment), logs STEPS steps of AGENTS
 agents into simulation ``w<WORKER>`` of the experiment database DB with a small buffer
-and a short busy timeout (so that flushes collide and the retry path runs), and prints
-its logger's counters as JSON.  :func:`expected_states` says which rows it must leave.
+(so that flushes collide often and the retry path runs), and prints its logger's
+counters as JSON.  :func:`expected_states` says which rows it must leave.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     from farm_merge import DataLoggingConfig, ExperimentDatabase
 
     db_path, worker, steps, agents, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    database = ExperimentDatabase(db_path, "concurrency", busy_timeout_s=0.005,
+    database = ExperimentDatabase(db_path, "concurrency",
                                   logging_config=DataLoggingConfig(buffer_size=150, commit_interval=3600))
     context = database.create_simulation_context(f"w{worker}", parameters={"worker": worker})
     while not Path(go).exists():

@@ -220,7 +220,7 @@ def test_discard_pending_agents_drops_their_buffered_rows(experiment, tmp_path):
 
 
 def test_a_locked_database_is_waited_for_and_the_flush_retried(experiment_db, tmp_path):
-    database = ExperimentDatabase(experiment_db, "exp", busy_timeout_s=0.02)
+    database = ExperimentDatabase(experiment_db, "exp")
     ctx = context(database)
     ctx.logger.log_step(0, [state()], [], {})
     holder = sqlite3.connect(tmp_path / "exp.db", isolation_level=None, check_same_thread=False)
@@ -236,7 +236,7 @@ def test_a_locked_database_is_waited_for_and_the_flush_retried(experiment_db, tm
 
 
 def test_a_lock_held_past_the_deadline_raises_and_keeps_the_rows(experiment_db, tmp_path):
-    database = ExperimentDatabase(experiment_db, "exp", busy_timeout_s=0.01)
+    database = ExperimentDatabase(experiment_db, "exp")
     ctx = context(database, retry=RetryPolicy(deadline_s=0.2))
     ctx.logger.log_step(0, [state()], [], {})
     holder = sqlite3.connect(tmp_path / "exp.db", isolation_level=None)
@@ -276,3 +276,12 @@ def test_close_flushes_and_a_second_close_does_nothing(experiment, tmp_path):
     ctx.close()
     assert rows(tmp_path / "exp.db", "SELECT total_agents FROM simulation_steps") == [(1,)]
     assert json.loads(rows(tmp_path / "exp.db", "SELECT parameters FROM simulations")[0][0]) == {}
+
+
+def test_only_the_write_lock_wait_is_short_reads_keep_the_engines_busy_timeout(experiment):
+    ctx = context(experiment)
+    ctx.logger.log_step(0, [state()], [], {})
+    ctx.logger.flush_all_buffers()
+    with experiment.engine.connect() as conn:  # the pooled connection the flush used
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60_000
+    ctx.close()
