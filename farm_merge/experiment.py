@@ -95,6 +95,8 @@ class ExperimentDatabase:
     Created at head through the migrations when new; one at an older or newer schema
     revision is refused with the command that fixes it.  ``Session()`` gives a SQLAlchemy
     session for queries with the ORM models of :mod:`farm_merge.schema`.
+    ``logging_config`` is the default of the contexts handed out (and its ``retry`` rules
+    every write); ``busy_timeout_s`` is how long a read may wait on SQLite's locks.
     """
 
     def __init__(self, db_path: str | os.PathLike, experiment_id: str, name: str | None = None,
@@ -269,8 +271,9 @@ class ExperimentManager:
                  db_path: str | os.PathLike | None = None, *, logging_config: DataLoggingConfig | None = None,
                  busy_timeout_s: float = db.BUSY_TIMEOUT_S):
         self.experiment_id = _check_id(experiment_id, "experiment_id")
-        self.db_path = db.display(db_path) if db_path is not None else str(default_experiment_path(experiment_id))
-        self.database = ExperimentDatabase(self.db_path, experiment_id, name, description,
+        target = db_path if db_path is not None else default_experiment_path(experiment_id)
+        self.db_path = db.display(target)  # a URL's password is not shown
+        self.database = ExperimentDatabase(target, experiment_id, name, description,
                                            logging_config=logging_config, busy_timeout_s=busy_timeout_s)
         self._running: dict[str, SimulationContext] = {}
         try:

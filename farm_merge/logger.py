@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from collections.abc import Mapping
 from typing import Any, Iterable, Protocol, Sequence
 
 from sqlalchemy import JSON, Column, Connection, Engine, MetaData, Table, Text, bindparam, update

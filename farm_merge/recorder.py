@@ -121,14 +121,14 @@ class SimulationRecorder:
                  metrics: Mapping[str, Any]) -> None:
         self.logger.log_step(step_number, agent_states, resource_states, metrics)
 
-    def log_agent(self, **kwargs: Any) -> None:
-        self.logger.log_agent(**kwargs)
+    def log_agent(self, *args: Any, **kwargs: Any) -> None:
+        self.logger.log_agent(*args, **kwargs)
 
-    def log_agent_action(self, **kwargs: Any) -> None:
-        self.logger.log_agent_action(**kwargs)
+    def log_agent_action(self, *args: Any, **kwargs: Any) -> None:
+        self.logger.log_agent_action(*args, **kwargs)
 
-    def log_health_incident(self, **kwargs: Any) -> None:
-        self.logger.log_health_incident(**kwargs)
+    def log_health_incident(self, *args: Any, **kwargs: Any) -> None:
+        self.logger.log_health_incident(*args, **kwargs)
 
     def flush_all_buffers(self) -> None:
         self.logger.flush_all_buffers()

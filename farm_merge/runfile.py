@@ -59,7 +59,8 @@ class RunFileTarget:
         self._columns: dict[str, set[str]] = {}
 
     def prepare(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
-        present = self._columns.get(table)
+        known = self._columns.get(table)
+        present = set(known) if known is not None else None  # a copy: the cache changes only once DDL commits
         if present is None:
             with self.engine.connect() as conn:
                 present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}

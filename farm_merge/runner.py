@@ -20,6 +20,7 @@ from typing import Callable
 
 from sqlalchemy import select
 
+from .db import display
 from .experiment import ExperimentDatabase, ExperimentManager, default_experiment_path, describe_error
 from .logger import SIMULATIONS, DataLoggingConfig
 from .simulation import SampleConfig, run_sample_simulation
@@ -81,7 +82,7 @@ def run_experiment(
         if row.status == COMPLETED and json.loads(row.parameters or "{}") == asdict(config):
             outcome = SimulationOutcome(sim, SKIPPED, reason="already completed with the same parameters")
         else:
-            outcome = SimulationOutcome(sim, FAILED, reason=f"already in {path} (status {row.status}) "
+            outcome = SimulationOutcome(sim, FAILED, reason=f"already in {display(path)} (status {row.status}) "
                                                           "with other parameters or unfinished; choose another --seed")
         outcomes[sim] = outcome
         report(outcome)

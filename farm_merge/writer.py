@@ -1,13 +1,16 @@
 """Write transactions that survive other writers: take the lock up front, retry while locked.
 
 Several processes may log into one SQLite experiment database at once.  SQLite lets
-one of them write at a time; the others wait on the busy timeout.  A transaction is
-started with ``BEGIN IMMEDIATE`` so that a writer waits *before* it has done any work
-(a deferred transaction that later needs the write lock can fail half-way instead),
-and if the wait still ends in "database is locked" the whole transaction is rolled
-back and run again after a randomised, growing pause.  The work function must
-therefore be repeatable: it gets a fresh transaction each time and must not change
-Python state that a rollback would not undo.
+one of them write at a time.  A transaction is started with ``BEGIN IMMEDIATE`` so that
+a writer waits *before* it has done any work (a deferred transaction that later needs
+the write lock can fail half-way instead).  The wait is short on purpose: SQLite's busy
+handler gives up after a few milliseconds with "database is locked", the transaction is
+rolled back and tried again after a randomised pause of 1 to 10 ms, until the lock is
+free or the deadline passes.  (Left to itself the busy handler sleeps up to 100 ms at a
+time, while the lock may already be free: with four writers SQLite then stood idle a
+fifth of the time.)  The work function must therefore be repeatable: it gets a fresh
+transaction each time and must not change Python state that a rollback would not undo.
+All of this is SQLite's; on another database the transaction simply runs.
 
 Only lock contention is retried.  A constraint violation or any other error is the
 caller's problem and is raised at once.

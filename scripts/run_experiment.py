@@ -19,6 +19,8 @@ import sys
 import click
 
 from farm_merge.cli import reports_errors
+from farm_merge.db import display
+from farm_merge.experiment import default_experiment_path
 from farm_merge.runner import COMPLETED, FAILED, SKIPPED, SimulationOutcome, run_experiment
 
 
@@ -52,7 +54,7 @@ def main(experiment_id, num_simulations, steps, agents, name, description, db_pa
         on_done=lambda outcome: click.echo(describe(outcome)),
     )
     counts = {status: sum(o.status == status for o in outcomes) for status in (COMPLETED, SKIPPED, FAILED)}
-    target = db_path or f"experiments/{experiment_id}.db"
+    target = display(db_path) if db_path else default_experiment_path(experiment_id)
     click.echo(f"experiment {experiment_id}: {counts[COMPLETED]} completed, {counts[SKIPPED]} skipped, "
                f"{counts[FAILED]} failed in {target}")
     sys.exit(1 if counts[FAILED] else 0)
