@@ -3,8 +3,8 @@
 ``python logging_workload.py DB WORKER STEPS AGENTS GO_FILE`` waits until GO_FILE exists
 (so that every worker starts writing at the same moment), logs STEPS steps of AGENTS
 agents into simulation ``w<WORKER>`` of the experiment database DB with a small buffer
-(so that flushes collide often and the retry path runs), and prints its logger's
-counters as JSON.  :func:`expected_states` says which rows it must leave.
+(so that many flushes compete for the write lock; whether one has to retry depends on
+timing, test_logger.py holds the lock on purpose), and prints its logger's counters as JSON.  :func:`expected_states` says which rows it must leave.
 """
 
 from __future__ import annotations
