@@ -19,7 +19,7 @@ from urllib.parse import quote as url_quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool, QueuePool
+from sqlalchemy.pool import NullPool, Pool, QueuePool
 
 from .legacy import affinity
 
@@ -72,16 +72,19 @@ def file_uri(path: Path, **params: str) -> str:
     return uri
 
 
-def connect_sqlite(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False) -> sqlite3.Connection:
+def connect_sqlite(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False,
+                   cache_mib: int | None = None) -> sqlite3.Connection:
     """A raw sqlite3 connection configured like the engine's (autocommit, URIs enabled)."""
     uri = file_uri(path, mode="ro" if readonly else "rwc")
     con = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    _configure(con, busy_timeout_s)
+    _configure(con, busy_timeout_s, cache_mib)
     return con
 
 
-def _configure(con: sqlite3.Connection, busy_timeout_s: float) -> None:
+def _configure(con: sqlite3.Connection, busy_timeout_s: float, cache_mib: int | None = None) -> None:
     con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+    if cache_mib:
+        con.execute(f"PRAGMA cache_size = -{int(cache_mib * 1024)}")
     con.execute("PRAGMA foreign_keys = OFF")
     con.execute("PRAGMA trusted_schema = OFF")
     con.execute("PRAGMA synchronous = NORMAL")
@@ -89,25 +92,28 @@ def _configure(con: sqlite3.Connection, busy_timeout_s: float) -> None:
 
 
 def create_engine_for(
-    target: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False
+    target: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
 ) -> Engine:
     """An engine for a database path or SQLAlchemy URL.
 
     For SQLite, ``conn.execution_options(immediate=True)`` makes the transaction start
     with ``BEGIN IMMEDIATE`` (take the write lock up front, so a writer waits on the busy
-    timeout instead of failing half-way).
+    timeout instead of failing half-way).  ``poolclass`` overrides the pool (``null_pool``
+    is short for NullPool); ``cache_mib`` sets each connection's page cache.
     """
-    pool = {"poolclass": NullPool} if null_pool else {}
     path = sqlite_path(target)
     if path is None:
-        return create_engine(str(target), **pool)
+        pool = NullPool if null_pool else poolclass
+        return create_engine(str(target), **({"poolclass": pool} if pool else {}))
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
     # as SQLAlchemy gives a file URL.
     engine = create_engine(
-        "sqlite://", creator=lambda: connect_sqlite(path, busy_timeout_s=busy_timeout_s, readonly=readonly),
-        **(pool or {"poolclass": QueuePool}),
+        "sqlite://", creator=lambda: connect_sqlite(path, busy_timeout_s=busy_timeout_s, readonly=readonly,
+                                                    cache_mib=cache_mib),
+        poolclass=NullPool if null_pool else poolclass or QueuePool,
     )
 
     @event.listens_for(engine, "begin")

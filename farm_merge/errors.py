@@ -113,3 +113,24 @@ class OutputExists(FarmMergeError):
         self.path, self.others = path, others
         more = f" (and {others} more)" if others else ""
         super().__init__(f"{path} already exists{more}; pass --overwrite to replace")
+
+
+class SimulationExists(FarmMergeError):
+    """A simulation id that is already in the database was asked to log again."""
+
+    def __init__(self, simulation_id: str, target: str, status: str | None):
+        self.simulation_id, self.target, self.status = simulation_id, target, status
+        super().__init__(f"simulation {simulation_id!r} is already in {target} (status {status or 'unknown'}); "
+                         "give the new run another simulation id")
+
+
+class RunFileExists(FarmMergeError):
+    """A per-run file is written once; the path given already holds one."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(f"{path} already exists; a run file is written once (remove it or choose another path)")
+
+
+class ConfigurationError(FarmMergeError, ValueError):
+    """Settings that do not fit together (arguments or environment variables)."""

@@ -23,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import Pool
 
 from . import db
 from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
@@ -202,12 +203,18 @@ def probe_file(path: Path) -> str | None:
     return None
 
 
-@contextmanager
-def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
-    """Open an experiment database at head, creating it (with ``create``) if it is new.
+def open_engine(
+    target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
+) -> Engine:
+    """An engine on an experiment database at head, created (with ``create``) if it is new;
+    the caller disposes of it.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
-    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written
+    (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`).  Several
+    processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
+    and checks again there, so exactly one of them builds the schema.
     """
     name = db.display(target)
     path = db.sqlite_path(target)
@@ -222,21 +229,36 @@ def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator
         if create and (not path.exists() or path.stat().st_size == 0):
             path.parent.mkdir(parents=True, exist_ok=True)
             db.initialize_sqlite(path)
-    engine = db.create_engine_for(target)
+    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib)
     try:
         try:
             with engine.connect() as conn:
                 try:
                     state = check(conn, name, allow_new=create)
-                except Exception:
+                finally:
                     conn.rollback()
-                    raise
-                conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
-            upgrade_engine(engine)
+            with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
+                    command.upgrade(alembic_config(conn), "head")
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@contextmanager
+def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
+    """Open an experiment database at head, creating it (with ``create``) if it is new.
+
+    Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
+    """
+    engine = open_engine(target, create=create)
+    try:
         yield engine
     finally:
         engine.dispose()

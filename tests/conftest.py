@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from farm_merge import legacy, samples
+from farm_merge import legacy, migrations, samples
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
 #: kind of row (deaths, births, incidents, interactions).
@@ -35,6 +36,22 @@ def runs_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "runs"
     write_runs(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def empty_experiment_db(tmp_path_factory) -> Path:
+    """An experiment database at head with no data, built once (the migrations take a moment)."""
+    path = tmp_path_factory.mktemp("template") / "empty.db"
+    migrations.create_database(path)
+    return path
+
+
+@pytest.fixture
+def experiment_db(empty_experiment_db: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the empty experiment database, as ``tmp_path / "exp.db"``."""
+    target = tmp_path / "exp.db"
+    shutil.copy(empty_experiment_db, target)
+    return target
 
 
 def sha256(path: Path) -> str:
