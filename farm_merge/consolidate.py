@@ -157,7 +157,9 @@ def merge(
                     report.results.append(decision)
             if dry_run:
                 report.results += [plan.result(PLANNED) for plan in todo]
-            elif todo:
+            else:
+                # Also with nothing to merge: a first merge killed after its last source left
+                # the secondary indexes dropped, and this is the run that builds them.
                 target.bulk_load_begin()
                 bar = _progress_bar(progress, "merging", sum(p.info.size for p in todo), unit="B")
                 try:
