@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, delete, insert, inspect, select, upda
 from . import __version__, catalog, db, migrations
 from .errors import FarmMergeError, SourceError
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
-from .sources import SourceFile, SourceInfo, expand, inspect_source
+from .sources import UNDECODABLE, SourceFile, SourceInfo, expand, inspect_source
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
@@ -509,6 +509,8 @@ class _SqliteTarget:
 
 def _describe(e: Exception) -> str:
     """One line for a database error met while copying a source."""
+    if isinstance(e, UnicodeDecodeError):
+        return UNDECODABLE
     message = str(getattr(e, "orig", None) or e).splitlines()[0]
     if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
         return f"{message} (duplicate or missing key in the source)"

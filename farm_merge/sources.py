@@ -174,7 +174,7 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         if "locked" in str(e) or "busy" in str(e):
             raise SourceError(name, "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(name, _reason(e)) from e
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise SourceError(name, _reason(e)) from e
     finally:
         con.close()
@@ -217,13 +217,20 @@ def _probe_lock(path: Path) -> None:
         if "locked" in str(e) or "busy" in str(e):
             raise SourceError(str(path), "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(str(path), _reason(e)) from e
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise SourceError(str(path), _reason(e)) from e
     finally:
         con.close()
 
 
-def _reason(e: sqlite3.Error) -> str:
+#: Why a source failed when SQLite's error message could not even be read: the message
+#: quotes the schema's damaged text, and Python's sqlite3 decodes it as strict UTF-8.
+UNDECODABLE = "malformed: damaged schema (SQLite's error message about it is not valid UTF-8)"
+
+
+def _reason(e: sqlite3.Error | UnicodeDecodeError) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return UNDECODABLE
     message = str(e)
     if "malformed" in message or "corrupt" in message:
         return f"malformed: {message}"
