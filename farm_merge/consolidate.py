@@ -448,6 +448,10 @@ class _SqliteTarget:
             q = db.quote(table.name)
             col_sql = "".join(f", {db.quote(c)}" for c in columns)
             where, params = ("", (ours,)) if single else (" WHERE simulation_id = ?", (ours, theirs))
+            if info.active:
+                # A writer may have committed since the inspection; this transaction reads
+                # the source in one snapshot (BEGIN IMMEDIATE opened it), so count that.
+                expected = self.conn.exec_driver_sql(f"SELECT count(*) FROM src.{q}{where}", params[1:]).scalar()
             # The simulation is new (or its rows were just deleted by --replace), so the rows
             # this INSERT wrote are all the target holds for it.
             got = self.conn.exec_driver_sql(

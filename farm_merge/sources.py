@@ -71,6 +71,7 @@ class SourceInfo:
     ignored: list[str] = field(default_factory=list)  # views, triggers, reserved tables
     configs: dict[str | None, str] = field(default_factory=dict)  # newest config JSON per recorded simulation id
     revision: str | None = None  # the schema revision of a farm-merge experiment database used as a source
+    active: bool = False  # a non-empty -wal beside it (merged with include_active): a writer may still commit
 
     @property
     def path(self) -> Path:
@@ -178,6 +179,7 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         raise SourceError(name, _reason(e)) from e
     finally:
         con.close()
+    info.active = _has_content(Path(f"{path}-wal"))
     if checksum:
         info.sha256 = db.sha256_of(path)
     return info
@@ -198,7 +200,7 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
         raise SourceError(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
-        if not include_active and wal.stat().st_size > 0:
+        if not include_active and _has_content(wal):
             raise SourceError(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")
@@ -206,6 +208,13 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
         return db.file_uri(path, mode="ro", immutable="1")
     _probe_lock(path)
     return db.file_uri(path, mode="ro")
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _probe_lock(path: Path) -> None:
