@@ -89,7 +89,7 @@ def render_merge_report(report: consolidate.MergeReport) -> str:
     verb = "would merge" if report.dry_run else "merged"
     summary = (f"{verb} {merged}, skipped {skipped}, failed {failed} "
                f"into {report.target} (experiment {report.experiment_id}) in {report.seconds:.1f}s")
-    if not merged and not failed and skipped:
+    if not merged and not failed and all(r.reason.startswith("already merged") for r in report.skipped):
         summary += " — nothing new to merge"
     lines.append(summary)
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from typing import Sequence
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
 
 from . import __version__, catalog, db, migrations
-from .errors import FarmMergeError, SourceError
+from .errors import FarmMergeError, SourceActive, SourceError
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from .sources import UNDECODABLE, SourceFile, SourceInfo, expand, inspect_source
 
@@ -194,7 +194,9 @@ def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active
     with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
         for source, outcome in zip(files, pool.map(inspect_one, files)):
             if isinstance(outcome, SourceError):
-                report.results.append(SourceResult(str(source.path), FAILED, outcome.reason))
+                # A run still being written is not a failure: the next merge takes it.
+                status = SKIPPED if isinstance(outcome, SourceActive) else FAILED
+                report.results.append(SourceResult(str(source.path), status, outcome.reason))
             else:
                 plans.append(outcome)
             bar.update(1)

@@ -60,6 +60,10 @@ class SourceError(FarmMergeError):
         super().__init__(f"{path}: {reason}")
 
 
+class SourceActive(SourceError):
+    """A source that a process may still be writing: skipped, not failed (merge it when it is done)."""
+
+
 class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target

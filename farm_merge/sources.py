@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import db
-from .errors import SourceError
+from .errors import SourceActive, SourceError
 from .legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch, detect_era
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -197,11 +197,11 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     """
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     if journal.exists() and journal.stat().st_size > 0:
-        raise SourceError(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
+        raise SourceActive(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
         if not include_active and _has_content(wal):
-            raise SourceError(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
+            raise SourceActive(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")
     if wal_mode:
