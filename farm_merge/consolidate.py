@@ -15,18 +15,21 @@ out densely packed instead of half-filled by random-order inserts.
 from __future__ import annotations
 
 import os
+import sqlite3
 import string
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import __version__, catalog, db, migrations
-from .errors import FarmMergeError, SourceActive, SourceError
+from .errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from .sources import UNDECODABLE, SourceFile, SourceInfo, expand, inspect_source
 
@@ -145,7 +148,7 @@ def merge(
         report.seconds = time.monotonic() - started
         return _ordered(report, files, unmatched)
 
-    with migrations.open_checked(into, create=not dry_run) as engine:
+    with _stop_on_write_failure(report), migrations.open_checked(into, create=not dry_run) as engine:
         with _SqliteTarget(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
@@ -169,10 +172,27 @@ def merge(
                         bar.update(plan.info.size)
                 finally:
                     bar.close()
-                    target.bulk_load_end(progress)
+                # Not after an error: the target may be full; an interrupted bulk load leaves
+                # the indexes to the next merge.
+                target.bulk_load_end(progress)
             target.touch_experiment(dry_run=dry_run)
     report.seconds = time.monotonic() - started
     return _ordered(report, files, unmatched)
+
+
+@contextmanager
+def _stop_on_write_failure(report: MergeReport) -> Iterator[None]:
+    """The target failing to write (disk full, ...) stops the merge with one line; every
+    failed transaction was rolled back, so what the target holds is whole."""
+    try:
+        yield
+    except TargetWriteError as e:
+        raise TargetWriteError(e.target, e.reason, len(report.merged)) from e
+    except (DBAPIError, sqlite3.Error) as e:
+        reason = db.write_failure(e)
+        if reason is None:
+            raise
+        raise TargetWriteError(report.target, reason, len(report.merged)) from e
 
 
 def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
@@ -413,6 +433,8 @@ class _SqliteTarget:
             self._load_columns()
             return plan.result(FAILED, e.reason)
         except Exception as e:  # a database error while copying: report it, keep going
+            if db.write_failure(e):
+                raise  # the target's problem, not this source's: the merge stops
             self._load_columns()
             return plan.result(FAILED, _describe(e))
         finally:

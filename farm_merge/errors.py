@@ -64,6 +64,22 @@ class SourceActive(SourceError):
     """A source that a process may still be writing: skipped, not failed (merge it when it is done)."""
 
 
+class TargetWriteError(FarmMergeError):
+    """The target could not be written (disk full, a file size limit, an I/O error, read-only).
+
+    ``merged`` is None when opening the database failed.  A merge stops there.  The transaction that failed was rolled back, so the target
+    holds whole simulations only; ``merged`` sources went in before it stopped, and the
+    same command completes the merge once the target can be written.
+    """
+
+    def __init__(self, target: str, reason: str, merged: int | None = None):
+        self.target, self.reason, self.merged = target, reason, merged
+        stopped = "" if merged is None else (
+            f"; the merge stopped after {merged} source{'' if merged == 1 else 's'} and the target holds whole "
+            "simulations only; make room and run the same command again")
+        super().__init__(f"cannot write to {target}: {reason}{stopped}")
+
+
 class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target

@@ -26,7 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
 from . import db
-from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
+from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew, TargetWriteError
 from .legacy import detect_era
 from .schema import DATA_TABLES
 
@@ -238,6 +238,9 @@ def open_engine(
                 finally:
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
+            # Opening a WAL database writes its -shm index: a full disk fails here already.
+            if reason := db.write_failure(e):
+                raise TargetWriteError(name, reason) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
