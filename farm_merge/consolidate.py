@@ -444,9 +444,12 @@ class _SqliteTarget:
     def _prepare_tables(self, info: SourceInfo) -> list[str]:
         """Add what the source has and the target lacks: unknown tables, new columns."""
         added = []
+        # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
+        tables = {name.lower(): name for name in self.columns}
         for table in info.tables.values():
             q = db.quote(table.name)
-            if table.name not in self.columns:
+            ours = tables.get(table.name.lower())
+            if ours is None:
                 cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
                                  if c != "simulation_id")
                 self.conn.exec_driver_sql(
@@ -456,11 +459,13 @@ class _SqliteTarget:
                 self.columns[table.name] = {"simulation_id", *table.columns}
                 added.append(f"table {table.name}")
                 continue
+            have = {c.lower() for c in self.columns[ours]}
             for column, declared in table.columns.items():
-                if column not in self.columns[table.name]:
+                if column.lower() not in have:
                     self.conn.exec_driver_sql(
                         f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
-                    self.columns[table.name].add(column)
+                    self.columns[ours].add(column)
+                    have.add(column.lower())
                     added.append(f"{table.name}.{column}")
         return added
 

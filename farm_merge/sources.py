@@ -304,6 +304,9 @@ def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[s
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:
     rows = con.execute(f"PRAGMA table_info({db.quote(table)})").fetchall()
+    # SQLite's names are case-insensitive: a "Simulation_ID" column is the simulation_id
+    # (and queries naming it simulation_id read it).
+    rows = [(r[0], "simulation_id" if r[1].lower() == "simulation_id" else r[1], *r[2:]) for r in rows]
     cols = {r[1]: r[2] or "" for r in rows}
     pk = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
     return cols, pk
@@ -327,7 +330,7 @@ def _counts(con: sqlite3.Connection, table: str, by_simulation: bool) -> dict[st
 
 def _rows(con: sqlite3.Connection, table: str) -> list[dict]:
     cursor = con.execute(f"SELECT * FROM {db.quote(table)}")
-    names = [d[0] for d in cursor.description]
+    names = [d[0].lower() for d in cursor.description]  # as _columns: "Simulation_ID" is simulation_id
     return [dict(zip(names, row)) for row in cursor]
 
 
