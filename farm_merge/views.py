@@ -81,7 +81,17 @@ LIST_COLUMNS = ["simulation_id", "status", "era", "steps", "agents", "start_time
 
 
 def list_view(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    return LIST_COLUMNS, [[r[c] for c in LIST_COLUMNS] for r in rows]
+    return LIST_COLUMNS, [[f"{r[c]} (stale)" if c == "status" and r.get("stale") else r[c] for c in LIST_COLUMNS]
+                          for r in rows]
+
+
+def stale_note(rows: list[dict[str, Any]], stale_after_s: float) -> str | None:
+    """The line under the table that explains "(stale)", when a row has it."""
+    stale = [r for r in rows if r.get("stale")]
+    if not stale:
+        return None
+    return (f"(stale): {len(stale)} simulation{'' if len(stale) == 1 else 's'} still 'running' with no heartbeat "
+            f"for over {stale_after_s:g} s; the process logging it has most likely died (what it flushed is kept)")
 
 
 # --- summary ----------------------------------------------------------------------------
