@@ -243,6 +243,8 @@ def _reason(e: sqlite3.Error | UnicodeDecodeError) -> str:
     message = str(e)
     if "malformed" in message or "corrupt" in message:
         return f"malformed: {message}"
+    if "unsupported file format" in message:
+        return f"malformed: {message} (a damaged header, or a format this SQLite cannot read)"
     if "not a database" in message:
         return "not a SQLite database (or encrypted)"
     return message
