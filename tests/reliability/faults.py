@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm_merge import legacy
+from farm_merge import db, legacy
 from farm_merge.schema import DATA_TABLES
 
 #: The secondary indexes of the data tables, which a first merge drops and builds at the end.
@@ -37,14 +37,15 @@ def source_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith("-shm"))
 
 
-def connect_ro(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, isolation_level=None)
-    con.text_factory = bytes
+def connect_ro(path: Path, text_factory=bytes) -> sqlite3.Connection:
+    """A read-only connection (any file name: '?' and '#' are escaped in the URI)."""
+    con = sqlite3.connect(db.file_uri(Path(path), mode="ro"), uri=True, timeout=10, isolation_level=None)
+    con.text_factory = text_factory
     return con
 
 
 def integrity(path: Path) -> list[tuple]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    con = connect_ro(path, str)
     try:
         return con.execute("PRAGMA integrity_check").fetchall()
     finally:
@@ -112,10 +113,12 @@ def content(path: Path, *, ignore: dict[str, set[str]] | None = None) -> dict[st
             for sim, per in out.items()}
 
 
-def assert_faithful(source: Path, target: Path, simulation_id: str) -> None:
+def assert_faithful(source: Path, target: Path, simulation_id: str, *, several: bool = False) -> None:
     """Every data table of ``source`` has in ``target``, under ``simulation_id``, exactly the
     rows SQLite reads from the source (bytes for bytes; an integer id in a column the
-    experiment schema holds as TEXT as its digits, as the merge stores it)."""
+    experiment schema holds as TEXT as its digits, as the merge stores it).  With
+    ``several`` the source holds several simulations: only its rows recording
+    ``simulation_id`` count."""
     src, dst = connect_ro(source), connect_ro(target)
     try:
         tables = [t.decode() for (t,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -126,9 +129,10 @@ def assert_faithful(source: Path, target: Path, simulation_id: str) -> None:
             affinity = {c.decode().lower(): legacy.affinity(t.decode())
                         for (_, c, t, *_rest) in dst.execute(f'PRAGMA table_info("{_q(table)}")')}
             cols = ", ".join(f'"{_q(c)}"' for c in src_cols)
+            where, params = (" WHERE simulation_id = ?", (simulation_id,)) if several else ("", ())
             expected = [tuple(str(v).encode() if affinity[c.lower()] == "TEXT" and isinstance(v, (int, float)) else v
                               for c, v in zip(src_cols, row))
-                        for row in src.execute(f'SELECT {cols} FROM "{_q(table)}"')]
+                        for row in src.execute(f'SELECT {cols} FROM "{_q(table)}"{where}', params)]
             got = dst.execute(f'SELECT {cols} FROM "{_q(table)}" WHERE simulation_id = ?', (simulation_id,)).fetchall()
             assert sorted(got, key=repr) == sorted(expected, key=repr), f"{table} differs for {simulation_id}"
     finally:
