@@ -32,6 +32,7 @@ from . import __version__, catalog, db, migrations
 from .errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from .sources import UNDECODABLE, SourceFile, SourceInfo, expand, inspect_source
+from .writer import is_lock_contention
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
@@ -113,6 +114,7 @@ def merge(
     verify: bool = False,
     include_active: bool = False,
     progress: bool | None = None,
+    busy_timeout_s: float = db.BUSY_TIMEOUT_S,
 ) -> MergeReport:
     """Merge per-run files (paths or globs) into the experiment database ``into``.
 
@@ -120,7 +122,9 @@ def merge(
     ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``, ``{simulation_id}``,
     ``{era}``) or else from the id the file records, or else its stem.  ``progress``
     shows a bar on stderr (None: only on a terminal).  Problems with single sources
-    are reported in the result; problems with the target raise :class:`FarmMergeError`.
+    are reported in the result; problems with the target raise :class:`FarmMergeError`
+    (:class:`TargetWriteError` when it cannot be written, or other processes hold its
+    write lock for longer than ``busy_timeout_s``: the merge stops there).
     """
     started = time.monotonic()
     _check_template(id_template)
@@ -148,7 +152,8 @@ def merge(
         report.seconds = time.monotonic() - started
         return _ordered(report, files, unmatched)
 
-    with _stop_on_write_failure(report), migrations.open_checked(into, create=not dry_run) as engine:
+    with _stop_on_write_failure(report, busy_timeout_s), \
+            migrations.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
         with _SqliteTarget(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
@@ -181,18 +186,27 @@ def merge(
 
 
 @contextmanager
-def _stop_on_write_failure(report: MergeReport) -> Iterator[None]:
-    """The target failing to write (disk full, ...) stops the merge with one line; every
-    failed transaction was rolled back, so what the target holds is whole."""
+def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float) -> Iterator[None]:
+    """The target failing to write (disk full, ...) or staying locked stops the merge with
+    one line; every failed transaction was rolled back, so what the target holds is whole."""
     try:
         yield
     except TargetWriteError as e:
         raise TargetWriteError(e.target, e.reason, len(report.merged)) from e
     except (DBAPIError, sqlite3.Error) as e:
+        if _locked(e):
+            raise TargetWriteError(
+                report.target, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
+                len(report.merged), "run the same command again when they are done") from e
         reason = db.write_failure(e)
         if reason is None:
             raise
         raise TargetWriteError(report.target, reason, len(report.merged)) from e
+
+
+def _locked(error: BaseException) -> bool:
+    """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
+    return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))
 
 
 def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
@@ -433,7 +447,7 @@ class _SqliteTarget:
             self._load_columns()
             return plan.result(FAILED, e.reason)
         except Exception as e:  # a database error while copying: report it, keep going
-            if db.write_failure(e):
+            if db.write_failure(e) or _locked(e):
                 raise  # the target's problem, not this source's: the merge stops
             self._load_columns()
             return plan.result(FAILED, _describe(e))

@@ -65,18 +65,20 @@ class SourceActive(SourceError):
 
 
 class TargetWriteError(FarmMergeError):
-    """The target could not be written (disk full, a file size limit, an I/O error, read-only).
+    """The target could not be written (disk full, a file size limit, an I/O error, read-only,
+    locked by other processes for longer than the busy timeout); ``then`` says what to do.
 
     ``merged`` is None when opening the database failed.  A merge stops there.  The transaction that failed was rolled back, so the target
     holds whole simulations only; ``merged`` sources went in before it stopped, and the
     same command completes the merge once the target can be written.
     """
 
-    def __init__(self, target: str, reason: str, merged: int | None = None):
-        self.target, self.reason, self.merged = target, reason, merged
+    def __init__(self, target: str, reason: str, merged: int | None = None,
+                 then: str = "make room and run the same command again"):
+        self.target, self.reason, self.merged, self.then = target, reason, merged, then
         stopped = "" if merged is None else (
             f"; the merge stopped after {merged} source{'' if merged == 1 else 's'} and the target holds whole "
-            "simulations only; make room and run the same command again")
+            f"simulations only; {then}")
         super().__init__(f"cannot write to {target}: {reason}{stopped}")
 
 

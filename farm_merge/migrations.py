@@ -254,13 +254,14 @@ def open_engine(
 
 
 @contextmanager
-def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
+def open_checked(target: str | os.PathLike, *, create: bool = False,
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S) -> Iterator[Engine]:
     """Open an experiment database at head, creating it (with ``create``) if it is new.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
     :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
     """
-    engine = open_engine(target, create=create)
+    engine = open_engine(target, create=create, busy_timeout_s=busy_timeout_s)
     try:
         yield engine
     finally:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from conftest import assert_same_rows, rows, write_runs
 from faults import SECONDARY_INDEXES, digests, farm_merge, index_names, integrity, partial_simulations, source_files
 from farm_merge import consolidate, db, legacy
+from farm_merge.errors import TargetWriteError
 
 pytestmark = pytest.mark.reliability
 
@@ -158,3 +162,32 @@ def test_sqlite_failing_to_write_is_told_from_other_errors(tmp_path):
             raise sqlite3.OperationalError("no such table: _alembic_tmp_agents")
     except sqlite3.OperationalError as chained:
         assert db.write_failure(chained) == "database or disk is full"
+
+
+def test_target_locked_by_another_process_for_too_long_stops_the_merge_with_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    sources = write_runs(runs, legacy.ERAS[:4])
+    before = digests(source_files(runs))
+    target = tmp_path / "exp.db"
+    assert consolidate.merge([str(sources[0].path)], str(target), progress=False).exit_code == 0
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sqlite3, sys
+        con = sqlite3.connect({str(target)!r}, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TargetWriteError) as stopped:
+            consolidate.merge([str(runs)], str(target), progress=False, busy_timeout_s=0.3)
+    finally:
+        holder.communicate("")
+    assert str(stopped.value) == (
+        f"cannot write to {target}: database is locked: other processes held its write lock for over 0.3 s; "
+        "the merge stopped after 0 sources and the target holds whole simulations only; "
+        "run the same command again when they are done")
+    assert integrity(target) == [("ok",)] and partial_simulations(target) == []
+    assert rows(target, "SELECT count(*) FROM merge_ledger") == [(1,)]
+    assert digests(source_files(runs)) == before
+    complete(target, runs, sources)
