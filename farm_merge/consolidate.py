@@ -379,12 +379,16 @@ class _SqliteTarget:
 
     def decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
         """None if the source is to be merged, else its skipped/failed result."""
-        ledger, sims = MergeLedger.__table__, Simulation.__table__
         with self.conn.begin():
-            merged = {r.simulation_id: r for r in self.conn.execute(
-                select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
-            logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
-                sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
+            return self._decide(plan, replace=replace)
+
+    def _decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
+        """:meth:`decide` in the transaction that is open."""
+        ledger, sims = MergeLedger.__table__, Simulation.__table__
+        merged = {r.simulation_id: r for r in self.conn.execute(
+            select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
+        logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
+            sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
         if merged and len(merged) == len(plan.target_ids) and all(
                 r.source_sha256 == plan.info.sha256 for r in merged.values()):
             first = next(iter(merged.values()))
@@ -433,6 +437,11 @@ class _SqliteTarget:
             return plan.result(FAILED, f"cannot attach: {e}")
         try:
             with self.conn.begin():
+                # Decided before; another merge into this target may have taken the simulation
+                # since.  Under the write lock the answer holds until this commits.
+                decision = self._decide(plan, replace=replace)
+                if decision is not None:
+                    return decision
                 added = self._prepare_tables(info)
                 checksums, rows = {}, 0
                 for theirs, ours in plan.simulations:
