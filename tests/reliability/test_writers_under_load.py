@@ -99,3 +99,31 @@ def test_eight_writers_alone_then_with_a_merge_running_lose_and_duplicate_nothin
     assert digests(source_files(runs)) == before
     assert rows(db, "SELECT count(*) FROM simulations") == [(2 * WORKERS + len(sources),)]
     assert integrity(db) == [("ok",)]
+
+
+def test_two_merges_of_one_folder_at_once_merge_each_source_once(tmp_path):
+    """Two overlapping runs of one command (two cron jobs, say): each source goes in once,
+    the other run skips it as already merged, and neither fails."""
+    runs = tmp_path / "runs"
+    sources = write_runs(runs, legacy.ERAS * 2, steps=40, agents=20)
+    before = digests(source_files(runs))
+    for trial, stagger in enumerate((0.0, 0.4, 0.7)):  # the second starts as the first is at work
+        target = tmp_path / f"exp_{trial}.db"
+        procs = [farm_merge("merge", runs, "--into", target, "--json")]
+        time.sleep(stagger)
+        procs.append(farm_merge("merge", runs, "--into", target, "--json"))
+        reports = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            reports.append(json.loads(out))
+        assert sum(r["merged"] for r in reports) == len(sources)
+        assert all(r["failed"] == 0 and r["merged"] + r["skipped"] == len(sources) for r in reports)
+        assert {s["reason"] for r in reports for s in r["sources"] if s["status"] == "skipped"} <= {
+            "already merged (identical content)"}
+        print(f"trial {trial}: the two runs merged {[r['merged'] for r in reports]} sources")
+        assert integrity(target) == [("ok",)]
+        by_path = dict(rows(target, "SELECT source_path, simulation_id FROM merge_ledger"))
+        for run in sources:
+            assert_same_rows(run.path, target, by_path[str(run.path.resolve())])
+    assert digests(source_files(runs)) == before
