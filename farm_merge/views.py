@@ -90,8 +90,10 @@ def stale_note(rows: list[dict[str, Any]], stale_after_s: float) -> str | None:
     stale = [r for r in rows if r.get("stale")]
     if not stale:
         return None
-    return (f"(stale): {len(stale)} simulation{'' if len(stale) == 1 else 's'} still 'running' with no heartbeat "
-            f"for over {stale_after_s:g} s; the process logging it has most likely died (what it flushed is kept)")
+    one = len(stale) == 1
+    return (f"(stale): {len(stale)} simulation{'' if one else 's'} still 'running' with no heartbeat for over "
+            f"{stale_after_s:g} s; {'its process has' if one else 'their processes have'} most likely died "
+            f"(what {'it' if one else 'they'} flushed is kept)")
 
 
 # --- summary ----------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def test_simulation_killed_mid_run_keeps_what_it_flushed_and_is_marked_abandoned
         out, err = finished.communicate(timeout=120)
         assert finished.returncode == 0, err
     run = samples.write_run_file(tmp_path / "merged_run.db", "2025-11", seed=1, **SMALL)
+    source = digests([run.path])
     assert consolidate.merge([str(run.path)], str(db), experiment_id="reliability", progress=False).exit_code == 0
     earlier = content(db)
     assert set(earlier) == {"done_1", "done_2", run.simulation_id}
@@ -126,6 +127,7 @@ def test_simulation_killed_mid_run_keeps_what_it_flushed_and_is_marked_abandoned
     assert integrity(db) == [("ok",)]
     statuses = dict(rows(db, "SELECT simulation_id, status FROM simulations"))
     assert {sim for sim, s in statuses.items() if s == "failed"} == set(victims)
+    assert digests([run.path]) == source
 
 
 def test_run_file_killed_while_logging_is_skipped_as_active_and_its_flushed_steps_merge_on_request(tmp_path):
