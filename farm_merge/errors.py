@@ -66,11 +66,12 @@ class SourceActive(SourceError):
 
 class TargetWriteError(FarmMergeError):
     """The target could not be written (disk full, a file size limit, an I/O error, read-only,
-    locked by other processes for longer than the busy timeout); ``then`` says what to do.
+    locked by other processes for longer than the busy timeout).
 
-    ``merged`` is None when opening the database failed.  A merge stops there.  The transaction that failed was rolled back, so the target
-    holds whole simulations only; ``merged`` sources went in before it stopped, and the
-    same command completes the merge once the target can be written.
+    A merge stops there.  The transaction that failed was rolled back, so the target holds
+    whole simulations only; ``merged`` sources went in before it stopped (None: it failed
+    while being opened), and the same command completes the merge once the target can be
+    written; ``then`` says so.
     """
 
     def __init__(self, target: str, reason: str, merged: int | None = None,

@@ -198,11 +198,11 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     if journal.exists() and journal.stat().st_size > 0:
         raise SourceActive(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
-                                     "(merge it when it is done, or open it once with sqlite3 to recover it)")
+                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
         if not include_active and _has_content(wal):
             raise SourceActive(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
-                                         "(merge it when it is done, or pass --include-active)")
+                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")
     if wal_mode:
         return db.file_uri(path, mode="ro", immutable="1")
