@@ -348,10 +348,12 @@ class _SqliteTarget:
         self.conn.close()
 
     def _load_columns(self) -> None:
-        self.columns = {
-            t: {c["name"] for c in inspect(self.conn).get_columns(t)} for t in inspect(self.conn).get_table_names()
-        }
+        self.columns = self._read_columns()
         self.conn.rollback()
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        inspector = inspect(self.conn)
+        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
 
     # --- catalogue -----------------------------------------------------------------
     def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
@@ -469,6 +471,12 @@ class _SqliteTarget:
         added = []
         # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
         tables = {name.lower(): name for name in self.columns}
+        known = {(t.lower(), c.lower()) for t, cols in self.columns.items() for c in cols}
+        if any((t.name.lower(), c.lower()) not in known for t in info.tables.values() for c in t.columns):
+            # Another merge into this target may have added them since they were read: read
+            # them again, in this transaction (under its write lock the answer holds).
+            self.columns = self._read_columns()
+            tables = {name.lower(): name for name in self.columns}
         for table in info.tables.values():
             q = db.quote(table.name)
             ours = tables.get(table.name.lower())
