@@ -4,6 +4,7 @@ while farm-merge merges run files into it: no row lost or duplicated, no error s
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_rows, rows, write_runs
+from conftest import SMALL, assert_same_rows, rows, write_runs
 from faults import digests, farm_merge, integrity, source_files
-from farm_merge import legacy, migrations
+from farm_merge import consolidate, legacy, migrations, samples
 from log_worker import expected_states
 
 pytestmark = pytest.mark.reliability
@@ -127,3 +128,37 @@ def test_two_merges_of_one_folder_at_once_merge_each_source_once(tmp_path):
         for run in sources:
             assert_same_rows(run.path, target, by_path[str(run.path.resolve())])
     assert digests(source_files(runs)) == before
+
+
+def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
+    """Merge A has read the target's columns; merge B then adds a column both of their sources
+    bring (schema drift).  A must not try to add it again ('duplicate column name').  Two
+    processes hit this only by chance; here the interleaving is forced, on the engine."""
+    from farm_merge.sources import SourceFile, inspect_source
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    drift = []
+    for i in range(2):
+        run = samples.write_run_file(runs / f"drift_{i}.db", "2025-11", seed=i, **SMALL)
+        con = sqlite3.connect(run.path)
+        con.execute("ALTER TABLE agents ADD COLUMN temperament TEXT")
+        con.execute("UPDATE agents SET temperament = 'calm'")
+        con.commit()
+        con.close()
+        drift.append(run)
+    target = tmp_path / "exp.db"
+    migrations.create_database(target)
+    engine = migrations.open_engine(target)
+    try:
+        with consolidate._SqliteTarget(engine, "exp") as merge_a:  # has read the columns
+            assert consolidate.merge([str(drift[0].path)], str(target), experiment_id="exp",
+                                     progress=False).exit_code == 0  # merge B adds agents.temperament
+            info = inspect_source(SourceFile(drift[1].path, runs))
+            plan = consolidate._Plan(info, [(drift[1].simulation_id, drift[1].simulation_id)])
+            result = merge_a.merge_one(plan, replace=False, verify=False)
+    finally:
+        engine.dispose()
+    assert (result.status, result.reason, result.added_columns) == ("merged", None, [])
+    for run in drift:
+        assert_same_rows(run.path, target, run.simulation_id)
