@@ -147,6 +147,7 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
         con.commit()
         con.close()
         drift.append(run)
+    before = digests(source_files(runs))
     target = tmp_path / "exp.db"
     migrations.create_database(target)
     engine = migrations.open_engine(target)
@@ -162,3 +163,4 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
     assert (result.status, result.reason, result.added_columns) == ("merged", None, [])
     for run in drift:
         assert_same_rows(run.path, target, run.simulation_id)
+    assert digests(source_files(runs)) == before
