@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, consolidate, inplace, migrations, samples, views
+from . import __version__, consolidate, inplace, liveness, migrations, samples, views
 from .errors import FarmMergeError
 from .output import format_table, human_bytes, to_json
 from .query import POINTS, ExperimentQueryTool
@@ -89,7 +89,7 @@ def render_merge_report(report: consolidate.MergeReport) -> str:
     verb = "would merge" if report.dry_run else "merged"
     summary = (f"{verb} {merged}, skipped {skipped}, failed {failed} "
                f"into {report.target} (experiment {report.experiment_id}) in {report.seconds:.1f}s")
-    if not merged and not failed and skipped:
+    if not merged and not failed and all(r.reason.startswith("already merged") for r in report.skipped):
         summary += " — nothing new to merge"
     lines.append(summary)
     return "\n".join(lines)
@@ -235,10 +235,15 @@ def info(database, experiment_id, as_json, as_csv) -> None:
 @click.argument("database")
 @experiment_option
 @simulations_option("Only this simulation (repeatable).")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=liveness.STALE_AFTER_S, show_default=True,
+              metavar="SECONDS", help="Show a running simulation with no heartbeat for this long as stale.")
 @output_formats
 @reports_errors
-def list_(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
+def list_(database, experiment_id, simulation_ids, stale_after, as_json, as_csv) -> None:
     """One line per simulation: id, status, era, steps, agents, start and end, source file.
+
+    A simulation still 'running' whose logger has not flushed for --stale-after seconds
+    is shown as 'running (stale)': its process has most likely died.
 
     \b
     Example:
@@ -246,8 +251,11 @@ def list_(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
     """
     fmt = chosen_format(as_json, as_csv)
     with ExperimentQueryTool(database, experiment_id) as tool:
-        rows = tool.list_simulations(simulation_ids or None)
+        rows = tool.list_simulations(simulation_ids or None, stale_after_s=stale_after)
     click.echo(views.render_records(rows, fmt, views.list_view(rows)))
+    note = views.stale_note(rows, stale_after)
+    if note and fmt == "table":
+        click.echo(note)
 
 
 @cli.command()

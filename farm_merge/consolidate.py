@@ -15,20 +15,24 @@ out densely packed instead of half-filled by random-order inserts.
 from __future__ import annotations
 
 import os
+import sqlite3
 import string
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import __version__, catalog, db, migrations
-from .errors import FarmMergeError, SourceError
+from .errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
-from .sources import SourceFile, SourceInfo, expand, inspect_source
+from .sources import UNDECODABLE, SourceFile, SourceInfo, expand, inspect_source
+from .writer import is_lock_contention
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
@@ -110,6 +114,7 @@ def merge(
     verify: bool = False,
     include_active: bool = False,
     progress: bool | None = None,
+    busy_timeout_s: float = db.BUSY_TIMEOUT_S,
 ) -> MergeReport:
     """Merge per-run files (paths or globs) into the experiment database ``into``.
 
@@ -117,7 +122,9 @@ def merge(
     ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``, ``{simulation_id}``,
     ``{era}``) or else from the id the file records, or else its stem.  ``progress``
     shows a bar on stderr (None: only on a terminal).  Problems with single sources
-    are reported in the result; problems with the target raise :class:`FarmMergeError`.
+    are reported in the result; problems with the target raise :class:`FarmMergeError`
+    (:class:`TargetWriteError` when it cannot be written, or other processes hold its
+    write lock for longer than ``busy_timeout_s``: the merge stops there).
     """
     started = time.monotonic()
     _check_template(id_template)
@@ -145,7 +152,8 @@ def merge(
         report.seconds = time.monotonic() - started
         return _ordered(report, files, unmatched)
 
-    with migrations.open_checked(into, create=not dry_run) as engine:
+    with _stop_on_write_failure(report, busy_timeout_s), \
+            migrations.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
         with _SqliteTarget(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
@@ -157,7 +165,9 @@ def merge(
                     report.results.append(decision)
             if dry_run:
                 report.results += [plan.result(PLANNED) for plan in todo]
-            elif todo:
+            else:
+                # Also with nothing to merge: a first merge killed after its last source left
+                # the secondary indexes dropped, and this is the run that builds them.
                 target.bulk_load_begin()
                 bar = _progress_bar(progress, "merging", sum(p.info.size for p in todo), unit="B")
                 try:
@@ -167,10 +177,36 @@ def merge(
                         bar.update(plan.info.size)
                 finally:
                     bar.close()
-                    target.bulk_load_end(progress)
+                # Not after an error: the target may be full; an interrupted bulk load leaves
+                # the indexes to the next merge.
+                target.bulk_load_end(progress)
             target.touch_experiment(dry_run=dry_run)
     report.seconds = time.monotonic() - started
     return _ordered(report, files, unmatched)
+
+
+@contextmanager
+def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float) -> Iterator[None]:
+    """The target failing to write (disk full, ...) or staying locked stops the merge with
+    one line; every failed transaction was rolled back, so what the target holds is whole."""
+    try:
+        yield
+    except TargetWriteError as e:
+        raise TargetWriteError(e.target, e.reason, len(report.merged)) from e
+    except (DBAPIError, sqlite3.Error) as e:
+        if _locked(e):
+            raise TargetWriteError(
+                report.target, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
+                len(report.merged), "run the same command again when they are done") from e
+        reason = db.write_failure(e)
+        if reason is None:
+            raise
+        raise TargetWriteError(report.target, reason, len(report.merged)) from e
+
+
+def _locked(error: BaseException) -> bool:
+    """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
+    return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))
 
 
 def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
@@ -192,7 +228,9 @@ def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active
     with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
         for source, outcome in zip(files, pool.map(inspect_one, files)):
             if isinstance(outcome, SourceError):
-                report.results.append(SourceResult(str(source.path), FAILED, outcome.reason))
+                # A run still being written is not a failure: the next merge takes it.
+                status = SKIPPED if isinstance(outcome, SourceActive) else FAILED
+                report.results.append(SourceResult(str(source.path), status, outcome.reason))
             else:
                 plans.append(outcome)
             bar.update(1)
@@ -310,10 +348,12 @@ class _SqliteTarget:
         self.conn.close()
 
     def _load_columns(self) -> None:
-        self.columns = {
-            t: {c["name"] for c in inspect(self.conn).get_columns(t)} for t in inspect(self.conn).get_table_names()
-        }
+        self.columns = self._read_columns()
         self.conn.rollback()
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        inspector = inspect(self.conn)
+        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
 
     # --- catalogue -----------------------------------------------------------------
     def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
@@ -341,12 +381,16 @@ class _SqliteTarget:
 
     def decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
         """None if the source is to be merged, else its skipped/failed result."""
-        ledger, sims = MergeLedger.__table__, Simulation.__table__
         with self.conn.begin():
-            merged = {r.simulation_id: r for r in self.conn.execute(
-                select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
-            logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
-                sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
+            return self._decide(plan, replace=replace)
+
+    def _decide(self, plan: _Plan, *, replace: bool) -> SourceResult | None:
+        """:meth:`decide` in the transaction that is open."""
+        ledger, sims = MergeLedger.__table__, Simulation.__table__
+        merged = {r.simulation_id: r for r in self.conn.execute(
+            select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
+        logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
+            sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
         if merged and len(merged) == len(plan.target_ids) and all(
                 r.source_sha256 == plan.info.sha256 for r in merged.values()):
             first = next(iter(merged.values()))
@@ -395,6 +439,11 @@ class _SqliteTarget:
             return plan.result(FAILED, f"cannot attach: {e}")
         try:
             with self.conn.begin():
+                # Decided before; another merge into this target may have taken the simulation
+                # since.  Under the write lock the answer holds until this commits.
+                decision = self._decide(plan, replace=replace)
+                if decision is not None:
+                    return decision
                 added = self._prepare_tables(info)
                 checksums, rows = {}, 0
                 for theirs, ours in plan.simulations:
@@ -409,6 +458,8 @@ class _SqliteTarget:
             self._load_columns()
             return plan.result(FAILED, e.reason)
         except Exception as e:  # a database error while copying: report it, keep going
+            if db.write_failure(e) or _locked(e):
+                raise  # the target's problem, not this source's: the merge stops
             self._load_columns()
             return plan.result(FAILED, _describe(e))
         finally:
@@ -418,9 +469,18 @@ class _SqliteTarget:
     def _prepare_tables(self, info: SourceInfo) -> list[str]:
         """Add what the source has and the target lacks: unknown tables, new columns."""
         added = []
+        # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
+        tables = {name.lower(): name for name in self.columns}
+        known = {(t.lower(), c.lower()) for t, cols in self.columns.items() for c in cols}
+        if any((t.name.lower(), c.lower()) not in known for t in info.tables.values() for c in t.columns):
+            # Another merge into this target may have added them since they were read: read
+            # them again, in this transaction (under its write lock the answer holds).
+            self.columns = self._read_columns()
+            tables = {name.lower(): name for name in self.columns}
         for table in info.tables.values():
             q = db.quote(table.name)
-            if table.name not in self.columns:
+            ours = tables.get(table.name.lower())
+            if ours is None:
                 cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
                                  if c != "simulation_id")
                 self.conn.exec_driver_sql(
@@ -430,11 +490,13 @@ class _SqliteTarget:
                 self.columns[table.name] = {"simulation_id", *table.columns}
                 added.append(f"table {table.name}")
                 continue
+            have = {c.lower() for c in self.columns[ours]}
             for column, declared in table.columns.items():
-                if column not in self.columns[table.name]:
+                if column.lower() not in have:
                     self.conn.exec_driver_sql(
                         f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
-                    self.columns[table.name].add(column)
+                    self.columns[ours].add(column)
+                    have.add(column.lower())
                     added.append(f"{table.name}.{column}")
         return added
 
@@ -446,6 +508,10 @@ class _SqliteTarget:
             q = db.quote(table.name)
             col_sql = "".join(f", {db.quote(c)}" for c in columns)
             where, params = ("", (ours,)) if single else (" WHERE simulation_id = ?", (ours, theirs))
+            if info.active:
+                # A writer may have committed since the inspection; this transaction reads
+                # the source in one snapshot (BEGIN IMMEDIATE opened it), so count that.
+                expected = self.conn.exec_driver_sql(f"SELECT count(*) FROM src.{q}{where}", params[1:]).scalar()
             # The simulation is new (or its rows were just deleted by --replace), so the rows
             # this INSERT wrote are all the target holds for it.
             got = self.conn.exec_driver_sql(
@@ -507,6 +573,8 @@ class _SqliteTarget:
 
 def _describe(e: Exception) -> str:
     """One line for a database error met while copying a source."""
+    if isinstance(e, UnicodeDecodeError):
+        return UNDECODABLE
     message = str(getattr(e, "orig", None) or e).splitlines()[0]
     if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
         return f"{message} (duplicate or missing key in the source)"

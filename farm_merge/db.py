@@ -64,6 +64,42 @@ def safe_type(declared: str) -> str:
     return declared if not declared or _PLAIN_TYPE.match(declared) else affinity(declared)
 
 
+#: I/O errors met while reading: a source's problem, not a failure to write.
+_READ_IOERRS = frozenset({"SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"})
+
+
+def write_failure(error: BaseException | None) -> str | None:
+    """Why SQLite could not write, if ``error`` (sqlite3's, or SQLAlchemy's wrapping it) or an
+    error it was raised from says so: disk full, a file size limit or a failing disk, a
+    read-only file; else None.  (After a failed write SQLite has rolled back, and clean-up
+    code, Alembic's for one, then fails on what is gone: the cause is further down.)"""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        reason = _write_failure(error)
+        if reason is not None:
+            return reason
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_failure(error: BaseException) -> str | None:
+    error = getattr(error, "orig", None) or error
+    if not isinstance(error, sqlite3.Error):
+        return None
+    name, message = getattr(error, "sqlite_errorname", ""), str(error)  # errorname: Python 3.11+
+    if name == "SQLITE_FULL" or "database or disk is full" in message:
+        return "database or disk is full"
+    if name.startswith("SQLITE_READONLY") or "readonly database" in message:
+        return message
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in message:
+        return message
+    if (name.startswith("SQLITE_IOERR") and name not in _READ_IOERRS) or (not name and "disk I/O error" in message):
+        # SQLite reports a write cut short by anything but ENOSPC (EFBIG, EIO) this way.
+        return "disk I/O error while writing (no space left, a file size limit, or a failing disk)"
+    return None
+
+
 def file_uri(path: Path, **params: str) -> str:
     """``file:`` URI for ``path`` with query parameters (``mode=ro``, ``immutable=1``)."""
     uri = "file:" + url_quote(str(path.resolve()), safe="/")

@@ -60,6 +60,29 @@ class SourceError(FarmMergeError):
         super().__init__(f"{path}: {reason}")
 
 
+class SourceActive(SourceError):
+    """A source that a process may still be writing: skipped, not failed (merge it when it is done)."""
+
+
+class TargetWriteError(FarmMergeError):
+    """The target could not be written (disk full, a file size limit, an I/O error, read-only,
+    locked by other processes for longer than the busy timeout).
+
+    A merge stops there.  The transaction that failed was rolled back, so the target holds
+    whole simulations only; ``merged`` sources went in before it stopped (None: it failed
+    while being opened), and the same command completes the merge once the target can be
+    written; ``then`` says so.
+    """
+
+    def __init__(self, target: str, reason: str, merged: int | None = None,
+                 then: str = "make room and run the same command again"):
+        self.target, self.reason, self.merged, self.then = target, reason, merged, then
+        stopped = "" if merged is None else (
+            f"; the merge stopped after {merged} source{'' if merged == 1 else 's'} and the target holds whole "
+            f"simulations only; {then}")
+        super().__init__(f"cannot write to {target}: {reason}{stopped}")
+
+
 class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target

@@ -10,7 +10,8 @@ Several processes may do this on one SQLite file at once (a parameter sweep on o
 machine): the database is in WAL mode, every write transaction starts with ``BEGIN
 IMMEDIATE`` and is retried while others hold the lock (:mod:`farm_merge.writer`).
 Each flush also stamps the simulation's ``heartbeat_at``, so a simulation whose process
-died shows as ``running`` with a stale heartbeat.
+died shows as ``running`` with a stale heartbeat, and is marked ``failed`` (abandoned)
+when the experiment is next opened (:mod:`farm_merge.liveness`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from . import db, migrations
+from . import db, liveness, migrations
 from .errors import ConfigurationError, SimulationExists, SimulationNotFound
 from .logger import SIMULATIONS, DataLoggingConfig, json_text, utc_now
 from .schema import ExperimentModel
@@ -97,11 +98,15 @@ class ExperimentDatabase:
     session for queries with the ORM models of :mod:`farm_merge.schema`.
     ``logging_config`` is the default of the contexts handed out (and its ``retry`` rules
     every write); ``busy_timeout_s`` is how long a read may wait on SQLite's locks.
+
+    Opening it marks the experiment's simulations whose process died mid-run (still
+    ``running``, no heartbeat for ``stale_after_s`` seconds) ``failed`` as abandoned, and
+    lists them in :attr:`abandoned`; ``stale_after_s=None`` leaves them as they are.
     """
 
     def __init__(self, db_path: str | os.PathLike, experiment_id: str, name: str | None = None,
                  description: str | None = None, *, logging_config: DataLoggingConfig | None = None,
-                 busy_timeout_s: float = db.BUSY_TIMEOUT_S):
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S):
         self.experiment_id = _check_id(experiment_id, "experiment_id")
         self.db_path = db.display(db_path)
         self.logging_config = logging_config or DataLoggingConfig()
@@ -114,8 +119,12 @@ class ExperimentDatabase:
         self._target = _ExperimentTarget(self.engine)
         self._contexts: dict[str, SimulationContext] = {}
         self.closed = False
+        #: Simulations this opening marked failed as abandoned.
+        self.abandoned: list[str] = []
         try:
             self._write(lambda conn: self._record_experiment(conn, name, description))
+            if stale_after_s is not None:
+                self.abandoned = self.mark_abandoned(stale_after_s)
         except BaseException:
             self.engine.dispose()
             raise
@@ -178,6 +187,24 @@ class ExperimentDatabase:
             self._touch_experiment(conn)
 
         self._write(work)
+
+    def mark_abandoned(self, stale_after_s: float = liveness.STALE_AFTER_S) -> list[str]:
+        """Mark this experiment's simulations still ``running`` whose heartbeat is older than
+        ``stale_after_s`` as ``failed`` (abandoned: their process died without closing them);
+        their end time is their last heartbeat.  Return their ids, sorted."""
+
+        def work(conn: Connection) -> list[str]:
+            stale = conn.execute(select(SIMULATIONS.c.simulation_id, SIMULATIONS.c.heartbeat_at).where(
+                SIMULATIONS.c.experiment_id == self.experiment_id, SIMULATIONS.c.status == "running",
+                SIMULATIONS.c.heartbeat_at < liveness.cutoff(stale_after_s))).all()
+            for simulation_id, heartbeat in stale:
+                conn.execute(update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == simulation_id)
+                             .values(status="failed", end_time=heartbeat, error=liveness.abandoned_reason(heartbeat)))
+            if stale:
+                self._touch_experiment(conn)
+            return sorted(simulation_id for simulation_id, _ in stale)
+
+        return self._write(work)
 
     def get_simulation_ids(self) -> list[str]:
         """The ids of this experiment's simulations, sorted."""
@@ -264,17 +291,18 @@ class ExperimentManager:
     every buffer and closes the database; a simulation still running then is marked
     ``failed`` with the error if the block raised, ``completed`` if it did not.  The
     experiment's status follows its simulations (see
-    :meth:`ExperimentDatabase.settle_experiment_status`).
+    :meth:`ExperimentDatabase.settle_experiment_status`).  Opening it marks simulations
+    abandoned by a dead process ``failed`` (``stale_after_s``, see :class:`ExperimentDatabase`).
     """
 
     def __init__(self, experiment_id: str, name: str | None = None, description: str | None = None,
                  db_path: str | os.PathLike | None = None, *, logging_config: DataLoggingConfig | None = None,
-                 busy_timeout_s: float = db.BUSY_TIMEOUT_S):
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S):
         self.experiment_id = _check_id(experiment_id, "experiment_id")
         target = db_path if db_path is not None else default_experiment_path(experiment_id)
         self.db_path = db.display(target)  # a URL's password is not shown
-        self.database = ExperimentDatabase(target, experiment_id, name, description,
-                                           logging_config=logging_config, busy_timeout_s=busy_timeout_s)
+        self.database = ExperimentDatabase(target, experiment_id, name, description, logging_config=logging_config,
+                                           busy_timeout_s=busy_timeout_s, stale_after_s=stale_after_s)
         self._running: dict[str, SimulationContext] = {}
         try:
             self.database.update_experiment_status("running")

@@ -26,7 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
 from . import db
-from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew
+from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew, TargetWriteError
 from .legacy import detect_era
 from .schema import DATA_TABLES
 
@@ -238,6 +238,9 @@ def open_engine(
                 finally:
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
+            # Opening a WAL database writes its -shm index: a full disk fails here already.
+            if reason := db.write_failure(e):
+                raise TargetWriteError(name, reason) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
@@ -251,13 +254,14 @@ def open_engine(
 
 
 @contextmanager
-def open_checked(target: str | os.PathLike, *, create: bool = False) -> Iterator[Engine]:
+def open_checked(target: str | os.PathLike, *, create: bool = False,
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S) -> Iterator[Engine]:
     """Open an experiment database at head, creating it (with ``create``) if it is new.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
     :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
     """
-    engine = open_engine(target, create=create)
+    engine = open_engine(target, create=create, busy_timeout_s=busy_timeout_s)
     try:
         yield engine
     finally:

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, and_, func, select
 
-from . import db, migrations
+from . import db, liveness, migrations
 from .errors import ExperimentNotFound, FarmMergeError, SimulationNotFound, UnknownMetric
 from .schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 
@@ -221,15 +221,20 @@ class ExperimentQueryTool:
         }
 
     # --- list ----------------------------------------------------------------------
-    def list_simulations(self, simulation_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def list_simulations(self, simulation_ids: Sequence[str] | None = None, *,
+                         stale_after_s: float = liveness.STALE_AFTER_S) -> list[dict[str, Any]]:
         """One dict per simulation: id, experiment, status, era, steps logged, agents,
-        start and end time, source file, parameters and results summary."""
+        start and end time, source file, parameters, results summary, last heartbeat, and
+        ``stale``: True for a simulation still ``running`` whose heartbeat is older than
+        ``stale_after_s`` seconds (its process has most likely died)."""
         with self.engine.connect() as conn:
             self.check_ids(conn, simulation_ids)
             rows = [dict(r) for r in conn.execute(self.list_statement(simulation_ids)).mappings()]
+        now = liveness.cutoff(0)
         for row in rows:
             row["steps"] = row["steps"] or 0
             row["agents"] = row["agents"] or 0
+            row["stale"] = liveness.is_stale(row["status"], row["heartbeat_at"], stale_after_s, now)
         return rows
 
     def list_statement(self, simulation_ids: Sequence[str] | None = None) -> sa.Select:
@@ -247,7 +252,7 @@ class ExperimentQueryTool:
             select(s.c.simulation_id, s.c.experiment_id, s.c.status, s.c.era, step_counts.c.steps,
                    step_counts.c.last_step, agent_counts.c.agents, s.c.start_time, s.c.end_time,
                    func.coalesce(LEDGER.c.source_path, s.c.simulation_db_path).label("source"),
-                   s.c.parameters, s.c.results_summary)
+                   s.c.parameters, s.c.results_summary, s.c.heartbeat_at)
             .select_from(s.outerjoin(step_counts, step_counts.c.simulation_id == s.c.simulation_id)
                          .outerjoin(agent_counts, agent_counts.c.simulation_id == s.c.simulation_id)
                          .outerjoin(LEDGER, LEDGER.c.simulation_id == s.c.simulation_id))

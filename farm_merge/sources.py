@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import db
-from .errors import SourceError
+from .errors import SourceActive, SourceError
 from .legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch, detect_era
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -71,6 +71,7 @@ class SourceInfo:
     ignored: list[str] = field(default_factory=list)  # views, triggers, reserved tables
     configs: dict[str | None, str] = field(default_factory=dict)  # newest config JSON per recorded simulation id
     revision: str | None = None  # the schema revision of a farm-merge experiment database used as a source
+    active: bool = False  # a non-empty -wal beside it (merged with include_active): a writer may still commit
 
     @property
     def path(self) -> Path:
@@ -174,10 +175,11 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         if "locked" in str(e) or "busy" in str(e):
             raise SourceError(name, "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(name, _reason(e)) from e
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise SourceError(name, _reason(e)) from e
     finally:
         con.close()
+    info.active = _has_content(Path(f"{path}-wal"))
     if checksum:
         info.sha256 = db.sha256_of(path)
     return info
@@ -195,17 +197,24 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     """
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     if journal.exists() and journal.stat().st_size > 0:
-        raise SourceError(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
-                                     "(merge it when it is done, or open it once with sqlite3 to recover it)")
+        raise SourceActive(str(path), f"active: {journal.name} beside it, a writer is mid-transaction or crashed "
+                                      "(merge it when it is done, or open it once with sqlite3 to recover it)")
     if wal.exists():
-        if not include_active and wal.stat().st_size > 0:
-            raise SourceError(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
-                                         "(merge it when it is done, or pass --include-active)")
+        if not include_active and _has_content(wal):
+            raise SourceActive(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
+                                          "(merge it when it is done, or pass --include-active)")
         return db.file_uri(path, mode="ro")
     if wal_mode:
         return db.file_uri(path, mode="ro", immutable="1")
     _probe_lock(path)
     return db.file_uri(path, mode="ro")
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _probe_lock(path: Path) -> None:
@@ -217,16 +226,25 @@ def _probe_lock(path: Path) -> None:
         if "locked" in str(e) or "busy" in str(e):
             raise SourceError(str(path), "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(str(path), _reason(e)) from e
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise SourceError(str(path), _reason(e)) from e
     finally:
         con.close()
 
 
-def _reason(e: sqlite3.Error) -> str:
+#: Why a source failed when SQLite's error message could not even be read: the message
+#: quotes the schema's damaged text, and Python's sqlite3 decodes it as strict UTF-8.
+UNDECODABLE = "malformed: damaged schema (SQLite's error message about it is not valid UTF-8)"
+
+
+def _reason(e: sqlite3.Error | UnicodeDecodeError) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return UNDECODABLE
     message = str(e)
     if "malformed" in message or "corrupt" in message:
         return f"malformed: {message}"
+    if "unsupported file format" in message:
+        return f"malformed: {message} (a damaged header, or a format this SQLite cannot read)"
     if "not a database" in message:
         return "not a SQLite database (or encrypted)"
     return message
@@ -288,6 +306,9 @@ def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[s
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:
     rows = con.execute(f"PRAGMA table_info({db.quote(table)})").fetchall()
+    # SQLite's names are case-insensitive: a "Simulation_ID" column is the simulation_id
+    # (and queries naming it simulation_id read it).
+    rows = [(r[0], "simulation_id" if r[1].lower() == "simulation_id" else r[1], *r[2:]) for r in rows]
     cols = {r[1]: r[2] or "" for r in rows}
     pk = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
     return cols, pk
@@ -311,7 +332,7 @@ def _counts(con: sqlite3.Connection, table: str, by_simulation: bool) -> dict[st
 
 def _rows(con: sqlite3.Connection, table: str) -> list[dict]:
     cursor = con.execute(f"SELECT * FROM {db.quote(table)}")
-    names = [d[0] for d in cursor.description]
+    names = [d[0].lower() for d in cursor.description]  # as _columns: "Simulation_ID" is simulation_id
     return [dict(zip(names, row)) for row in cursor]
 
 

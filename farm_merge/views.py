@@ -81,7 +81,19 @@ LIST_COLUMNS = ["simulation_id", "status", "era", "steps", "agents", "start_time
 
 
 def list_view(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    return LIST_COLUMNS, [[r[c] for c in LIST_COLUMNS] for r in rows]
+    return LIST_COLUMNS, [[f"{r[c]} (stale)" if c == "status" and r.get("stale") else r[c] for c in LIST_COLUMNS]
+                          for r in rows]
+
+
+def stale_note(rows: list[dict[str, Any]], stale_after_s: float) -> str | None:
+    """The line under the table that explains "(stale)", when a row has it."""
+    stale = [r for r in rows if r.get("stale")]
+    if not stale:
+        return None
+    one = len(stale) == 1
+    return (f"(stale): {len(stale)} simulation{'' if one else 's'} still 'running' with no heartbeat for over "
+            f"{stale_after_s:g} s; {'its process has' if one else 'their processes have'} most likely died "
+            f"(what {'it' if one else 'they'} flushed is kept)")
 
 
 # --- summary ----------------------------------------------------------------------------

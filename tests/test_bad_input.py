@@ -120,8 +120,12 @@ def test_active_source_with_a_wal_file_is_skipped_unless_asked(tmp_path):
     writer.commit()  # committed, still in the -wal file, writer still open
     try:
         result = run_cli("merge", runs / "live.db", "--into", tmp_path / "exp.db")
-        assert result.exit_code == 1
-        assert "active: live.db-wal beside it" in result.output
+        assert result.exit_code == 0  # skipped, not failed: the next merge takes it
+        line = next(l for l in result.output.splitlines() if "live.db" in l)
+        assert line.startswith("skipped")
+        assert "active: live.db-wal beside it" in line
+        assert "merged 0, skipped 1, failed 0" in result.output
+        assert "nothing new to merge" not in result.output
         assert "--include-active" in result.output
         result = run_cli("merge", runs / "live.db", "--into", tmp_path / "exp.db", "--include-active")
         assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import rows, write_runs
 from farm_merge import (
@@ -14,11 +15,13 @@ from farm_merge import (
     ExperimentDatabase,
     ExperimentManager,
     ExperimentModel,
+    ExperimentQueryTool,
     Simulation,
     consolidate,
     legacy,
     migrations,
 )
+from farm_merge.cli import cli
 from farm_merge.errors import NotAnExperimentDatabase, SchemaOutOfDate, SimulationExists, SimulationNotFound
 
 
@@ -208,3 +211,47 @@ def test_experiment_manager_defaults_to_experiments_folder(tmp_path, monkeypatch
     assert rows(tmp_path / "experiments" / "learning_rates.db", "SELECT experiment_id FROM experiments") == [
         ("learning_rates",)]
     assert ExperimentModel.__tablename__ == "experiments"
+
+
+def test_a_running_simulation_without_a_heartbeat_is_stale_and_marked_abandoned_on_open(experiment_db, tmp_path):
+    """A process that stopped flushing (here: one that is silent, as a killed one is)."""
+    runs = tmp_path / "runs"
+    write_runs(runs, legacy.ERAS[:1])
+    consolidate.merge([str(runs)], str(experiment_db), experiment_id="exp", progress=False)  # no heartbeat
+    silent = ExperimentDatabase(experiment_db, "exp")
+    context = silent.create_simulation_context("silent")
+    log_steps(context, 3)
+    context.logger.flush_all_buffers()  # and then nothing more
+    with ExperimentManager("exp", db_path=experiment_db) as manager:
+        log_steps(manager.create_simulation("done"), 3)
+        manager.complete_simulation("done")
+    with ExperimentDatabase(experiment_db, "other") as other:  # another experiment's: not ours to mark
+        other.create_simulation_context("elsewhere").logger.flush_all_buffers()
+    (heartbeat,) = rows(experiment_db, "SELECT heartbeat_at FROM simulations WHERE simulation_id = 'silent'")[0]
+
+    with ExperimentQueryTool(experiment_db) as tool:
+        assert {r["simulation_id"]: r["stale"] for r in tool.list_simulations()} == {
+            "run_00_2024-11": False, "done": False, "silent": False, "elsewhere": False}
+        stale = {r["simulation_id"] for r in tool.list_simulations(stale_after_s=0) if r["stale"]}
+    assert stale == {"silent", "elsewhere"}  # running, with a heartbeat older than 0 s
+    listed = CliRunner().invoke(cli, ["list", str(experiment_db), "--stale-after", "0"]).output.splitlines()
+    assert [line.split()[:2] for line in listed[2:6]] == [
+        ["done", "completed"], ["elsewhere", "running"], ["run_00_2024-11", "completed"], ["silent", "running"]]
+    assert ["(stale)" in line for line in listed[2:6]] == [False, True, False, True]
+    assert listed[6] == ("(stale): 2 simulations still 'running' with no heartbeat for over 0 s; their processes "
+                         "have most likely died (what they flushed is kept)")
+
+    with ExperimentDatabase(experiment_db, "exp") as reopened:  # ten minutes have not passed
+        assert reopened.abandoned == []
+    with ExperimentDatabase(experiment_db, "exp", stale_after_s=0) as reopened:
+        assert reopened.abandoned == ["silent"]
+    assert rows(experiment_db, "SELECT simulation_id, status, error FROM simulations ORDER BY 1") == [
+        ("done", "completed", None),
+        ("elsewhere", "running", None),
+        ("run_00_2024-11", "completed", None),
+        ("silent", "failed", f"abandoned: no heartbeat since {heartbeat[:19]} UTC; its process ended without "
+                             "closing it (rows flushed until then are kept)"),
+    ]
+    assert rows(experiment_db, "SELECT end_time FROM simulations WHERE simulation_id = 'silent'") == [(heartbeat,)]
+    assert rows(experiment_db, "SELECT count(*) FROM simulation_steps WHERE simulation_id = 'silent'") == [(3,)]
+    silent.engine.dispose()
