@@ -6,6 +6,10 @@ foreign keys off (references hold within a simulation, the engine never needs th
 ``trusted_schema=OFF`` (an attached source's schema can't call functions with side
 effects), and explicit ``BEGIN`` / ``BEGIN IMMEDIATE`` so that SQLAlchemy's
 transactions are SQLite's transactions and ATTACH works outside them.
+
+A server URL gets SQLAlchemy's engine for it; ``postgresql://`` means psycopg 3 (the
+``postgres`` extra), and pooled connections are checked before use, since a server may
+have dropped them while they sat in the pool.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from pathlib import Path
 from urllib.parse import quote as url_quote
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool, Pool, QueuePool
 
+from .errors import FarmMergeError, MissingDependency
 from .legacy import affinity
 
 #: Page size of new experiment databases: bulk merges run about a tenth faster than
@@ -41,6 +46,31 @@ def sqlite_path(target: str | os.PathLike) -> Path | None:
     if url.get_backend_name() != "sqlite":
         return None
     return Path(url.database) if url.database and url.database != ":memory:" else None
+
+
+def server_url(target: str | os.PathLike) -> URL:
+    """The SQLAlchemy URL of a server database; ``postgresql://`` is taken to mean psycopg 3.
+
+    Raises :class:`FarmMergeError` for a URL SQLAlchemy cannot parse and
+    :class:`MissingDependency` when the driver of a PostgreSQL URL is not installed.
+    """
+    try:
+        url = make_url(str(target))
+    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
+        raise FarmMergeError(f"{target}: not a database URL ({e})") from e
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername == "postgresql+psycopg":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
+    return url
+
+
+def is_postgresql(target: str | os.PathLike) -> bool:
+    """True if ``target`` is a PostgreSQL URL."""
+    return is_url(target) and make_url(str(target)).get_backend_name() == "postgresql"
 
 
 def display(target: str | os.PathLike) -> str:
@@ -105,7 +135,7 @@ def create_engine_for(
     path = sqlite_path(target)
     if path is None:
         pool = NullPool if null_pool else poolclass
-        return create_engine(str(target), **({"poolclass": pool} if pool else {}))
+        return create_engine(server_url(target), pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
