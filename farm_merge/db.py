@@ -23,6 +23,7 @@ from urllib.parse import quote as url_quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import NullPool, Pool, QueuePool
 
 from .errors import FarmMergeError, MissingDependency
@@ -38,11 +39,24 @@ def is_url(target: str | os.PathLike) -> bool:
     return "://" in str(target)
 
 
+def parse_url(target: str | os.PathLike) -> URL:
+    """``target`` as a SQLAlchemy URL; :class:`FarmMergeError` if it cannot be one."""
+    try:
+        return make_url(str(target))
+    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
+        raise FarmMergeError(f"{_masked(str(target))}: not a database URL ({e})") from e
+
+
+def _masked(text: str) -> str:
+    """A URL SQLAlchemy cannot parse, with whatever sits where a password would hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
 def sqlite_path(target: str | os.PathLike) -> Path | None:
     """The file behind ``target`` if it is a SQLite path or ``sqlite:///`` URL, else None."""
     if not is_url(target):
         return Path(target)
-    url = make_url(str(target))
+    url = parse_url(target)
     if url.get_backend_name() != "sqlite":
         return None
     return Path(url.database) if url.database and url.database != ":memory:" else None
@@ -54,10 +68,7 @@ def server_url(target: str | os.PathLike) -> URL:
     Raises :class:`FarmMergeError` for a URL SQLAlchemy cannot parse and
     :class:`MissingDependency` when the driver of a PostgreSQL URL is not installed.
     """
-    try:
-        url = make_url(str(target))
-    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
-        raise FarmMergeError(f"{target}: not a database URL ({e})") from e
+    url = parse_url(target)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     if url.drivername == "postgresql+psycopg":
@@ -70,13 +81,16 @@ def server_url(target: str | os.PathLike) -> URL:
 
 def is_postgresql(target: str | os.PathLike) -> bool:
     """True if ``target`` is a PostgreSQL URL."""
-    return is_url(target) and make_url(str(target)).get_backend_name() == "postgresql"
+    return is_url(target) and parse_url(target).get_backend_name() == "postgresql"
 
 
 def display(target: str | os.PathLike) -> str:
     """How to name ``target`` in a message (a URL without its password)."""
     if is_url(target):
-        return make_url(str(target)).render_as_string(hide_password=True)
+        try:
+            return make_url(str(target)).render_as_string(hide_password=True)
+        except Exception:  # not a valid URL: said so where it is opened
+            return _masked(str(target))
     return str(target)
 
 
@@ -135,7 +149,12 @@ def create_engine_for(
     path = sqlite_path(target)
     if path is None:
         pool = NullPool if null_pool else poolclass
-        return create_engine(server_url(target), pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
+        url = server_url(target)
+        try:
+            return create_engine(url, pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
+        except (ImportError, NoSuchModuleError) as e:  # a dialect or driver that is not installed
+            raise FarmMergeError(f"{display(target)}: cannot open a {url.get_backend_name()} database here ({e}); "
+                                 "farm-merge works on SQLite files and PostgreSQL") from e
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
