@@ -138,7 +138,7 @@ class PostgresTarget(MergeTarget):
             where, params = ("", ()) if single else (" WHERE simulation_id = ?", (theirs,))
             cursor = source.execute(f"SELECT {selected} FROM {db.quote(table.name)}{where}", params)
             digest = db.RowHash() if verify else None
-            got = copy_rows(raw, table.name, ["simulation_id", *columns],
+            got = copy_rows(self.conn, table.name, ["simulation_id", *columns],
                             _tagged(cursor, ours, len(columns), digest, kinds))
             if got != expected:
                 raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "

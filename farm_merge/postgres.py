@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
 from . import db
 
 #: How many rows of a source are read and sent at a time (memory stays flat).
@@ -64,17 +67,29 @@ def copy_statement(table: str, columns: Sequence[str]) -> str:
     return f"COPY {db.quote(table)} ({', '.join(db.quote(c) for c in columns)}) FROM STDIN"
 
 
-def copy_rows(dbapi_connection: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
     """Send ``rows`` (tuples in ``columns`` order) with one COPY; return the rows copied.
 
     Runs in the connection's current transaction.  psycopg formats each row in C and
     streams it to the server in blocks, so ``rows`` may be a generator of any length.
+    psycopg's errors come out as SQLAlchemy's, as from any statement on ``conn`` (a
+    constraint violation as :class:`~sqlalchemy.exc.IntegrityError`; a lost connection
+    invalidates ``conn``, so that its next use connects anew).
     """
-    with dbapi_connection.cursor() as cursor:
-        with cursor.copy(copy_statement(table, columns)) as copy:
-            for row in rows:
-                copy.write_row(row)
-        return cursor.rowcount
+    statement = copy_statement(table, columns)
+    dbapi_connection = conn.connection.dbapi_connection
+    try:
+        with dbapi_connection.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return cursor.rowcount
+    except conn.dialect.loaded_dbapi.Error as e:
+        lost = conn.dialect.is_disconnect(e, dbapi_connection, None)
+        if lost:
+            conn.invalidate(e)
+        raise DBAPIError.instance(statement, None, e, conn.dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                  dialect=conn.dialect) from e
 
 
 def refusal(error: BaseException) -> str | None:

@@ -184,6 +184,19 @@ def fetch(target, sql: str, params=()) -> list[tuple]:
     return [tuple(_as_sqlite_stores(v) for v in row) for row in cursor.fetchall()]
 
 
+def execute(target, sql: str, params=()) -> None:
+    """Run one writing statement on a SQLite file or a PostgreSQL database, committed."""
+    if not db.is_url(target):
+        con = sqlite3.connect(target)
+        try:
+            con.execute(sql, params)
+            con.commit()
+        finally:
+            con.close()
+        return
+    _connection(str(target)).execute(sql.replace("?", "%s"), params)
+
+
 _CONNECTIONS: dict = {}
 
 

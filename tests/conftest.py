@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import POSTGRES, Backend, PostgresServer, fetch, pg_column_types, require_postgres
+from backends import POSTGRES, Backend, PostgresServer, execute, fetch, pg_column_types, require_postgres  # noqa: F401
 from farm_merge import db, legacy, migrations, samples
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
