@@ -220,6 +220,14 @@ def forget(url: str) -> None:
         conn.close()
 
 
+def column_names(target, table: str) -> list[str]:
+    """A table's columns in their order, on either back end."""
+    if not db.is_url(target):
+        return [r[1] for r in fetch(target, f'PRAGMA table_info("{table}")')]
+    return [c for (c,) in fetch(target, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                        "current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))]
+
+
 def pg_column_types(target: str, table: str) -> dict[str, str]:
     """Column name -> PostgreSQL data type of a table."""
     return dict(fetch(target, "SELECT column_name, data_type FROM information_schema.columns "

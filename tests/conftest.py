@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backends import POSTGRES, Backend, PostgresServer, execute, fetch, pg_column_types, require_postgres  # noqa: F401
+from backends import (POSTGRES, Backend, PostgresServer, column_names, execute, fetch, pg_column_types,  # noqa: F401
+                      require_postgres)
 from farm_merge import db, legacy, migrations, samples
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
