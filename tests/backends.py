@@ -180,8 +180,13 @@ def fetch(target, sql: str, params=()) -> list[tuple]:
             return con.execute(sql, params).fetchall()
         finally:
             con.close()
-    cursor = _connection(str(target)).execute(sql.replace("?", "%s"), params)
+    cursor = _connection(str(target)).execute(*_pg_statement(sql, params))
     return [tuple(_as_sqlite_stores(v) for v in row) for row in cursor.fetchall()]
+
+
+def _pg_statement(sql: str, params) -> tuple:
+    """``?`` placeholders as psycopg's; without parameters, ``%`` (in LIKE) is left alone."""
+    return (sql.replace("?", "%s"), params) if params else (sql,)
 
 
 def execute(target, sql: str, params=()) -> None:
@@ -194,7 +199,7 @@ def execute(target, sql: str, params=()) -> None:
         finally:
             con.close()
         return
-    _connection(str(target)).execute(sql.replace("?", "%s"), params)
+    _connection(str(target)).execute(*_pg_statement(sql, params))
 
 
 _CONNECTIONS: dict = {}
@@ -226,6 +231,25 @@ def column_names(target, table: str) -> list[str]:
         return [r[1] for r in fetch(target, f'PRAGMA table_info("{table}")')]
     return [c for (c,) in fetch(target, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
                                         "current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))]
+
+
+def table_names(target) -> list[str]:
+    """The tables of a SQLite file or of a PostgreSQL database's schema, by name."""
+    if not db.is_url(target):
+        return [t for (t,) in fetch(target, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+    return [t for (t,) in fetch(target, "SELECT table_name FROM information_schema.tables "
+                                        "WHERE table_schema = current_schema() ORDER BY 1")]
+
+
+def primary_key(target, table: str) -> list[str]:
+    """A table's primary-key columns in key order, on either back end."""
+    if not db.is_url(target):
+        return [r[1] for r in sorted((r for r in fetch(target, f'PRAGMA table_info("{table}")') if r[5]),
+                                     key=lambda r: r[5])]
+    return [c for (c,) in fetch(target, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON "
+                                        "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary "
+                                        "AND i.indrelid = ?::regclass ORDER BY array_position(i.indkey, a.attnum)",
+                                (db.quote(table),))]
 
 
 def pg_column_types(target: str, table: str) -> dict[str, str]:

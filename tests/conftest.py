@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backends import (POSTGRES, Backend, PostgresServer, column_names, execute, fetch, pg_column_types,  # noqa: F401
-                      require_postgres)
+                      primary_key, require_postgres, table_names)
 from farm_merge import db, legacy, migrations, samples
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
