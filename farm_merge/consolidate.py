@@ -10,6 +10,10 @@ again completes it, since the ledger tells which sources are in.
 On a target whose data tables are empty (a first merge) the secondary indexes are
 dropped and built once at the end: the load then only appends, and the indexes come
 out densely packed instead of half-filled by random-order inserts.
+
+That is the SQLite target.  A PostgreSQL URL gets :class:`farm_merge.pgmerge.PostgresTarget`,
+which keeps the same contract but streams each table in with COPY (a server cannot be
+ATTACHed); what both do alike is :class:`MergeTarget`.
 """
 
 from __future__ import annotations

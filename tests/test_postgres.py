@@ -189,3 +189,66 @@ def test_two_machines_merging_into_one_database_at_once_take_turns(tmp_path, url
     for folder in folders:
         for path in sorted(folder.glob("*.db")):
             assert_same_rows(path, url, f"{folder.name}_{path.stem}")
+
+
+# --- the schema's history on PostgreSQL -------------------------------------------------------
+
+def test_models_match_migrations_on_postgresql(url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from farm_merge import db, migrations
+    from farm_merge.schema import metadata
+
+    engine = db.create_engine_for(url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                         "version_table": migrations.VERSION_TABLE})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()
+
+
+def test_stepwise_upgrade_and_downgrade_on_postgresql(pg_server):
+    from alembic import command
+
+    from farm_merge import db, migrations
+
+    target = pg_server.create()
+    revisions = [r.revision for r in reversed(list(migrations.script_directory().walk_revisions()))]
+    engine = db.create_engine_for(target)
+    try:
+        with engine.connect() as conn:
+            steps = [(command.upgrade, r) for r in revisions]
+            steps += [(command.downgrade, r) for r in reversed(["base", *revisions[:-1]])]
+            for step, revision in steps:
+                with conn.begin():
+                    step(migrations.alembic_config(conn), revision)
+                assert migrations.current_revision(conn) == (None if revision == "base" else revision)
+                conn.rollback()
+    finally:
+        engine.dispose()
+    assert rows(target, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
+                        "AND table_name <> 'farm_merge_version'") == []
+    pg_server.drop(target)
+
+
+def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_server, tmp_path):
+    from click.testing import CliRunner
+
+    from farm_merge import migrations
+    from farm_merge.cli import cli
+
+    target = pg_server.create()
+    migrations.upgrade(target, "0002_simulation_keys")
+    pg_server.execute(target, "INSERT INTO simulation_steps (simulation_id, step_number, total_agents) "
+                              "VALUES ('sim_a', 0, 5), ('sim_a', 1, 6)")
+    current = CliRunner().invoke(cli, ["current", target])
+    assert (current.exit_code, current.output) == (1, f"{target}: 0002_simulation_keys, behind head "
+                                                      f"0003_experiment_catalog; run: farm-merge upgrade {target}\n")
+    upgraded = CliRunner().invoke(cli, ["upgrade", target])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"upgraded {target} from 0002_simulation_keys to 0003_experiment_catalog\n" in upgraded.output
+    assert CliRunner().invoke(cli, ["current", target]).output == f"{target}: 0003_experiment_catalog (head)\n"
+    assert rows(target, "SELECT simulation_id, step_number, total_agents FROM simulation_steps ORDER BY 2") == [
+        ("sim_a", 0, 5), ("sim_a", 1, 6)]
+    pg_server.drop(target)
