@@ -339,6 +339,8 @@ class MergeTarget:
     def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
         table = ExperimentModel.__table__
         with self.conn.begin():
+            if not dry_run:
+                migrations.catalog_lock(self.conn)  # a logger may be recording the experiment too
             row = self.conn.execute(select(table).where(table.c.experiment_id == self.experiment_id)).first()
             if dry_run:
                 return

@@ -126,6 +126,7 @@ class ExperimentDatabase:
         return write_transaction(self.engine, work, policy=self.logging_config.retry, landed=landed)
 
     def _record_experiment(self, conn: Connection, name: str | None, description: str | None) -> None:
+        migrations.catalog_lock(conn)  # processes starting at once: one records it, the others find it
         known = conn.execute(select(EXPERIMENTS.c.experiment_id)
                              .where(EXPERIMENTS.c.experiment_id == self.experiment_id)).first()
         if known is None:
@@ -149,6 +150,7 @@ class ExperimentDatabase:
         now = utc_now()
 
         def work(conn: Connection) -> None:
+            migrations.catalog_lock(conn)  # two processes given one id: the second hears SimulationExists
             known = conn.execute(select(SIMULATIONS.c.status)
                                  .where(SIMULATIONS.c.simulation_id == simulation_id)).first()
             if known is not None:

@@ -250,7 +250,7 @@ def open_engine(
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
             with engine.connect().execution_options(immediate=True) as conn, conn.begin():
-                _creation_lock(conn)
+                catalog_lock(conn)
                 if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
                     command.upgrade(alembic_config(conn), "head")
     except BaseException:
@@ -259,18 +259,21 @@ def open_engine(
     return engine
 
 
-#: Key of the PostgreSQL advisory lock under which a new database's schema is built.
-CREATION_LOCK_KEY = 0x6661726D  # "farm"
+#: Key of the PostgreSQL advisory lock that serialises creating the schema and catalogue rows.
+CATALOG_LOCK_KEY = 0x6661726D  # "farm"
 
 
-def _creation_lock(conn: Connection) -> None:
-    """Serialise schema creation among processes opening one new database at once.
+def catalog_lock(conn: Connection) -> None:
+    """Serialise, for the rest of the transaction, check-then-create work that processes
+    opening one database at once may race on: building the schema of a new database,
+    recording an experiment or a simulation.
 
     SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL a transaction-scoped advisory
-    lock does, and the second process then finds the schema built (DDL is transactional).
+    lock does, and the second process then finds what the first created (DDL is
+    transactional too).
     """
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CREATION_LOCK_KEY})")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
 
 
 @contextmanager

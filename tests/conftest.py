@@ -33,11 +33,19 @@ def write_runs(folder: Path, eras=legacy.ERAS, *, seed: int = 0, **shape) -> lis
     return runs
 
 
-@pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
-    """A folder with one small run file of every era."""
-    folder = tmp_path / "runs"
+@pytest.fixture(scope="session")
+def _runs_template(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("runs_template") / "runs"
     write_runs(folder)
+    return folder
+
+
+@pytest.fixture
+def runs_dir(_runs_template: Path, tmp_path: Path) -> Path:
+    """A folder with one small run file of every era (a copy the test may change: the
+    files are generated once per session, deterministically, and copied)."""
+    folder = tmp_path / "runs"
+    shutil.copytree(_runs_template, folder)
     return folder
 
 

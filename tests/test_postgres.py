@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import event
@@ -98,10 +99,16 @@ def test_a_server_gone_past_the_deadline_raises_and_keeps_the_rows(pg_server):
     database.engine.dispose()
 
 
-def sessions(url: str) -> int:
-    """Sessions open on the database besides the test's own reader."""
-    return rows(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                     "AND pid <> pg_backend_pid()")[0][0]
+def sessions(url: str, expected: int) -> int:
+    """Sessions open on the database besides the test's own reader, once they number
+    ``expected`` or 5 s have passed (a closed session's server process takes a moment to go)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = rows(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND pid <> pg_backend_pid()")[0][0]
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("null_pool, kept", [(False, 1), (True, 0)])
@@ -110,12 +117,12 @@ def test_null_pool_keeps_no_connection_between_flushes(url, null_pool, kept):
     ctx = database.create_simulation_context("sim_a", logging_config=DataLoggingConfig(commit_interval=3600))
     log_steps(ctx.logger, range(3))
     ctx.logger.flush_all_buffers()
-    assert sessions(url) == kept
+    assert sessions(url, kept) == kept
     log_steps(ctx.logger, range(3, 6))
     ctx.close()
     assert rows(url, "SELECT count(*) FROM simulation_steps") == [(6,)]
     database.close()
-    assert sessions(url) == 0
+    assert sessions(url, 0) == 0
 
 
 def test_null_pool_from_the_environment(url, monkeypatch):
@@ -125,7 +132,7 @@ def test_null_pool_from_the_environment(url, monkeypatch):
     ctx = DatabaseFactory.create(simulation_id="sim_env", use_experiment_db=True, experiment_id="exp", db_path=url)
     ctx.logger.log_step(0, [STATE], [], {})
     ctx.logger.flush_all_buffers()
-    assert sessions(url) == 0
+    assert sessions(url, 0) == 0
     ctx.close()
     assert rows(url, "SELECT simulation_id, count(*) FROM agent_states GROUP BY 1") == [("sim_env", 1)]
 
