@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -46,8 +47,6 @@ KINDS = ("int", "float", "bool", "timestamp", "json", "bytes", "text")
 
 def kind_of(sql_type: Any) -> str:
     """The kind (:data:`KINDS`) of a reflected SQLAlchemy column type."""
-    import sqlalchemy as sa
-
     if isinstance(sql_type, sa.Boolean):
         return "bool"
     if isinstance(sql_type, sa.Integer):
