@@ -345,33 +345,36 @@ def test_every_command_refuses_a_bad_database_in_one_line(command, kind, bad_dat
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_every_command_refuses_a_bad_server_database_in_one_line(command, pg_server, tmp_path):
-    """No such database, nothing listening, a database without our tables, an older revision."""
+@pytest.fixture(scope="module")
+def bad_server_databases(pg_server) -> dict[str, str]:
+    """URL -> the start of the one line every command answers with."""
     missing = pg_server.url_of("farm_merge_test_no_such_database")
     silent = "postgresql+psycopg://postgres@127.0.0.1:1/farm"  # nothing listens on port 1
     empty, old = pg_server.create(), pg_server.create()
-    try:
-        migrations.upgrade(old, "0002_simulation_keys")
-        expected = {
-            missing: f"cannot connect to {missing}: connection failed: ",
-            silent: f"cannot connect to {silent}: connection failed: ",
-            empty: f"{empty} is not a farm-merge experiment database (empty database)\n",
-            old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0003_experiment_catalog; "
-                 f"run: farm-merge upgrade {old}\n",
-        }
-        for url, message in expected.items():
-            args = [a.replace("OUT", str(tmp_path / "out")) for a in COMMANDS[command]]
-            result = run(command, url, *args)
-            assert result.exit_code == 1, result.output
-            assert result.output.startswith("Error: " + message), result.output
-            assert len(result.output.splitlines()) == 1
-            assert not (tmp_path / "out").exists()
-        assert migrations.state_of(empty).kind == "new"  # reading never writes
-    finally:
-        pg_server.drop(empty)
-        pg_server.drop(old)
+    migrations.upgrade(old, "0002_simulation_keys")
+    yield {
+        missing: f"cannot connect to {missing}: connection failed: ",
+        silent: f"cannot connect to {silent}: connection failed: ",
+        empty: f"{empty} is not a farm-merge experiment database (empty database)\n",
+        old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0003_experiment_catalog; "
+             f"run: farm-merge upgrade {old}\n",
+    }
+    assert migrations.state_of(empty).kind == "new"  # reading never writes
+    pg_server.drop(empty)
+    pg_server.drop(old)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_a_bad_server_database_in_one_line(command, bad_server_databases, tmp_path):
+    """No such database, nothing listening, a database without our tables, an older revision."""
+    for url, message in bad_server_databases.items():
+        args = [a.replace("OUT", str(tmp_path / "out")) for a in COMMANDS[command]]
+        result = run(command, url, *args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: " + message), result.output
+        assert len(result.output.splitlines()) == 1
+        assert not (tmp_path / "out").exists()
 
 
 def test_library_errors_are_farm_merge_errors(bad_databases):
@@ -383,6 +386,7 @@ def test_library_errors_are_farm_merge_errors(bad_databases):
 
 # --- the seed's script -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("experiment", ["sqlite"], indirect=True)  # a thin script over the same commands
 def test_seed_script_form_runs_the_same_commands(experiment, tmp_path):
     script = REPO / "scripts" / "query_experiment.py"
     summary = subprocess.run([sys.executable, str(script), str(experiment.path), "--command", "summary"],
