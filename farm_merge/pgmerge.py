@@ -31,9 +31,10 @@ from sqlalchemy import inspect
 
 from . import db
 from .consolidate import FAILED, MERGED, MergeTarget, SourceResult, _describe, _Plan
-from .errors import SourceError
+from .errors import FarmMergeError, SourceError
 from .postgres import CHUNK_ROWS, column_type, copy_rows, kind_of, refusal
 from .sources import SourceInfo
+from .writer import is_connection_lost
 
 #: Key of the advisory lock that makes merges into one database take turns.
 MERGE_LOCK_KEY = 0x6D657267  # "merg"
@@ -90,6 +91,14 @@ class PostgresTarget(MergeTarget):
             self._load_columns()
             return plan.result(FAILED, e.reason)
         except Exception as e:  # a database error while copying: report it, keep going
+            if is_connection_lost(e):
+                # The server is gone (and with the session, the lock that keeps merges apart):
+                # stop. The next run finds the indexes missing and builds them.
+                self.bulk = False
+                raise FarmMergeError(
+                    f"lost the connection to {self.engine.url.render_as_string(hide_password=True)} while merging "
+                    f"{info.path} ({refusal(e) or _describe(e)}); the sources merged before it are in: run the "
+                    "same command again to merge the rest") from e
             self._load_columns()
             return plan.result(FAILED, refusal(e) or _describe(e))
         finally:

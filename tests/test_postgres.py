@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event
@@ -259,3 +260,34 @@ def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_se
     assert rows(target, "SELECT simulation_id, step_number, total_agents FROM simulation_steps ORDER BY 2") == [
         ("sim_a", 0, 5), ("sim_a", 1, 6)]
     pg_server.drop(target)
+
+
+def test_a_merge_that_loses_its_server_stops_in_one_line_and_a_rerun_completes_it(tmp_path, url, pg_server,
+                                                                                  monkeypatch):
+    from farm_merge import pgmerge
+    from farm_merge.errors import FarmMergeError
+
+    sources = [r.path for r in write_runs(tmp_path / "runs", ["2024-12", "2025-03", "2025-09", "2025-11"])]
+    merging, real_copy, real_merge_one = [], pgmerge.copy_rows, pgmerge.PostgresTarget.merge_one
+
+    def count_sources(self, plan, **kwargs):
+        merging.append([])
+        return real_merge_one(self, plan, **kwargs)
+
+    def copy_then_lose_the_session(conn, table, *args):
+        merging[-1].append(table)
+        if len(merging) == 3 and len(merging[-1]) == 2:  # mid-way through the third source
+            pg_server.execute(url, "SELECT pg_terminate_backend(%s)", (backend_pid(conn),))
+        return real_copy(conn, table, *args)
+
+    monkeypatch.setattr(pgmerge.PostgresTarget, "merge_one", count_sources)
+    monkeypatch.setattr(pgmerge, "copy_rows", copy_then_lose_the_session)
+    with pytest.raises(FarmMergeError, match=r"lost the connection to .* while merging .*run_02_2025-09\.db \(.*\); "
+                                             r"the sources merged before it are in: run the same command again"):
+        consolidate.merge([str(p) for p in sources], url, progress=False)
+    assert rows(url, "SELECT count(*) FROM merge_ledger") == [(2,)]
+    monkeypatch.undo()
+    report = consolidate.merge([str(p) for p in sources], url, progress=False)
+    assert [r.status for r in report.results] == ["skipped", "skipped", "merged", "merged"]
+    for result in report.results:
+        assert_same_rows(Path(result.path), url, result.simulation_ids[0])
