@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import sqlite3
+import threading
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
@@ -60,7 +62,13 @@ def require_postgres() -> None:
 
 class PostgresServer:
     """Creates databases of their own for tests, and drops them; one template at head makes
-    a new experiment database a file copy instead of a run of the migrations."""
+    a new experiment database a file copy instead of a run of the migrations.
+
+    Copying the template still takes the server a few tenths of a second, so a worker
+    thread keeps the next experiment database ready (and drops used ones) while tests run.
+    """
+
+    READY = 2  # experiment databases kept made in advance
 
     def __init__(self, url: str = SERVER_URL):
         import psycopg
@@ -69,36 +77,67 @@ class PostgresServer:
         self.admin = psycopg.connect(_conninfo(url), autocommit=True)
         self.run = uuid.uuid4().hex[:8]
         self.count = 0
-        self.template: str | None = None
+        self.lock = threading.Lock()
         self.created: list[str] = []
+        self.template = self._new_name("template")
+        self.admin.execute(f'CREATE DATABASE "{self.template}"')
+        self.created.append(self.template)
+        migrations.create_database(self.url_of(self.template))  # disposes of its engine: no session left on it
+        self.ready: queue.Queue[str] = queue.Queue()
+        self.chores: queue.Queue[str | None] = queue.Queue()
+        self.worker = threading.Thread(target=self._work, args=(psycopg.connect(_conninfo(url), autocommit=True),),
+                                       daemon=True)
+        self.worker.start()
+        for _ in range(self.READY):
+            self.chores.put("make")
+
+    def _new_name(self, suffix: str | None = None) -> str:
+        with self.lock:
+            self.count += 1
+            return f"{PREFIX}{self.run}_{suffix or self.count}"
+
+    def _work(self, admin) -> None:
+        try:
+            while (chore := self.chores.get()) is not None:
+                if chore == "make":
+                    name = self._new_name()
+                    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                    with self.lock:
+                        self.created.append(name)
+                    self.ready.put(name)
+                else:  # a database to drop; FORCE: a process a test killed may still hold a session
+                    admin.execute(f'DROP DATABASE IF EXISTS "{chore}" WITH (FORCE)')
+                    with self.lock:
+                        if chore in self.created:
+                            self.created.remove(chore)
+        finally:
+            admin.close()
 
     def url_of(self, name: str) -> str:
         return self.url.set(database=name).render_as_string(hide_password=False)
 
     def create(self, *, at_head: bool = False) -> str:
         """A new database's URL: empty, or (``at_head``) an experiment database with no data."""
-        self.count += 1
-        name = f"{PREFIX}{self.run}_{self.count}"
-        template = f" TEMPLATE {self._template()}" if at_head else ""
-        self.admin.execute(f'CREATE DATABASE "{name}"{template}')
-        self.created.append(name)
+        if at_head:
+            self.chores.put("make")  # the next one
+            return self.url_of(self.ready.get(timeout=60))
+        name = self._new_name()
+        self.admin.execute(f'CREATE DATABASE "{name}"')
+        with self.lock:
+            self.created.append(name)
         return self.url_of(name)
 
-    def _template(self) -> str:
-        if self.template is None:
-            name = f"{PREFIX}{self.run}_template"
-            self.admin.execute(f'CREATE DATABASE "{name}"')
-            self.template = name
-            migrations.create_database(self.url_of(name))  # disposes of its engine: no session left on it
-        return self.template
-
-    def drop(self, url: str) -> None:
+    def drop(self, url: str, *, now: bool = False) -> None:
+        """Drop the database ``url`` (in the background unless ``now``)."""
         forget(url)
         name = db.server_url(url).database
-        # FORCE: a logger process a test killed may still hold a session.
+        if not now:
+            self.chores.put(name)
+            return
         self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
+        with self.lock:
+            if name in self.created:
+                self.created.remove(name)
 
     def execute(self, url: str, sql: str, params=()) -> list[tuple]:
         """Run one statement in the database ``url`` (autocommit), return its rows."""
@@ -109,9 +148,16 @@ class PostgresServer:
             return cursor.fetchall() if cursor.description else []
 
     def close(self) -> None:
-        for name in [*self.created, *([self.template] if self.template else [])]:
-            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.chores.put(None)
+        self.worker.join(timeout=120)
+        failures = []
+        for name in sorted(self.created, key=lambda n: n == self.template):  # the template last
+            try:
+                self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception as e:  # drop the others all the same
+                failures.append(f"{name}: {e}")
         self.admin.close()
+        assert not failures, f"test databases left on the server: {failures}"
 
 
 class Backend:

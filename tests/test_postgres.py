@@ -92,7 +92,7 @@ def test_a_server_gone_past_the_deadline_raises_and_keeps_the_rows(pg_server):
     ctx = database.create_simulation_context(
         "sim_a", logging_config=DataLoggingConfig(commit_interval=3600, retry=RetryPolicy(deadline_s=0.5)))
     log_steps(ctx.logger, range(3))
-    pg_server.drop(target)  # ends every session and removes the database
+    pg_server.drop(target, now=True)  # ends every session and removes the database
     with pytest.raises(OperationalError, match=r'database "farm_merge_test_\w+" does not exist'):
         ctx.logger.flush_all_buffers()
     assert ctx.logger.reconnects >= 1
