@@ -43,15 +43,6 @@ def key_of(columns: list[ColumnInfo]) -> list[str]:
     return key or ["simulation_id"]
 
 
-def require_sqlite(tool, what: str) -> Path:
-    """The experiment database's file; ``what`` needs ATTACH, so a server database is refused."""
-    path = db.sqlite_path(tool.target)
-    if path is None:
-        raise FarmMergeError(f"{what} needs a SQLite experiment database; {tool.db_path} is a server database "
-                             "(use export --format csv)")
-    return path
-
-
 def check_free(paths: list[Path], overwrite: bool, source: Path | None = None) -> None:
     """Refuse to overwrite files (unless asked), and never the experiment database itself."""
     real = source.resolve() if source is not None else None

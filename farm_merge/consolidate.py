@@ -10,6 +10,10 @@ again completes it, since the ledger tells which sources are in.
 On a target whose data tables are empty (a first merge) the secondary indexes are
 dropped and built once at the end: the load then only appends, and the indexes come
 out densely packed instead of half-filled by random-order inserts.
+
+That is the SQLite target.  A PostgreSQL URL gets :class:`farm_merge.pgmerge.PostgresTarget`,
+which keeps the same contract but streams each table in with COPY (a server cannot be
+ATTACHed); what both do alike is :class:`MergeTarget`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select, update
+from sqlalchemy import column as column_clause
+from sqlalchemy import table as table_clause
 from sqlalchemy.exc import DBAPIError
 
 from . import __version__, catalog, db, migrations
@@ -100,7 +106,6 @@ class MergeReport:
         }
 
 
-
 def merge(
     sources: Sequence[str],
     into: str,
@@ -130,9 +135,9 @@ def merge(
     _check_template(id_template)
     target_name = db.display(into)
     target_path = db.sqlite_path(into)
-    if target_path is None:
-        raise FarmMergeError(f"{target_name}: merging into a server database needs the postgres extra")
-    experiment_id = experiment_id or target_path.stem
+    target_class = _SqliteTarget if target_path is not None else _server_target(into)
+    experiment_id = experiment_id or (target_path.stem if target_path is not None
+                                     else db.server_url(into).database or "experiment")
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
 
     files, unmatched = expand(list(sources))
@@ -146,7 +151,7 @@ def merge(
     plans = _inspect_all(files, report, include_active=include_active, id_template=id_template, progress=progress)
     _reject_duplicate_ids(plans, report)
 
-    if dry_run and target_path is not None and not target_path.exists():
+    if dry_run and (not target_path.exists() if target_path is not None else migrations.state_of(into).kind == "new"):
         for plan in plans:
             report.results.append(plan.result(PLANNED))
         report.seconds = time.monotonic() - started
@@ -154,7 +159,7 @@ def merge(
 
     with _stop_on_write_failure(report, busy_timeout_s), \
             migrations.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
-        with _SqliteTarget(engine, experiment_id) as target:
+        with target_class(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
             for plan in plans:
@@ -210,6 +215,16 @@ def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float) -> Iterat
 def _locked(error: BaseException) -> bool:
     """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
     return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))
+
+
+def _server_target(url: str) -> type["MergeTarget"]:
+    """The merge target class for a server database URL (PostgreSQL is the one there is)."""
+    if not db.is_postgresql(url):
+        raise FarmMergeError(f"{db.display(url)}: farm-merge merges into SQLite files and PostgreSQL databases")
+    db.server_url(url)  # the driver is installed
+    from .pgmerge import PostgresTarget  # builds on this module
+
+    return PostgresTarget
 
 
 def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
@@ -332,8 +347,10 @@ def _progress_bar(enabled: bool | None, desc: str, total: int, unit: str):
                 dynamic_ncols=True, **scale)
 
 
-class _SqliteTarget:
-    """An experiment database on SQLite, open for one merge run."""
+class MergeTarget:
+    """An experiment database open for one merge run: what every back end does alike
+    (catalogue, decisions, bulk-load indexes, ledger).  A subclass copies one source's
+    rows in :meth:`merge_one`; :func:`merge` picks it by the target's URL."""
 
     def __init__(self, engine: Engine, experiment_id: str):
         self.engine = engine
@@ -341,14 +358,17 @@ class _SqliteTarget:
         self.conn: Connection | None = None
         self.bulk = False
 
-    def __enter__(self) -> "_SqliteTarget":
+    def __enter__(self) -> "MergeTarget":
         self.conn = self.engine.connect().execution_options(immediate=True)
-        self.raw = self.conn.connection.driver_connection
         self._load_columns()
         return self
 
     def __exit__(self, *exc) -> None:
         self.conn.close()
+
+    def merge_one(self, plan: "_Plan", *, replace: bool, verify: bool) -> SourceResult:
+        """Merge one source in one transaction; its result (merged or failed)."""
+        raise NotImplementedError
 
     def _load_columns(self) -> None:
         self.columns = self._read_columns()
@@ -362,6 +382,8 @@ class _SqliteTarget:
     def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
         table = ExperimentModel.__table__
         with self.conn.begin():
+            if not dry_run:
+                migrations.catalog_lock(self.conn)  # a logger may be recording the experiment too
             row = self.conn.execute(select(table).where(table.c.experiment_id == self.experiment_id)).first()
             if dry_run:
                 return
@@ -431,6 +453,47 @@ class _SqliteTarget:
             migrations.ensure_indexes(self.conn, on_index=lambda name: bar.update(1))
             bar.close()
         self.bulk = False
+
+    # --- catalogue rows of one source ------------------------------------------------
+    def _delete_simulation(self, ours: str) -> None:
+        for table, columns in self.columns.items():
+            if "simulation_id" in columns and table not in ("simulations", "merge_ledger", "experiments"):
+                rows = table_clause(table, column_clause("simulation_id"))
+                self.conn.execute(delete(rows).where(rows.c.simulation_id == ours))
+        for model in (MergeLedger, Simulation):
+            table = model.__table__
+            self.conn.execute(delete(table).where(table.c.simulation_id == ours))
+
+    def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
+                       checksums: dict[str, str], added: list[str]) -> None:
+        values = catalog.simulation_values(info, theirs, ours, experiment_id=self.experiment_id)
+        self.conn.execute(insert(Simulation.__table__).values(**values))
+        for experiment in info.experiments:
+            if experiment.get("experiment_id") is not None:
+                self._keep_source_experiment(experiment)
+        self.conn.execute(insert(MergeLedger.__table__).values(
+            simulation_id=ours, experiment_id=self.experiment_id, source_path=str(info.path.resolve()),
+            source_size=info.size, source_sha256=info.sha256, era=values["era"], row_counts=counts,
+            checksums=checksums or None, added_columns=added or None, merged_at=catalog.now(),
+            tool_version=__version__,
+        ))
+
+    def _keep_source_experiment(self, row: dict) -> None:
+        """A source's own experiment record is kept (beside ours) unless one by its id exists."""
+        table = ExperimentModel.__table__
+        if self.conn.execute(select(table.c.experiment_id).where(
+                table.c.experiment_id == str(row["experiment_id"]))).first():
+            return
+        self.conn.execute(insert(table).values(**catalog.experiment_values(row, table.columns)))
+
+
+class _SqliteTarget(MergeTarget):
+    """An experiment database on SQLite: each source ATTACHed and copied with INSERT…SELECT."""
+
+    def __enter__(self) -> "_SqliteTarget":
+        super().__enter__()
+        self.raw = self.conn.connection.driver_connection
+        return self
 
     # --- one source ----------------------------------------------------------------
     def merge_one(self, plan: _Plan, *, replace: bool, verify: bool) -> SourceResult:
@@ -542,36 +605,6 @@ class _SqliteTarget:
                                                   f"(source {source}, target {merged})")
             checksums[table.name] = merged
         return checksums
-
-    def _delete_simulation(self, ours: str) -> None:
-        for table, columns in self.columns.items():
-            if "simulation_id" in columns and table not in ("simulations", "merge_ledger", "experiments"):
-                self.conn.exec_driver_sql(f"DELETE FROM main.{db.quote(table)} WHERE simulation_id = ?", (ours,))
-        for model in (MergeLedger, Simulation):
-            table = model.__table__
-            self.conn.execute(delete(table).where(table.c.simulation_id == ours))
-
-    def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
-                       checksums: dict[str, str], added: list[str]) -> None:
-        values = catalog.simulation_values(info, theirs, ours, experiment_id=self.experiment_id)
-        self.conn.execute(insert(Simulation.__table__).values(**values))
-        for experiment in info.experiments:
-            if experiment.get("experiment_id") is not None:
-                self._keep_source_experiment(experiment)
-        self.conn.execute(insert(MergeLedger.__table__).values(
-            simulation_id=ours, experiment_id=self.experiment_id, source_path=str(info.path.resolve()),
-            source_size=info.size, source_sha256=info.sha256, era=values["era"], row_counts=counts,
-            checksums=checksums or None, added_columns=added or None, merged_at=catalog.now(),
-            tool_version=__version__,
-        ))
-
-    def _keep_source_experiment(self, row: dict) -> None:
-        """A source's own experiment record is kept (beside ours) unless one by its id exists."""
-        table = ExperimentModel.__table__
-        if self.conn.execute(select(table.c.experiment_id).where(
-                table.c.experiment_id == str(row["experiment_id"]))).first():
-            return
-        self.conn.execute(insert(table).values(**catalog.experiment_values(row, table.columns)))
 
 
 def _describe(e: Exception) -> str:

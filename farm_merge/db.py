@@ -6,6 +6,10 @@ foreign keys off (references hold within a simulation, the engine never needs th
 ``trusted_schema=OFF`` (an attached source's schema can't call functions with side
 effects), and explicit ``BEGIN`` / ``BEGIN IMMEDIATE`` so that SQLAlchemy's
 transactions are SQLite's transactions and ATTACH works outside them.
+
+A server URL gets SQLAlchemy's engine for it; ``postgresql://`` means psycopg 3 (the
+``postgres`` extra), and pooled connections are checked before use, since a server may
+have dropped them while they sat in the pool.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from pathlib import Path
 from urllib.parse import quote as url_quote
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import NullPool, Pool, QueuePool
 
+from .errors import FarmMergeError, MissingDependency
 from .legacy import affinity
 
 #: Page size of new experiment databases: bulk merges run about a tenth faster than
@@ -33,20 +39,58 @@ def is_url(target: str | os.PathLike) -> bool:
     return "://" in str(target)
 
 
+def parse_url(target: str | os.PathLike) -> URL:
+    """``target`` as a SQLAlchemy URL; :class:`FarmMergeError` if it cannot be one."""
+    try:
+        return make_url(str(target))
+    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
+        raise FarmMergeError(f"{_masked(str(target))}: not a database URL ({e})") from e
+
+
+def _masked(text: str) -> str:
+    """A URL SQLAlchemy cannot parse, with whatever sits where a password would hidden."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
+
+
 def sqlite_path(target: str | os.PathLike) -> Path | None:
     """The file behind ``target`` if it is a SQLite path or ``sqlite:///`` URL, else None."""
     if not is_url(target):
         return Path(target)
-    url = make_url(str(target))
+    url = parse_url(target)
     if url.get_backend_name() != "sqlite":
         return None
     return Path(url.database) if url.database and url.database != ":memory:" else None
 
 
+def server_url(target: str | os.PathLike) -> URL:
+    """The SQLAlchemy URL of a server database; ``postgresql://`` is taken to mean psycopg 3.
+
+    Raises :class:`FarmMergeError` for a URL SQLAlchemy cannot parse and
+    :class:`MissingDependency` when the driver of a PostgreSQL URL is not installed.
+    """
+    url = parse_url(target)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername == "postgresql+psycopg":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
+    return url
+
+
+def is_postgresql(target: str | os.PathLike) -> bool:
+    """True if ``target`` is a PostgreSQL URL."""
+    return is_url(target) and parse_url(target).get_backend_name() == "postgresql"
+
+
 def display(target: str | os.PathLike) -> str:
     """How to name ``target`` in a message (a URL without its password)."""
     if is_url(target):
-        return make_url(str(target)).render_as_string(hide_password=True)
+        try:
+            return make_url(str(target)).render_as_string(hide_password=True)
+        except Exception:  # not a valid URL: said so where it is opened
+            return _masked(str(target))
     return str(target)
 
 
@@ -141,7 +185,12 @@ def create_engine_for(
     path = sqlite_path(target)
     if path is None:
         pool = NullPool if null_pool else poolclass
-        return create_engine(str(target), **({"poolclass": pool} if pool else {}))
+        url = server_url(target)
+        try:
+            return create_engine(url, pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
+        except (ImportError, NoSuchModuleError) as e:  # a dialect or driver that is not installed
+            raise FarmMergeError(f"{display(target)}: cannot open a {url.get_backend_name()} database here ({e}); "
+                                 "farm-merge works on SQLite files and PostgreSQL") from e
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,

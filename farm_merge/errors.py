@@ -157,3 +157,11 @@ class RunFileExists(FarmMergeError):
 
 class ConfigurationError(FarmMergeError, ValueError):
     """Settings that do not fit together (arguments or environment variables)."""
+
+
+class DatabaseUnavailable(FarmMergeError):
+    """A server database that cannot be reached (server down, no such database, refused login)."""
+
+    def __init__(self, target: str, reason: str):
+        self.target, self.reason = target, reason
+        super().__init__(f"cannot connect to {target}: {reason}")

@@ -20,9 +20,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Text, cast, insert, select, update
 from sqlalchemy.orm import sessionmaker
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from . import db, liveness, migrations
 from .errors import ConfigurationError, SimulationExists, SimulationNotFound
@@ -82,7 +82,7 @@ class SimulationContext(SimulationRecorder):
         # simulation's does too, unless parameters were given when it was created.
         conn.execute(update(SIMULATIONS)
                      .where(SIMULATIONS.c.simulation_id == self.simulation_id,
-                            (SIMULATIONS.c.parameters.is_(None)) | (SIMULATIONS.c.parameters == "{}"))
+                            (SIMULATIONS.c.parameters.is_(None)) | (cast(SIMULATIONS.c.parameters, Text) == "{}"))
                      .values(parameters=config_json))
 
     def _release(self) -> None:
@@ -102,11 +102,14 @@ class ExperimentDatabase:
     Opening it marks the experiment's simulations whose process died mid-run (still
     ``running``, no heartbeat for ``stale_after_s`` seconds) ``failed`` as abandoned, and
     lists them in :attr:`abandoned`; ``stale_after_s=None`` leaves them as they are.
+    ``null_pool`` holds no connection between writes (each flush connects anew): for jobs
+    on a cluster whose many processes must not keep a server's connections open.
     """
 
     def __init__(self, db_path: str | os.PathLike, experiment_id: str, name: str | None = None,
                  description: str | None = None, *, logging_config: DataLoggingConfig | None = None,
-                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S):
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S,
+                 null_pool: bool = False):
         self.experiment_id = _check_id(experiment_id, "experiment_id")
         self.db_path = db.display(db_path)
         self.logging_config = logging_config or DataLoggingConfig()
@@ -114,7 +117,7 @@ class ExperimentDatabase:
         # default for this engine would), and connections stay open between flushes (closing
         # the last one checkpoints the WAL, which would cost every flush 10+ ms).
         self.engine = migrations.open_engine(db_path, create=True, busy_timeout_s=busy_timeout_s,
-                                             poolclass=QueuePool, cache_mib=CACHE_MIB)
+                                             poolclass=NullPool if null_pool else QueuePool, cache_mib=CACHE_MIB)
         self.Session = sessionmaker(bind=self.engine)
         self._target = _ExperimentTarget(self.engine)
         self._contexts: dict[str, SimulationContext] = {}
@@ -129,10 +132,11 @@ class ExperimentDatabase:
             self.engine.dispose()
             raise
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        return write_transaction(self.engine, work, policy=self.logging_config.retry)
+    def _write(self, work: Callable[[Connection], T], landed: Callable[[Connection], bool] | None = None) -> T:
+        return write_transaction(self.engine, work, policy=self.logging_config.retry, landed=landed)
 
     def _record_experiment(self, conn: Connection, name: str | None, description: str | None) -> None:
+        migrations.catalog_lock(conn)  # processes starting at once: one records it, the others find it
         known = conn.execute(select(EXPERIMENTS.c.experiment_id)
                              .where(EXPERIMENTS.c.experiment_id == self.experiment_id)).first()
         if known is None:
@@ -153,17 +157,23 @@ class ExperimentDatabase:
         _check_id(simulation_id, "simulation_id")
         params = json_text(dict(parameters or {}), "parameters")
 
+        now = utc_now()
+
         def work(conn: Connection) -> None:
+            migrations.catalog_lock(conn)  # two processes given one id: the second hears SimulationExists
             known = conn.execute(select(SIMULATIONS.c.status)
                                  .where(SIMULATIONS.c.simulation_id == simulation_id)).first()
             if known is not None:
                 raise SimulationExists(simulation_id, self.db_path, known.status)
-            now = utc_now()
             conn.execute(insert(SIMULATIONS).values(
                 simulation_id=simulation_id, experiment_id=self.experiment_id, start_time=now, status="running",
                 parameters=params, simulation_db_path=self.db_path, heartbeat_at=now))
 
-        self._write(work)
+        def landed(conn: Connection) -> bool:  # our row, not another process's with the same id
+            return conn.execute(select(SIMULATIONS.c.simulation_id).where(
+                SIMULATIONS.c.simulation_id == simulation_id, SIMULATIONS.c.start_time == now)).first() is not None
+
+        self._write(work, landed)
         context = SimulationContext(self, simulation_id, logging_config or self.logging_config)
         self._contexts[simulation_id] = context
         return context
@@ -297,12 +307,14 @@ class ExperimentManager:
 
     def __init__(self, experiment_id: str, name: str | None = None, description: str | None = None,
                  db_path: str | os.PathLike | None = None, *, logging_config: DataLoggingConfig | None = None,
-                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S):
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, stale_after_s: float | None = liveness.STALE_AFTER_S,
+                 null_pool: bool = False):
         self.experiment_id = _check_id(experiment_id, "experiment_id")
         target = db_path if db_path is not None else default_experiment_path(experiment_id)
         self.db_path = db.display(target)  # a URL's password is not shown
         self.database = ExperimentDatabase(target, experiment_id, name, description, logging_config=logging_config,
-                                           busy_timeout_s=busy_timeout_s, stale_after_s=stale_after_s)
+                                           busy_timeout_s=busy_timeout_s, stale_after_s=stale_after_s,
+                                           null_pool=null_pool)
         self._running: dict[str, SimulationContext] = {}
         try:
             self.database.update_experiment_status("running")

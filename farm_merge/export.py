@@ -5,7 +5,8 @@ CSV is written by streaming each table's rows in key order (SQLAlchemy Core, so 
 on any back end); every file has the ``simulation_id`` column, so one layout serves one
 simulation and ``--all``.  The SQLite form is an experiment database at the current
 schema revision, so every ``farm-merge`` query command works on it; its rows are copied
-with INSERT…SELECT through ATTACH.  (To get run files that merge again, use ``split``.)
+with INSERT…SELECT through ATTACH, or from a server database streamed in chunks
+(:mod:`farm_merge.fromserver`).  (To get run files that merge again, use ``split``.)
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
 from . import db, migrations
-from .attached import attached, check_free, columns_of, finish, partial_name, remove_partial, require_sqlite
+from .attached import attached, check_free, columns_of, finish, partial_name, remove_partial
 from .errors import FarmMergeError
+from .fromserver import copy_into_sqlite, snapshot
 
 FORMATS = ("csv", "sqlite")
 CATALOG = ("experiments", "simulations", "merge_ledger")
@@ -84,7 +86,8 @@ def _export_csv(tool, folder: Path, explicit: list[str] | None, ids: list[str], 
     if folder.exists() and not folder.is_dir():
         raise FarmMergeError(f"{folder} is a file; --format csv writes a folder of CSV files")
     report = ExportReport(str(folder), "csv", ids)
-    with tool.engine.connect() as conn:  # one read transaction: a consistent snapshot
+    with tool.engine.connect() as conn:
+        conn = snapshot(conn)  # one read transaction: a consistent snapshot
         tables = ["simulations", *tool.data_tables(conn)]
         paths = {t: folder / f"{t}.csv" for t in tables}
         check_free(list(paths.values()), overwrite)
@@ -101,7 +104,11 @@ def _write_csv(conn: Connection, tool, table: str, explicit: list[str] | None, p
     columns = [c["name"] for c in inspector.get_columns(table)]
     key = inspector.get_pk_constraint(table)["constrained_columns"] or ["simulation_id"]
     source = sa.table(table, *[sa.column(c) for c in columns])
-    query = (select(*source.c).where(tool.in_scope(source.c.simulation_id, explicit))
+    # PostgreSQL hands JSON back parsed; the CSV gets the text it kept, as from SQLite.
+    json_columns = {c["name"] for c in inspector.get_columns(table) if isinstance(c["type"], sa.JSON)} \
+        if conn.dialect.name == "postgresql" else set()
+    selected = [sa.cast(source.c[c], sa.Text).label(c) if c in json_columns else source.c[c] for c in columns]
+    query = (select(*selected).where(tool.in_scope(source.c.simulation_id, explicit))
              .order_by(*[source.c[k] for k in key]))
     partial = partial_name(path)
     count = 0
@@ -120,9 +127,12 @@ def _write_csv(conn: Connection, tool, table: str, explicit: list[str] | None, p
 
 
 def csv_value(value: Any) -> Any:
-    """A stored value as CSV text: NULL empty, floats exact, blobs as hex, JSON as JSON."""
+    """A stored value as CSV text: NULL empty, floats exact, blobs as hex, JSON as JSON,
+    booleans 1/0 (as SQLite stores them, so that both back ends export alike)."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return int(value)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, bytes):
@@ -136,9 +146,10 @@ def csv_value(value: Any) -> Any:
 
 # --- SQLite -----------------------------------------------------------------------------
 def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
-    source = require_sqlite(tool, "--format sqlite")
+    source = db.sqlite_path(tool.target)  # None: a server database
     if output.is_dir():
-        output = output / (f"{ids[0]}.db" if len(ids) == 1 else f"{source.stem}.db")
+        stem = source.stem if source is not None else db.server_url(tool.target).database
+        output = output / (f"{ids[0]}.db" if len(ids) == 1 else f"{stem}.db")
     check_free([output], overwrite, source)
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_partial(output)
@@ -148,9 +159,14 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
         migrations.create_database(partial)
         with migrations.open_checked(partial) as engine, engine.begin() as out:
             migrations.drop_secondary_indexes(out)  # built once, densely, after the copy
-        with tool.engine.connect() as conn, attached(conn, partial):
-            with conn.begin():
-                added_tables = _copy_all(conn, tool, explicit, report)
+        if source is None:  # no ATTACH for a server: its rows are streamed into the file
+            copied = copy_into_sqlite(tool, partial, explicit)
+            report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
+            added_tables = [t for t, (_, created) in copied.items() if created]
+        else:
+            with tool.engine.connect() as conn, attached(conn, partial):
+                with conn.begin():
+                    added_tables = _copy_all(conn, tool, explicit, report)
         with migrations.open_checked(partial) as engine, engine.begin() as out:
             migrations.ensure_indexes(out)
             for table in added_tables:

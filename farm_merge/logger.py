@@ -5,10 +5,12 @@ A simulator written against AgentFarm's per-run logger calls ``db.logger.log_ste
 takes the same calls with the same argument and tuple layouts, checks them, and buffers
 ready-made rows (tuples in a fixed column order per table).  A flush writes every buffer in
 one transaction, one Core ``INSERT`` ``executemany`` per table (never one ORM object per
-row), its parameters prepared before the write lock is taken, and the transaction retried
-as a whole while other writers hold the lock (:mod:`farm_merge.writer`).  Flushes happen when
-the buffers hold ``buffer_size`` rows, when ``commit_interval`` seconds have passed (checked
-once per step and by :meth:`flush_if_needed`), and on close.
+row; one ``COPY`` per table on PostgreSQL), its parameters prepared before the write lock
+is taken, and the transaction retried as a whole while other writers hold the lock, or
+after a server's connection was lost, without writing a row twice
+(:mod:`farm_merge.writer`).  Flushes happen when the buffers hold ``buffer_size`` rows,
+when ``commit_interval`` seconds have passed (checked once per step and by
+:meth:`flush_if_needed`), and on close.
 
 Input is checked before anything is buffered: a negative step, an agent-state tuple of the
 wrong length, an unknown metric name, a value that is not a number where a number belongs
@@ -32,12 +34,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from sqlalchemy import JSON, Column, Connection, Engine, MetaData, Table, Text, bindparam, update
+from sqlalchemy import (JSON, Column, Connection, Dialect, Engine, MetaData, Table, Text, TypeDecorator, bindparam,
+                        cast, literal, select, update)
+from sqlalchemy.types import UserDefinedType
 
 from .schema import DATA_TABLES, Simulation, SimulationStepModel
-from .writer import RetryPolicy, prepare_insert, write_transaction
+from .writer import RetryPolicy, is_connection_lost, prepare_insert, write_transaction
 
 #: The fields of one agent-state tuple in ``log_step``, in order (AgentFarm since 2025-09).
 AGENT_STATE_FIELDS = (
@@ -85,11 +89,34 @@ _SERIAL = ("agent_actions", "resource_states", "health_incidents", "learning_exp
 _AGENT_ID = {table: columns.index("agent_id") for table, columns in COLUMNS.items() if "agent_id" in columns}
 
 
+class _JSONOnServer(UserDefinedType):
+    """PostgreSQL's JSON for a parameter that is JSON text already: cast, not serialised."""
+
+    cache_ok = True
+    render_bind_cast = True  # SQLAlchemy's psycopg dialect casts every parameter; this one to JSON
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSON"
+
+
+class JSONText(TypeDecorator):
+    """A JSON column written and read as JSON text: the logger serialises JSON itself, so that
+    an absent value is stored as SQL NULL and not as the JSON text ``null``."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        return _JSONOnServer() if dialect.name == "postgresql" else dialect.type_descriptor(Text())
+
+    def column_expression(self, column: Any) -> Any:
+        return cast(column, Text)  # PostgreSQL would hand back parsed JSON
+
+
 def _writable(table: Table, metadata: MetaData) -> Table:
-    """``table`` with JSON columns typed TEXT: the logger serialises JSON itself, so that an
-    absent value is stored as SQL NULL and not as the JSON text ``null``."""
+    """``table`` with JSON columns of type :class:`JSONText`."""
     return Table(table.name, metadata, *(
-        Column(c.name, Text() if isinstance(c.type, JSON) else c.type, primary_key=c.primary_key)
+        Column(c.name, JSONText() if isinstance(c.type, JSON) else c.type, primary_key=c.primary_key)
         for c in table.columns
     ))
 
@@ -153,6 +180,8 @@ class ExperimentDataLogger:
         self.rows_written: dict[str, int] = {}
         #: How many times a flush had to wait for other writers and start again.
         self.lock_retries = 0
+        #: How many times a write was tried again because the server's connection was lost.
+        self.reconnects = 0
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -406,11 +435,12 @@ class ExperimentDataLogger:
         batches = {name: rows for name, rows in self._buffers.items() if rows}
         deaths = self._deaths
         dialect = self.target.engine.dialect
-        inserts = []
+        inserts, landed = [], None
         for name, rows in batches.items():
             columns, rows = self.target.prepare(name, COLUMNS[name], rows)
             if rows:
                 inserts.append(prepare_insert(dialect, WRITE_TABLES[name], columns, rows))
+                landed = landed or _row_exists(WRITE_TABLES[name], columns, rows[0])
 
         def work(conn: Connection) -> None:
             for statement in inserts:
@@ -419,7 +449,10 @@ class ExperimentDataLogger:
                 conn.execute(_DEATHS, deaths)
             self.target.after_write(conn, self.simulation_id)
 
-        write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry)
+        # A flush is one transaction: if one of its rows is in, all are (``landed`` is asked
+        # only when a lost connection left the commit in doubt).
+        write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry,
+                          landed=landed)
         for name, rows in batches.items():
             self.count_written(name, len(rows))
         self._buffers = {name: [] for name in COLUMNS}
@@ -437,7 +470,10 @@ class ExperimentDataLogger:
 
     # --- internals -----------------------------------------------------------------------
     def _count_retry(self, attempt: int, error: BaseException) -> None:
-        self.lock_retries += 1
+        if is_connection_lost(error):
+            self.reconnects += 1
+        else:
+            self.lock_retries += 1
 
     def _add(self, table: str, rows: list[tuple]) -> None:
         self._buffers[table].extend(rows)
@@ -454,6 +490,13 @@ class ExperimentDataLogger:
     def _flush_if_full(self) -> None:
         if self._pending >= self.config.buffer_size:
             self.flush_all_buffers()
+
+
+def _row_exists(table: Table, columns: tuple[str, ...], row: tuple) -> Callable[[Connection], bool]:
+    """A check whether ``row`` (of ``columns``) is in ``table``, by its primary key."""
+    key = [(table.c[c.name], row[columns.index(c.name)]) for c in table.primary_key.columns if c.name in columns]
+    query = select(literal(1)).select_from(table).where(*(c == value for c, value in key)).limit(1)
+    return lambda conn: conn.execute(query).first() is not None
 
 
 # --- checking and converting values ---------------------------------------------------------

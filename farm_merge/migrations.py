@@ -26,7 +26,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
 from . import db
-from .errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew, TargetWriteError
+from .errors import (
+    DatabaseNotFound, DatabaseUnavailable, NotAnExperimentDatabase, SchemaOutOfDate, SchemaTooNew,
+    TargetWriteError,
+)
 from .legacy import detect_era
 from .schema import DATA_TABLES
 
@@ -182,9 +185,15 @@ def state_of(target: str | os.PathLike) -> DatabaseState:
     except sa_exc.DBAPIError as e:
         if isinstance(e.orig, sqlite3.DatabaseError):
             return DatabaseState("unknown", None, str(e.orig))
+        if path is None and isinstance(e, sa_exc.OperationalError):
+            raise DatabaseUnavailable(name, _first_line(e)) from e
         raise
     finally:
         engine.dispose()
+
+
+def _first_line(e: BaseException) -> str:
+    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
 
 
 def probe_file(path: Path) -> str | None:
@@ -238,6 +247,8 @@ def open_engine(
                 finally:
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
+            if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
+                raise DatabaseUnavailable(name, _first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
             if reason := db.write_failure(e):
                 raise TargetWriteError(name, reason) from e
@@ -245,12 +256,30 @@ def open_engine(
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
             with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                catalog_lock(conn)
                 if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
                     command.upgrade(alembic_config(conn), "head")
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+#: Key of the PostgreSQL advisory lock that serialises creating the schema and catalogue rows.
+CATALOG_LOCK_KEY = 0x6661726D  # "farm"
+
+
+def catalog_lock(conn: Connection) -> None:
+    """Serialise, for the rest of the transaction, check-then-create work that processes
+    opening one database at once may race on: building the schema of a new database,
+    recording an experiment or a simulation.
+
+    SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL a transaction-scoped advisory
+    lock does, and the second process then finds what the first created (DDL is
+    transactional too).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
 
 
 @contextmanager

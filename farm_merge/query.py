@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 from contextlib import ExitStack
+from decimal import Decimal
 from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -43,6 +44,13 @@ POINTS = ("final", "max", "min", "mean")
 
 #: Tables that are not per-simulation data.
 NON_DATA_TABLES = frozenset({"simulations", "experiments", "merge_ledger", migrations.VERSION_TABLE})
+
+
+def plain_number(value: Any) -> Any:
+    """A Decimal as an int (or float): PostgreSQL's ``sum`` of integers is NUMERIC."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def parse_point(at: str | int) -> str | int:
@@ -176,9 +184,11 @@ class ExperimentQueryTool:
                     select(func.count()).select_from(sa.table(name, sim)).where(self.in_scope(sim))).scalar_one()
             sources = self._ledger_summary(conn)
             revision = migrations.current_revision(conn)
+            size = None
+            if conn.dialect.name == "postgresql":  # the whole database, whichever experiments it holds
+                size = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
         main = max(experiments, key=lambda e: e["simulations"], default=None)
         path = db.sqlite_path(self.target)
-        size = None
         if path is not None:
             size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
         info: dict[str, Any] = {
@@ -199,7 +209,8 @@ class ExperimentQueryTool:
     def _ledger_summary(self, conn: Connection) -> dict[str, Any]:
         in_scope = self.in_scope(LEDGER.c.simulation_id)
         by_era = [
-            {"era": era, "sources": n, "bytes": size or 0, "first_merged_at": first, "last_merged_at": last}
+            {"era": era, "sources": n, "bytes": plain_number(size) or 0, "first_merged_at": first,
+             "last_merged_at": last}
             for era, n, size, first, last in conn.execute(
                 select(LEDGER.c.era, func.count(), func.sum(LEDGER.c.source_size), func.min(LEDGER.c.merged_at),
                        func.max(LEDGER.c.merged_at)).where(in_scope).group_by(LEDGER.c.era).order_by(LEDGER.c.era))
@@ -279,6 +290,8 @@ class ExperimentQueryTool:
             rows = [dict(r) for r in conn.execute(self.summary_statement(ids)).mappings()]
         for row in rows:
             row["total_steps"] = row["total_steps"] or 0
+            for key in ("total_births", "total_deaths"):
+                row[key] = plain_number(row[key])
             for key in ("avg_agents", "avg_resources"):
                 if row[key] is not None:
                     row[key] = round(float(row[key]), 4)

@@ -55,8 +55,9 @@ class SimulationRecorder:
     def engine(self) -> Engine:
         return self.logger.target.engine
 
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        return write_transaction(self.engine, work, policy=self.logger.config.retry, on_retry=self.logger._count_retry)
+    def _write(self, work: Callable[[Connection], T], landed: Callable[[Connection], bool] | None = None) -> T:
+        return write_transaction(self.engine, work, policy=self.logger.config.retry, on_retry=self.logger._count_retry,
+                                 landed=landed)
 
     def _check_own(self, simulation_id: str) -> None:
         if simulation_id != self.simulation_id:
@@ -90,14 +91,21 @@ class SimulationRecorder:
         data = json_text(config, "config")
         configs = WRITE_TABLES["simulation_config"]
 
+        written: dict[str, Any] = {}
+
         def work(conn: Connection) -> None:
             next_id = conn.execute(select(func.coalesce(func.max(configs.c.config_id), 0) + 1)
                                    .where(configs.c.simulation_id == self.simulation_id)).scalar_one()
-            conn.execute(insert(configs).values(simulation_id=self.simulation_id, config_id=next_id,
-                                                timestamp=int(time.time()), config_data=data))
+            written.update(config_id=next_id, timestamp=int(time.time()))
+            conn.execute(insert(configs).values(simulation_id=self.simulation_id, config_data=data, **written))
             self._configuration_saved(conn, data)
 
-        self._write(work)
+        def landed(conn: Connection) -> bool:
+            return conn.execute(select(configs.c.config_id).where(
+                configs.c.simulation_id == self.simulation_id, configs.c.config_id == written["config_id"],
+                configs.c.timestamp == written["timestamp"], configs.c.config_data == data)).first() is not None
+
+        self._write(work, landed)
         self.logger.count_written("simulation_config", 1)
 
     def _configuration_saved(self, conn: Connection, config_json: str) -> None:

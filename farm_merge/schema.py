@@ -23,17 +23,22 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
-    Integer,
     MetaData,
     Text,
 )
+from sqlalchemy import Integer as _Integer
 from sqlalchemy.orm import declarative_base
+
+#: SQLite's INTEGER holds 64 bits; on PostgreSQL, whose INTEGER holds 32, it is BIGINT, so
+#: that a source's large values (file sizes, timestamps, ids) fit there too.
+Integer = _Integer().with_variant(BigInteger(), "postgresql")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,8 +42,7 @@ from urllib.parse import quote as url_quote
 from sqlalchemy import Connection, select
 
 from . import db, legacy
-from .attached import (ColumnInfo, attached, check_free, columns_of, finish, key_of, partial_name, remove_partial,
-                       require_sqlite)
+from .attached import ColumnInfo, attached, check_free, columns_of, finish, key_of, partial_name, remove_partial
 from .errors import FarmMergeError
 from .schema import Simulation
 
@@ -94,7 +94,7 @@ def split(tool, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] 
     """Write each simulation in ``tool``'s scope (or the given ones) to
     ``output_dir/<simulation_id>.db`` in its era's layout; see the module docstring."""
     started = time.monotonic()
-    source = require_sqlite(tool, "split")
+    source = db.sqlite_path(tool.target)  # None: a server database
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
         raise FarmMergeError(f"{tool.db_path} holds no simulations to split")
@@ -103,6 +103,10 @@ def split(tool, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] 
         raise FarmMergeError(f"{folder} is a file; split writes a folder of run files")
     targets = {sim: folder / run_file_name(sim) for sim in ids}
     check_free(list(targets.values()), overwrite, source)
+    if source is None:
+        report = _split_from_server(tool, folder, ids, progress)
+        report.seconds = time.monotonic() - started
+        return report
     report = SplitReport(str(folder))
 
     from tqdm import tqdm
@@ -124,6 +128,21 @@ def split(tool, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] 
             bar.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def _split_from_server(tool, folder: Path, ids: list[str], progress: bool | None) -> SplitReport:
+    """Split from a server database: the simulations are first streamed into a temporary
+    SQLite experiment file beside the output folder (:mod:`farm_merge.fromserver`), which
+    is then split as any other (run files are written through ATTACH)."""
+    from .export import export
+    from .query import ExperimentQueryTool
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".farm-merge-split-", dir=folder.parent) as staging:
+        staged = Path(staging) / "experiment.db"
+        export(tool, staged, simulation_ids=ids, format="sqlite")
+        with ExperimentQueryTool(staged) as local:
+            return split(local, folder, overwrite=True, progress=progress)  # the outputs were checked free
 
 
 class _RunFileWriter:

@@ -10,13 +10,19 @@ free or the deadline passes.  (Left to itself the busy handler sleeps up to 100 
 time, while the lock may already be free: with four writers SQLite then stood idle a
 fifth of the time.)  The work function must therefore be repeatable: it gets a fresh
 transaction each time and must not change Python state that a rollback would not undo.
-All of this is SQLite's; on another database the transaction simply runs.
+On PostgreSQL there is no database lock to wait for (writers of different rows do not
+block each other); what is retried there is a lost connection (a server restart, a
+network break, an administrator ending the session) and a transaction the server
+rolled back to break a deadlock.  A connection lost *while committing* leaves it
+unknown whether the commit happened: before the work is run again, ``landed`` (given by
+the caller) looks for what it wrote, so that nothing is written twice.  Connection losses
+are retried with pauses growing from 0.05 to 2 s, up to the same deadline.
 
-Only lock contention is retried.  A constraint violation or any other error is the
-caller's problem and is raised at once.
+Only these are retried.  A constraint violation or any other error is the caller's
+problem and is raised at once.
 
 Rows go in with :func:`prepare_insert`: a Core ``INSERT`` compiled once per dialect,
-executed as one ``executemany``.
+executed as one ``executemany``; on PostgreSQL, one ``COPY`` per table.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, Table, column, insert
 from sqlalchemy import table as table_clause
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 T = TypeVar("T")
 
@@ -52,6 +58,9 @@ class RetryPolicy:
     lock_wait_s: float = 0.005
     first_pause_s: float = 0.001
     max_pause_s: float = 0.01
+    # After a lost connection: the server may take a while to come back.
+    reconnect_first_pause_s: float = 0.05
+    reconnect_max_pause_s: float = 2.0
 
 
 def is_lock_contention(error: BaseException) -> bool:
@@ -62,36 +71,84 @@ def is_lock_contention(error: BaseException) -> bool:
     return any(m in message for m in _LOCKED_MESSAGES)
 
 
+#: SQLSTATEs of a transaction the server rolled back on its own (deadlock, serialization).
+_ROLLED_BACK = ("40001", "40P01")
+#: SQLSTATEs of a session the server ended (administrator, crash, shutting down).
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+
+
+def is_connection_lost(error: BaseException) -> bool:
+    """True for a database connection that broke or could not be made (a server's)."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+    # psycopg reports a failed connect, or one that dropped mid-way, without a SQLSTATE.
+    return isinstance(error, OperationalError) and type(error.orig).__module__.startswith("psycopg")
+
+
+def is_rolled_back_by_server(error: BaseException) -> bool:
+    """True for a deadlock or serialization failure: the server undid the transaction."""
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in _ROLLED_BACK
+
+
 def write_transaction(
     engine: Engine,
     work: Callable[[Connection], T],
     *,
     policy: RetryPolicy = RetryPolicy(),
     on_retry: Callable[[int, BaseException], None] | None = None,
-) -> T:
-    """Run ``work(connection)`` in one write transaction and commit; retry it while locked.
+    landed: Callable[[Connection], bool] | None = None,
+) -> T | None:
+    """Run ``work(connection)`` in one write transaction and commit; retry it while locked
+    (SQLite) or after a lost connection (a server's).
 
     On SQLite the transaction starts with ``BEGIN IMMEDIATE``.  ``on_retry(attempt, error)``
-    is called before each new attempt.  Raises the last lock error once
-    ``policy.deadline_s`` has passed, and any other error at once.
+    is called before each new attempt.  ``landed(connection)`` tells whether ``work``'s
+    writes are in the database: asked only after a connection was lost during a commit,
+    and if it says yes the work is not run again and None is returned.  Leave it out for
+    work that may safely run twice.  Raises the last error once ``policy.deadline_s`` has
+    passed, and any error that is not retried at once.
     """
     deadline = time.monotonic() + policy.deadline_s
     pause = policy.first_pause_s
+    reconnect_pause = policy.reconnect_first_pause_s
     attempt = 0
+    unsure = False  # a commit was interrupted: it may or may not have happened
     while True:
         attempt += 1
+        committing = False
         try:
-            with engine.connect().execution_options(immediate=True) as conn, \
-                    _lock_wait(conn, policy.lock_wait_s), conn.begin():
-                return work(conn)
-        except OperationalError as e:
-            if not is_lock_contention(e) or time.monotonic() + pause > deadline:
+            with engine.connect().execution_options(immediate=True) as conn, _lock_wait(conn, policy.lock_wait_s):
+                if unsure and landed is not None:
+                    found = landed(conn)
+                    conn.rollback()
+                    if found:
+                        return None
+                unsure = False
+                with conn.begin():
+                    result = work(conn)
+                    committing = True  # leaving the block commits
+                return result
+        except DBAPIError as e:
+            if is_lock_contention(e):
+                wait = pause
+                pause = min(pause * 2, policy.max_pause_s)
+            elif is_connection_lost(e) or is_rolled_back_by_server(e):
+                unsure = unsure or (committing and is_connection_lost(e))
+                wait = reconnect_pause
+                reconnect_pause = min(reconnect_pause * 2, policy.reconnect_max_pause_s)
+            else:
+                raise
+            if time.monotonic() + wait > deadline:
                 raise
             if on_retry is not None:
                 on_retry(attempt, e)
         # Jitter keeps writers that collided once from colliding again in lockstep.
-        time.sleep(pause * random.uniform(0.5, 1.5))
-        pause = min(pause * 2, policy.max_pause_s)
+        time.sleep(wait * random.uniform(0.5, 1.5))
 
 
 @contextmanager
@@ -112,13 +169,22 @@ def _lock_wait(conn: Connection, seconds: float) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class PreparedInsert:
-    """An INSERT of many rows, ready to run: SQL text for one dialect and its parameter sets."""
+    """An INSERT of many rows, ready to run: SQL text for one dialect and its parameter sets
+    (on PostgreSQL: a COPY of the table's ``columns``)."""
 
     sql: str
     params: list
+    table: str = ""
+    columns: tuple[str, ...] = ()
+    copy: bool = False
 
     def run(self, conn: Connection) -> None:
-        conn.exec_driver_sql(self.sql, self.params)
+        if self.copy:
+            from .postgres import copy_rows
+
+            copy_rows(conn, self.table, self.columns, self.params)
+        else:
+            conn.exec_driver_sql(self.sql, self.params)
 
 
 _PLANS: dict[tuple, tuple[str, bool, tuple]] = {}
@@ -153,5 +219,7 @@ def prepare_insert(dialect: Dialect, table: Table, columns: tuple[str, ...], row
                     row[i] = process(row[i])
             converted.append(tuple(row))
         rows = converted
-    params = rows if positional else [dict(zip(columns, row)) for row in rows]  # named: PostgreSQL's drivers
+    if dialect.name == "postgresql":  # COPY: the server parses rows in bulk
+        return PreparedInsert(sql, rows, table.name, columns, copy=True)
+    params = rows if positional else [dict(zip(columns, row)) for row in rows]  # named: other servers' drivers
     return PreparedInsert(sql, params)

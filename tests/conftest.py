@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLite run files of every era, written to tmp_path."""
+"""Shared fixtures: real SQLite run files of every era, written to tmp_path; the back ends
+an experiment database can live on (a SQLite file, a PostgreSQL database of its own)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from farm_merge import legacy, migrations, samples
+from backends import (POSTGRES, Backend, PostgresServer, column_names, execute, fetch, pg_column_types,  # noqa: F401
+                      primary_key, require_postgres, table_names)
+from farm_merge import db, legacy, migrations, samples
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
 #: kind of row (deaths, births, incidents, interactions).
@@ -30,11 +33,19 @@ def write_runs(folder: Path, eras=legacy.ERAS, *, seed: int = 0, **shape) -> lis
     return runs
 
 
-@pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
-    """A folder with one small run file of every era."""
-    folder = tmp_path / "runs"
+@pytest.fixture(scope="session")
+def _runs_template(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("runs_template") / "runs"
     write_runs(folder)
+    return folder
+
+
+@pytest.fixture
+def runs_dir(_runs_template: Path, tmp_path: Path) -> Path:
+    """A folder with one small run file of every era (a copy the test may change: the
+    files are generated once per session, deterministically, and copied)."""
+    folder = tmp_path / "runs"
+    shutil.copytree(_runs_template, folder)
     return folder
 
 
@@ -63,12 +74,49 @@ def folder_state(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def rows(db_path: Path, sql: str, params=()) -> list[tuple]:
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+@pytest.fixture(scope="session")
+def pg_server() -> PostgresServer:
+    """The PostgreSQL server the tests use (skips, or fails under FARM_MERGE_REQUIRE_POSTGRES=1,
+    when none answers); it hands out databases of their own and drops them afterwards."""
+    require_postgres()
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+BACKENDS = ["sqlite", pytest.param(POSTGRES, marks=pytest.mark.postgres)]
+
+
+def open_backend(request, kind: str, folder: Path) -> Backend:
+    """A back end for one test (or module): PostgreSQL ones are dropped when it ends."""
+    backend = Backend(kind, folder, request.getfixturevalue("pg_server") if kind == POSTGRES else None)
+    request.addfinalizer(backend.close)
+    return backend
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path: Path) -> Backend:
+    """The test runs once on a SQLite file and once on a PostgreSQL database of its own."""
+    return open_backend(request, request.param, tmp_path)
+
+
+def rows(target, sql: str, params=()) -> list[tuple]:
+    """Rows of a query on a SQLite file or a PostgreSQL URL, values as SQLite stores them
+    (see :func:`backends.fetch`); ``?`` placeholders work on both."""
+    return fetch(target, sql, params)
+
+
+def index_names(target) -> set[str]:
+    """The names of the secondary indexes of every table (not the primary keys')."""
+    from sqlalchemy import inspect
+
+    engine = db.create_engine_for(target)
     try:
-        return con.execute(sql, params).fetchall()
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            return {ix["name"] for t in inspector.get_table_names() for ix in inspector.get_indexes(t)}
     finally:
-        con.close()
+        engine.dispose()
 
 
 def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_simulation: str | None = None) -> None:
@@ -79,14 +127,16 @@ def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_s
     eras) holds an integer id as its digits.
     """
     src = sqlite3.connect(f"file:{source}?mode=ro&immutable=1", uri=True)
-    dst = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
     try:
         tables = [t for (t,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                   if t not in legacy.CATALOG_TABLES]
         assert tables
         for table in tables:
             src_cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")') if r[1] != "simulation_id"]
-            affinity = {r[1]: legacy.affinity(r[2]) for r in dst.execute(f'PRAGMA table_info("{table}")')}
+            if db.is_url(target):
+                affinity = {c: "TEXT" if t == "text" else "" for c, t in pg_column_types(target, table).items()}
+            else:
+                affinity = {r[1]: legacy.affinity(r[2]) for r in fetch(target, f'PRAGMA table_info("{table}")')}
             cols = ", ".join(f'"{c}"' for c in src_cols)
             where, params = ("", ()) if source_simulation is None else (" WHERE simulation_id = ?", (source_simulation,))
             expected = [
@@ -94,8 +144,7 @@ def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_s
                       for c, v in zip(src_cols, row))
                 for row in src.execute(f'SELECT {cols} FROM "{table}"{where}', params)
             ]
-            got = dst.execute(f'SELECT {cols} FROM "{table}" WHERE simulation_id = ?', (simulation_id,)).fetchall()
+            got = fetch(target, f'SELECT {cols} FROM "{table}" WHERE simulation_id = ?', (simulation_id,))
             assert sorted(got, key=repr) == sorted(expected, key=repr), f"{table} differs for {simulation_id}"
     finally:
         src.close()
-        dst.close()

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_runs
+from conftest import BACKENDS, open_backend, write_runs
 from farm_merge import consolidate, legacy, samples
 
 
 @dataclass
 class Experiment:
-    path: Path
+    path: Path | str  # a SQLite file, or a PostgreSQL database's URL
     runs: list[samples.RunFile]
     ids: dict[Path, str]  # run file -> simulation id in the experiment
+    backend: str = "sqlite"
 
     def source(self, simulation_id: str) -> Path:
         return next(p for p, sim in self.ids.items() if sim == simulation_id)
@@ -28,20 +29,24 @@ class Experiment:
 
 
 def build_experiment(folder: Path, eras=legacy.ERAS, *, experiment_id: str = "exp_001", seed: int = 0,
-                     target: Path | None = None) -> Experiment:
+                     target: Path | str | None = None) -> Experiment:
     runs = write_runs(folder / "runs", eras, seed=seed)
     target = target or folder / "exp_001.db"
     report = consolidate.merge([str(r.path) for r in runs], str(target), experiment_id=experiment_id,
                                name="LR sweep", progress=False)
     assert report.exit_code == 0, [r.reason for r in report.failed]
     ids = {Path(r.path): r.simulation_ids[0] for r in report.results}
-    return Experiment(target, runs, ids)
+    return Experiment(target, runs, ids, "postgresql" if isinstance(target, str) and "://" in target else "sqlite")
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory) -> Experiment:
-    """One small run file of every era, merged. Tests must not change it."""
-    return build_experiment(tmp_path_factory.mktemp("experiment"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def experiment(request, tmp_path_factory) -> Experiment:
+    """One small run file of every era, merged into a SQLite file and into a PostgreSQL
+    database. Tests must not change it."""
+    folder = tmp_path_factory.mktemp("experiment")
+    backend = open_backend(request, request.param, folder)
+    target = backend.target("exp_001") if backend.is_postgres else None
+    return build_experiment(folder, target=target)
 
 
 def source_rows(path: Path, sql: str, params=()) -> list[tuple]:

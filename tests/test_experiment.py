@@ -34,6 +34,12 @@ def log_steps(context, steps: int, agents: int = 3) -> None:
         context.logger.log_step(step, [state(f"agent_{i}", step) for i in range(agents)], [], {"total_agents": agents})
 
 
+@pytest.fixture
+def target(backend, experiment_db):
+    """An experiment database at head with no data, on each back end (a path or a URL)."""
+    return backend.target() if backend.is_postgres else experiment_db
+
+
 def test_a_new_database_is_built_by_the_migrations_and_records_the_experiment(tmp_path):
     target = tmp_path / "deep" / "exp.db"
     with ExperimentDatabase(target, "exp_001", "LR sweep", "learning rates") as database:
@@ -60,24 +66,24 @@ def test_a_legacy_run_file_is_not_taken_for_an_experiment_database(tmp_path):
         ExperimentDatabase(run.path, "exp")
 
 
-def test_simulations_get_status_times_and_parameters(experiment_db):
+def test_simulations_get_status_times_and_parameters(target):
     before = datetime.now(timezone.utc).replace(tzinfo=None)
-    with ExperimentDatabase(experiment_db, "exp") as database:
+    with ExperimentDatabase(target, "exp") as database:
         context = database.create_simulation_context("sim_a", parameters={"learning_rate": 0.1})
         log_steps(context, 2)
         context.close()
         database.update_simulation_status("sim_a", "completed", {"final_score": 95.3})
         assert database.get_simulation_ids() == ["sim_a"]
-    (sim,) = rows(experiment_db, "SELECT simulation_id, experiment_id, status, parameters, results_summary, "
+    (sim,) = rows(target, "SELECT simulation_id, experiment_id, status, parameters, results_summary, "
                                  "start_time, end_time, heartbeat_at, simulation_db_path FROM simulations")
     assert sim[:5] == ("sim_a", "exp", "completed", '{"learning_rate": 0.1}', '{"final_score": 95.3}')
     start, end, heartbeat = (datetime.fromisoformat(t) for t in sim[5:8])
     assert before <= start <= heartbeat <= end
-    assert sim[8] == str(experiment_db)
+    assert sim[8] == str(target)
 
 
-def test_a_simulation_id_already_in_the_database_is_refused(experiment_db):
-    with ExperimentDatabase(experiment_db, "exp") as database:
+def test_a_simulation_id_already_in_the_database_is_refused(target):
+    with ExperimentDatabase(target, "exp") as database:
         database.create_simulation_context("sim_a")
         with pytest.raises(SimulationExists, match="simulation 'sim_a' is already in .* \\(status running\\)"):
             database.create_simulation_context("sim_a")
@@ -85,15 +91,15 @@ def test_a_simulation_id_already_in_the_database_is_refused(experiment_db):
             database.update_simulation_status("sim_zz", "completed")
 
 
-def test_the_seed_query_example_works_on_a_logged_and_a_merged_database(experiment_db, tmp_path):
-    with ExperimentDatabase(experiment_db, "exp") as database:
+def test_the_seed_query_example_works_on_a_logged_and_a_merged_database(target, tmp_path, backend):
+    with ExperimentDatabase(target, "exp") as database:
         for sim in ("sim_001", "sim_002", "sim_003"):
             log_steps(database.create_simulation_context(sim), 2)
-    merged = tmp_path / "merged.db"
+    merged = backend.target("merged")
     runs = write_runs(tmp_path / "runs", legacy.ERAS[-2:])
     consolidate.merge([str(tmp_path / "runs")], str(merged), progress=False)
 
-    for target, wanted in ((experiment_db, ["sim_001", "sim_002", "sim_003"]),
+    for target, wanted in ((target, ["sim_001", "sim_002", "sim_003"]),
                            (merged, [r.simulation_id for r in runs])):
         db = ExperimentDatabase(str(target), "exp")
         session = db.Session()
@@ -105,10 +111,10 @@ def test_the_seed_query_example_works_on_a_logged_and_a_merged_database(experime
         db.close()
 
 
-def test_simulation_context_has_agentfarms_database_interface(experiment_db, tmp_path):
-    database = ExperimentDatabase(experiment_db, "exp")
+def test_simulation_context_has_agentfarms_database_interface(target, tmp_path):
+    database = ExperimentDatabase(target, "exp")
     context = database.create_simulation_context("sim_a")
-    assert (context.simulation_id, context.db_path, context.parent_db) == ("sim_a", str(experiment_db), database)
+    assert (context.simulation_id, context.db_path, context.parent_db) == ("sim_a", str(target), database)
     start = datetime(2025, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     context.add_simulation_record("sim_a", start, "running", {"seed": 7})
     context.save_configuration({"seed": 7, "width": 40})
@@ -132,9 +138,12 @@ def test_simulation_context_has_agentfarms_database_interface(experiment_db, tmp
     context.close()
     database.close()
 
-    assert rows(experiment_db, "SELECT start_time, end_time, status, parameters, results_summary FROM simulations") \
-        == [("2025-03-01 10:00:00.000000", "2025-03-01 11:00:00.000000", "completed", '{"seed": 7}', '{"agents": 3}')]
-    assert rows(experiment_db, "SELECT config_id FROM simulation_config ORDER BY 1") == [(1,), (2,)]
+    ((start_time, end_time, *record),) = rows(target, "SELECT start_time, end_time, status, parameters, "
+                                                      "results_summary FROM simulations")
+    assert (datetime.fromisoformat(start_time), datetime.fromisoformat(end_time)) == (
+        datetime(2025, 3, 1, 10), datetime(2025, 3, 1, 11))  # naive UTC
+    assert record == ["completed", '{"seed": 7}', '{"agents": 3}']
+    assert rows(target, "SELECT config_id FROM simulation_config ORDER BY 1") == [(1,), (2,)]
     assert [p.name for p in written] == ["sim_a_metrics.csv", "sim_a_actions.csv", "sim_a_metadata.json"]
     metrics = list(csv.DictReader(open(tmp_path / "out" / "sim_a_metrics.csv")))
     assert [(m["simulation_id"], m["step_number"], m["total_agents"]) for m in metrics] == [
@@ -147,44 +156,44 @@ def test_simulation_context_has_agentfarms_database_interface(experiment_db, tmp
     assert exported["metadata"]["exported_types"] == ["agents"]
 
 
-def test_a_saved_configuration_becomes_the_parameters_unless_some_were_given(experiment_db):
-    with ExperimentDatabase(experiment_db, "exp") as database:
+def test_a_saved_configuration_becomes_the_parameters_unless_some_were_given(target):
+    with ExperimentDatabase(target, "exp") as database:
         database.create_simulation_context("given", {"learning_rate": 0.1}).save_configuration({"full": True})
         database.create_simulation_context("none").save_configuration({"full": True})
-    assert rows(experiment_db, "SELECT simulation_id, parameters FROM simulations ORDER BY 1") == [
+    assert rows(target, "SELECT simulation_id, parameters FROM simulations ORDER BY 1") == [
         ("given", '{"learning_rate": 0.1}'), ("none", '{"full": true}')]
 
 
-def test_experiment_manager_records_completed_and_failed_simulations(experiment_db):
-    with ExperimentManager(experiment_id="sweep", name="LR sweep", db_path=experiment_db) as manager:
+def test_experiment_manager_records_completed_and_failed_simulations(target):
+    with ExperimentManager(experiment_id="sweep", name="LR sweep", db_path=target) as manager:
         for lr in (0.01, 0.1):
             context = manager.create_simulation(f"sim_lr_{lr}", parameters={"learning_rate": lr})
             log_steps(context, 3)
             manager.complete_simulation(f"sim_lr_{lr}", results_summary={"final_score": 95.3})
         log_steps(manager.create_simulation("sim_bad"), 2)
         manager.fail_simulation("sim_bad", RuntimeError("diverged"))
-    assert rows(experiment_db, "SELECT simulation_id, status, results_summary, error, end_time IS NOT NULL "
+    assert rows(target, "SELECT simulation_id, status, results_summary, error, end_time IS NOT NULL "
                                "FROM simulations ORDER BY 1") == [
         ("sim_bad", "failed", None, "RuntimeError: diverged", 1),
         ("sim_lr_0.01", "completed", '{"final_score": 95.3}', None, 1),
         ("sim_lr_0.1", "completed", '{"final_score": 95.3}', None, 1)]
     # every buffer was flushed: nothing lost, the failed simulation's rows included
-    assert rows(experiment_db, "SELECT simulation_id, count(*) FROM agent_states GROUP BY 1 ORDER BY 1") == [
+    assert rows(target, "SELECT simulation_id, count(*) FROM agent_states GROUP BY 1 ORDER BY 1") == [
         ("sim_bad", 6), ("sim_lr_0.01", 9), ("sim_lr_0.1", 9)]
-    assert rows(experiment_db, "SELECT experiment_id, name, status FROM experiments") == [("sweep", "LR sweep", "failed")]
+    assert rows(target, "SELECT experiment_id, name, status FROM experiments") == [("sweep", "LR sweep", "failed")]
 
 
-def test_an_exception_in_the_block_fails_the_running_simulations_and_flushes_their_rows(experiment_db):
+def test_an_exception_in_the_block_fails_the_running_simulations_and_flushes_their_rows(target):
     with pytest.raises(KeyError):
-        with ExperimentManager("sweep", db_path=experiment_db) as manager:
+        with ExperimentManager("sweep", db_path=target) as manager:
             log_steps(manager.create_simulation("sim_done"), 2)
             manager.complete_simulation("sim_done")
             log_steps(manager.create_simulation("sim_running"), 4)
             raise KeyError("missing parameter")
-    assert rows(experiment_db, "SELECT simulation_id, status, error FROM simulations ORDER BY 1") == [
+    assert rows(target, "SELECT simulation_id, status, error FROM simulations ORDER BY 1") == [
         ("sim_done", "completed", None), ("sim_running", "failed", "KeyError: 'missing parameter'")]
-    assert rows(experiment_db, "SELECT count(*) FROM simulation_steps WHERE simulation_id = 'sim_running'") == [(4,)]
-    assert rows(experiment_db, "SELECT status FROM experiments") == [("failed",)]
+    assert rows(target, "SELECT count(*) FROM simulation_steps WHERE simulation_id = 'sim_running'") == [(4,)]
+    assert rows(target, "SELECT status FROM experiments") == [("failed",)]
 
 
 def test_leaving_the_block_normally_completes_what_still_runs(experiment_db):

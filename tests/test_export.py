@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import rows
+from conftest import column_names, index_names, primary_key, rows
 from farm_merge import ExperimentQueryTool, legacy, migrations
 from farm_merge.cli import cli
 from farm_merge.errors import FarmMergeError, OutputExists, SimulationNotFound
@@ -22,9 +22,8 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def key_order(db: Path, table: str) -> str:
-    key = [r[1] for r in sorted((r for r in rows(db, f'PRAGMA table_info("{table}")') if r[5]), key=lambda r: r[5])]
-    return ", ".join(key) or "simulation_id"
+def key_order(db, table: str) -> str:
+    return ", ".join(primary_key(db, table)) or "simulation_id"
 
 
 def table_rows(db: Path, table: str, simulation_id: str | None = None) -> list[tuple]:
@@ -50,7 +49,7 @@ def test_csv_export_of_one_simulation_has_every_table_with_its_rows(experiment, 
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(f"{t}.csv" for t in written)
     for table in written:
         header, body = read_csv(tmp_path / "data" / f"{table}.csv")
-        assert header == [r[1] for r in rows(experiment.path, f'PRAGMA table_info("{table}")')]
+        assert header == column_names(experiment.path, table)
         assert body == [[str(csv_value(v)) for v in row] for row in table_rows(experiment.path, table, sim)]
 
 
@@ -88,9 +87,7 @@ def test_sqlite_export_is_a_standalone_experiment_database(experiment, tmp_path)
     with ExperimentQueryTool(out) as copy, ExperimentQueryTool(experiment.path) as source:
         assert copy.get_simulation_summary() == source.get_simulation_summary(sim)
         assert copy.get_experiment_info()["schema_revision"] == migrations.head_revision()
-    indexes = {n for (n,) in rows(out, "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_%'")}
-    assert indexes == {n for (n,) in rows(experiment.path,
-                                          "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_%'")}
+    assert index_names(out) == index_names(experiment.path)
 
 
 def test_sqlite_export_into_a_folder_and_of_all(experiment, tmp_path):
@@ -99,7 +96,8 @@ def test_sqlite_export_into_a_folder_and_of_all(experiment, tmp_path):
         one = tool.export(tmp_path, simulation_ids=[sim], format="sqlite")
         everything = tool.export(tmp_path, format="sqlite")
     assert Path(one.output) == tmp_path / f"{sim}.db"
-    assert Path(everything.output) == tmp_path / "exp_001.db"
+    # named after the database file, or a server database's name
+    assert Path(everything.output) == tmp_path / f"{Path(str(experiment.path)).stem}.db"
     for table in legacy.DATA_TABLE_KEYS:
         assert table_rows(Path(everything.output), table) == table_rows(experiment.path, table)
 
@@ -159,6 +157,7 @@ def test_export_json_report(experiment, tmp_path):
     assert all(Path(t["path"]).exists() for t in report["tables"])
 
 
+@pytest.mark.parametrize("experiment", ["sqlite"], indirect=True)  # SQLite's write lock
 def test_export_reads_one_consistent_snapshot_while_a_writer_waits(experiment, tmp_path):
     """A writer holding the write lock does not block or corrupt a CSV export (WAL readers)."""
     writer = sqlite3.connect(experiment.path, isolation_level=None)

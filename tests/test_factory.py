@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rows
+from conftest import column_names, rows
 from farm_merge import DatabaseFactory, SimulationContext, SimulationDatabase, consolidate
 from farm_merge.errors import ConfigurationError, RunFileExists
 from farm_merge.factory import Destination, resolve
@@ -54,19 +54,15 @@ def drive(db) -> dict:
     return summary
 
 
-def table_rows(path: Path, table: str, simulation_id: str) -> list[tuple]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        columns = [r[1] for r in con.execute(f"PRAGMA table_info({table})") if r[1] != WALL_CLOCK.get(table)]
-        found = con.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE simulation_id = ?", (simulation_id,))
-        return sorted(found.fetchall(), key=repr)
-    finally:
-        con.close()
+def table_rows(target, table: str, simulation_id: str) -> list[tuple]:
+    columns = [c for c in column_names(target, table) if c != WALL_CLOCK.get(table)]
+    return sorted(rows(target, f"SELECT {', '.join(columns)} FROM {table} WHERE simulation_id = ?", (simulation_id,)),
+                  key=repr)
 
 
-def test_a_simulation_logged_directly_equals_the_same_simulation_written_to_a_run_file_and_merged(tmp_path):
+def test_a_simulation_logged_directly_equals_the_same_simulation_written_to_a_run_file_and_merged(tmp_path, backend):
     started = datetime.now(timezone.utc).replace(tzinfo=None)
-    logged = tmp_path / "logged.db"
+    logged = backend.target("logged")
     direct = DatabaseFactory.create(config=SAMPLE, simulation_id="sim_a", use_experiment_db=True,
                                     experiment_id="exp", db_path=logged)
     assert isinstance(direct, SimulationContext)
@@ -77,7 +73,7 @@ def test_a_simulation_logged_directly_equals_the_same_simulation_written_to_a_ru
     assert isinstance(run_file, SimulationDatabase)
     drive(run_file)
     assert not Path(f"{tmp_path / 'runs' / 'sim_a.db'}-wal").exists()  # closed cleanly: mergeable as it is
-    merged = tmp_path / "merged.db"
+    merged = backend.target("merged")
     report = consolidate.merge([str(tmp_path / "runs")], str(merged), experiment_id="exp", progress=False)
     assert [(r.status, r.simulation_ids) for r in report.results] == [("merged", ["sim_a"])]
     finished = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -96,7 +92,8 @@ def test_a_simulation_logged_directly_equals_the_same_simulation_written_to_a_ru
             assert started.replace(microsecond=0) <= moment <= finished, (table, value)
     catalogue = "SELECT simulation_id, experiment_id, status, parameters, results_summary FROM simulations"
     assert rows(logged, catalogue) == rows(merged, catalogue)
-    assert rows(logged, "SELECT start_time FROM simulations") == [("2025-05-01 00:00:00.000000",)]
+    assert rows(logged, "SELECT start_time FROM simulations") == [
+        ("2025-05-01 00:00:00" if backend.is_postgres else "2025-05-01 00:00:00.000000",)]
 
 
 def test_a_run_file_of_todays_simulator_has_exactly_agentfarms_current_layout(tmp_path):
@@ -111,7 +108,7 @@ def test_a_run_file_of_todays_simulator_has_exactly_agentfarms_current_layout(tm
         DatabaseFactory.create(simulation_id="sim_b", use_experiment_db=False, db_path=path)
 
 
-def test_environment_variables_route_an_unchanged_script_into_the_experiment_database(tmp_path):
+def test_environment_variables_route_an_unchanged_script_into_the_experiment_database(tmp_path, backend):
     script = tmp_path / "run_simulation.py"
     script.write_text(textwrap.dedent("""
         from farm_merge import DatabaseFactory
@@ -124,12 +121,11 @@ def test_environment_variables_route_an_unchanged_script_into_the_experiment_dat
         print(type(db).__name__, db.db_path)
     """))
     env = {k: v for k, v in os.environ.items() if k not in ENV}
-    on = {**env, "USE_EXPERIMENT_DB": "1", "EXPERIMENT_ID": "exp_env",
-          "EXPERIMENT_DB_PATH": str(tmp_path / "experiments" / "exp_env.db")}
+    experiment = backend.target("exp_env") if backend.is_postgres else str(tmp_path / "experiments" / "exp_env.db")
+    on = {**env, "USE_EXPERIMENT_DB": "1", "EXPERIMENT_ID": "exp_env", "EXPERIMENT_DB_PATH": experiment}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=on, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"SimulationContext {tmp_path / 'experiments' / 'exp_env.db'}\n"
-    experiment = tmp_path / "experiments" / "exp_env.db"
+    assert result.stdout == f"SimulationContext {experiment}\n"
     assert rows(experiment, "SELECT simulation_id, experiment_id, status, parameters FROM simulations") == [
         ("sim_env", "exp_env", "completed", '{"seed": 3}')]
     assert rows(experiment, "SELECT count(*) FROM simulation_steps WHERE simulation_id = 'sim_env'") == [(15,)]
@@ -139,7 +135,7 @@ def test_environment_variables_route_an_unchanged_script_into_the_experiment_dat
     assert off.returncode == 0, off.stderr
     assert off.stdout == "SimulationDatabase sim_env.db\n"
     # (merged before anything else opens it: a reader of a WAL file leaves a -wal beside it)
-    again = tmp_path / "merged.db"
+    again = backend.target("merged")
     report = consolidate.merge([str(tmp_path / "sim_env.db")], str(again), experiment_id="exp_env", progress=False)
     assert [(r.status, r.reason, r.simulation_ids) for r in report.results] == [("merged", None, ["sim_env"])]
     assert rows(tmp_path / "sim_env.db", "SELECT count(*) FROM simulation_steps") == [(15,)]

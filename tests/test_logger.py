@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from conftest import rows
+from conftest import execute, rows
 from farm_merge import DataLoggingConfig, ExperimentDatabase
 from farm_merge.logger import AGENT_STATE_FIELDS
 from farm_merge.writer import RetryPolicy
@@ -24,8 +24,9 @@ def state(agent_id="agent_1", x=1.0):
 
 
 @pytest.fixture
-def experiment(experiment_db):
-    database = ExperimentDatabase(experiment_db, "exp")
+def experiment(backend, experiment_db):
+    """An experiment database on each back end (its ``db_path`` is the file or the URL)."""
+    database = ExperimentDatabase(backend.target() if backend.is_postgres else experiment_db, "exp")
     yield database
     database.close()
 
@@ -34,12 +35,12 @@ def context(database, simulation_id="sim_a", **config):
     return database.create_simulation_context(simulation_id, logging_config=DataLoggingConfig(**config))
 
 
-def test_log_step_writes_agentfarm_tuples_as_rows_of_the_simulation(experiment, tmp_path):
+def test_log_step_writes_agentfarm_tuples_as_rows_of_the_simulation(experiment):
     ctx = context(experiment)
     ctx.logger.log_step(4, [state("agent_1"), state("agent_2", 7.0)], [("res_1", 3.5, 4.0, 5.0), ("res_2", 1.0, 0.0, 0.0)],
                         {"total_agents": 2, "agent_type_counts": {"SystemAgent": 2}, "births": 1})
     ctx.close()
-    db = tmp_path / "exp.db"
+    db = experiment.db_path
     assert rows(db, "SELECT simulation_id, id, step_number, agent_id, position_x, position_y, resource_level, "
                     "current_health, starting_health, starvation_counter, is_defending, total_reward, age "
                     "FROM agent_states ORDER BY id") == [
@@ -53,7 +54,7 @@ def test_log_step_writes_agentfarm_tuples_as_rows_of_the_simulation(experiment, 
                     "deaths FROM simulation_steps") == [("sim_a", 4, 2, '{"SystemAgent": 2}', 1, 0.0, None)]
 
 
-def test_every_logging_method_tags_rows_and_numbers_them_from_one(experiment, tmp_path):
+def test_every_logging_method_tags_rows_and_numbers_them_from_one(experiment):
     ctx = context(experiment)
     log = ctx.logger
     log.log_agents_batch([AGENT, {**AGENT, "agent_id": "agent_2", "simulation_id": "not-this-one",
@@ -69,7 +70,7 @@ def test_every_logging_method_tags_rows_and_numbers_them_from_one(experiment, tm
     log.log_interaction_edge(1, "agent", "agent_2", "agent", "agent_1", "attack", "attack", {"hit": True})
     log.log_resource("res_9", 12.5, (3.0, 4.0))
     ctx.close()
-    db = tmp_path / "exp.db"
+    db = experiment.db_path
     assert rows(db, "SELECT simulation_id, agent_id, agent_type, position_x, generation, action_weights, genome_id "
                     "FROM agents ORDER BY agent_id") == [
         ("sim_a", "agent_1", "SystemAgent", 1.0, 0, None, None),
@@ -116,8 +117,9 @@ BAD_CALLS = [
 ]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # checked before anything reaches a database
 @pytest.mark.parametrize("call, field", [(c, f) for _, c, f in BAD_CALLS], ids=[n for n, _, _ in BAD_CALLS])
-def test_invalid_input_raises_value_error_naming_the_field_before_anything_is_buffered(experiment, tmp_path, call,
+def test_invalid_input_raises_value_error_naming_the_field_before_anything_is_buffered(experiment, call,
                                                                                         field):
     ctx = context(experiment)
     ctx.logger.log_step(99, [state()], [("r", 1.0, 0.0, 0.0)], {"births": 0})  # rows already waiting
@@ -127,7 +129,7 @@ def test_invalid_input_raises_value_error_naming_the_field_before_anything_is_bu
     assert field in str(raised.value)
     assert ctx.logger.pending_rows == before
     ctx.close()
-    written = sum(rows(tmp_path / "exp.db", f"SELECT count(*) FROM {t}")[0][0]
+    written = sum(rows(experiment.db_path, f"SELECT count(*) FROM {t}")[0][0]
                   for t in ("agents", "agent_states", "resource_states", "simulation_steps", "agent_actions",
                             "health_incidents"))
     assert written == before
@@ -149,9 +151,9 @@ def test_agent_state_tuple_layout_is_agentfarms():
                                   "starting_health", "starvation_counter", "is_defending", "total_reward", "age")
 
 
-def test_rows_wait_in_the_buffer_until_buffer_size_then_go_in_one_flush(experiment, tmp_path):
+def test_rows_wait_in_the_buffer_until_buffer_size_then_go_in_one_flush(experiment):
     ctx = context(experiment, buffer_size=25, commit_interval=3600)
-    db = tmp_path / "exp.db"
+    db = experiment.db_path
     for step in range(3):  # 3 x (6 states + 1 step row) = 21 rows: below the threshold
         ctx.logger.log_step(step, [state(f"agent_{i}") for i in range(6)], [], {})
     assert rows(db, "SELECT count(*) FROM agent_states") == [(0,)]
@@ -164,9 +166,9 @@ def test_rows_wait_in_the_buffer_until_buffer_size_then_go_in_one_flush(experime
     ctx.close()
 
 
-def test_commit_interval_flushes_on_the_next_step_or_flush_if_needed(experiment, tmp_path):
+def test_commit_interval_flushes_on_the_next_step_or_flush_if_needed(experiment):
     ctx = context(experiment, buffer_size=10_000, commit_interval=0.2)
-    db = tmp_path / "exp.db"
+    db = experiment.db_path
     ctx.logger.log_step(0, [state()], [], {})
     ctx.logger.flush_if_needed()
     assert rows(db, "SELECT count(*) FROM simulation_steps") == [(0,)]
@@ -180,18 +182,18 @@ def test_commit_interval_flushes_on_the_next_step_or_flush_if_needed(experiment,
     ctx.close()
 
 
-def test_flush_stamps_the_simulations_heartbeat(experiment, tmp_path):
+def test_flush_stamps_the_simulations_heartbeat(experiment):
     ctx = context(experiment)
-    (first,) = rows(tmp_path / "exp.db", "SELECT heartbeat_at FROM simulations")[0]
+    (first,) = rows(experiment.db_path, "SELECT heartbeat_at FROM simulations")[0]
     time.sleep(0.01)
     ctx.logger.log_step(0, [state()], [], {})
     ctx.logger.flush_all_buffers()
-    (second,) = rows(tmp_path / "exp.db", "SELECT heartbeat_at FROM simulations")[0]
+    (second,) = rows(experiment.db_path, "SELECT heartbeat_at FROM simulations")[0]
     assert second > first
     ctx.close()
 
 
-def test_agent_death_sets_death_time_whether_the_agent_is_buffered_or_written(experiment, tmp_path):
+def test_agent_death_sets_death_time_whether_the_agent_is_buffered_or_written(experiment):
     ctx = context(experiment)
     ctx.logger.log_agents_batch([AGENT])
     ctx.logger.flush_all_buffers()
@@ -199,7 +201,7 @@ def test_agent_death_sets_death_time_whether_the_agent_is_buffered_or_written(ex
     ctx.update_agent_death("agent_1", 5)
     ctx.update_agent_death("agent_2", 6, cause="combat")
     ctx.close()
-    db = tmp_path / "exp.db"
+    db = experiment.db_path
     assert rows(db, "SELECT agent_id, death_time FROM agents ORDER BY 1") == [("agent_1", 5), ("agent_2", 6)]
     assert rows(db, "SELECT incident_id, step_number, agent_id, health_before, health_after, cause, details "
                     "FROM health_incidents ORDER BY 1") == [
@@ -207,7 +209,7 @@ def test_agent_death_sets_death_time_whether_the_agent_is_buffered_or_written(ex
         (2, 6, "agent_2", 0.0, 0.0, "combat", '{"final_state": "dead"}')]
 
 
-def test_discard_pending_agents_drops_their_buffered_rows(experiment, tmp_path):
+def test_discard_pending_agents_drops_their_buffered_rows(experiment):
     ctx = context(experiment)
     ctx.logger.log_agents_batch([AGENT, {**AGENT, "agent_id": "agent_2"}])
     ctx.logger.log_agent_action(0, "agent_2", "move")
@@ -215,8 +217,8 @@ def test_discard_pending_agents_drops_their_buffered_rows(experiment, tmp_path):
     assert ctx.logger.discard_pending_agents(["agent_2"]) == 2
     ctx.logger.log_agents_batch([{**AGENT, "agent_id": "agent_2"}])  # may be added again
     ctx.close()
-    assert rows(tmp_path / "exp.db", "SELECT agent_id FROM agents ORDER BY 1") == [("agent_1",), ("agent_2",)]
-    assert rows(tmp_path / "exp.db", "SELECT action_id, agent_id FROM agent_actions") == [(2, "agent_1")]
+    assert rows(experiment.db_path, "SELECT agent_id FROM agents ORDER BY 1") == [("agent_1",), ("agent_2",)]
+    assert rows(experiment.db_path, "SELECT action_id, agent_id FROM agent_actions") == [(2, "agent_1")]
 
 
 def test_a_locked_database_is_waited_for_and_the_flush_retried(experiment_db, tmp_path):
@@ -251,33 +253,30 @@ def test_a_lock_held_past_the_deadline_raises_and_keeps_the_rows(experiment_db, 
     database.close()
 
 
-def test_a_constraint_violation_is_not_retried_and_the_rows_stay_buffered(experiment, tmp_path):
+def test_a_constraint_violation_is_not_retried_and_the_rows_stay_buffered(experiment):
     ctx = context(experiment)
-    con = sqlite3.connect(tmp_path / "exp.db")
-    con.execute("INSERT INTO agents (simulation_id, agent_id) VALUES ('sim_a', 'agent_1')")  # someone else's row
-    con.commit()
+    execute(experiment.db_path, "INSERT INTO agents (simulation_id, agent_id) VALUES ('sim_a', 'agent_1')")  # not ours
     ctx.logger.log_agents_batch([AGENT])
     started = time.monotonic()
     with pytest.raises(IntegrityError):
         ctx.logger.flush_all_buffers()
     assert time.monotonic() - started < 1
     assert ctx.logger.lock_retries == 0 and ctx.logger.pending_rows == 1
-    con.execute("DELETE FROM agents")
-    con.commit()
-    con.close()
+    execute(experiment.db_path, "DELETE FROM agents")
     ctx.close()
-    assert rows(tmp_path / "exp.db", "SELECT agent_id, agent_type FROM agents") == [("agent_1", "SystemAgent")]
+    assert rows(experiment.db_path, "SELECT agent_id, agent_type FROM agents") == [("agent_1", "SystemAgent")]
 
 
-def test_close_flushes_and_a_second_close_does_nothing(experiment, tmp_path):
+def test_close_flushes_and_a_second_close_does_nothing(experiment):
     ctx = context(experiment)
     ctx.logger.log_step(0, [state()], [], {"total_agents": 1})
     ctx.close()
     ctx.close()
-    assert rows(tmp_path / "exp.db", "SELECT total_agents FROM simulation_steps") == [(1,)]
-    assert json.loads(rows(tmp_path / "exp.db", "SELECT parameters FROM simulations")[0][0]) == {}
+    assert rows(experiment.db_path, "SELECT total_agents FROM simulation_steps") == [(1,)]
+    assert json.loads(rows(experiment.db_path, "SELECT parameters FROM simulations")[0][0]) == {}
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_only_the_write_lock_wait_is_short_reads_keep_the_engines_busy_timeout(experiment):
     ctx = context(experiment)
     ctx.logger.log_step(0, [state()], [], {})

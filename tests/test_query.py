@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event
 
-from conftest import REPO, SMALL
+from conftest import REPO, SMALL, rows
 from farm_merge import ExperimentQueryTool, legacy, migrations
 from farm_merge.cli import cli
 from farm_merge.errors import (ExperimentNotFound, FarmMergeError, MissingDependency, NotAnExperimentDatabase,
@@ -34,7 +35,12 @@ def test_info_reports_experiment_revision_statuses_rows_and_sources(experiment):
         info = tool.get_experiment_info()
     assert (info["experiment_id"], info["name"]) == ("exp_001", "LR sweep")
     assert info["schema_revision"] == info["head_revision"] == migrations.head_revision()
-    assert info["size_bytes"] >= experiment.path.stat().st_size > 0
+    if experiment.backend == "sqlite":
+        assert info["size_bytes"] >= experiment.path.stat().st_size > 0
+    else:  # the database's size: at least that of its tables
+        (tables_size,) = rows(experiment.path, "SELECT sum(pg_total_relation_size(oid)) FROM pg_class "
+                                               "WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace")[0]
+        assert info["size_bytes"] >= tables_size > 0
     assert info["simulations"] == {"total": len(legacy.ERAS), "by_status": {"completed": len(legacy.ERAS)}}
     expected_rows: dict[str, int] = {}
     for run_file in experiment.runs:
@@ -129,7 +135,7 @@ def test_summary_of_chosen_simulations_and_unknown_ids(experiment):
         assert [s["simulation_id"] for s in tool.get_simulation_summary(first)] == [first]
         assert [s["simulation_id"] for s in tool.get_simulation_summary(simulation_ids=[second, first])] == [first,
                                                                                                             second]
-        with pytest.raises(SimulationNotFound, match=f"no simulation 'sim_nope' in {experiment.path}"):
+        with pytest.raises(SimulationNotFound, match=re.escape(f"no simulation 'sim_nope' in {experiment.path}")):
             tool.get_simulation_summary("sim_nope")
     result = run("summary", experiment.path, "--simulation-id", "sim_nope")
     assert result.exit_code == 1
@@ -168,8 +174,8 @@ def test_compare_reads_the_metric_where_asked(experiment, at, sql):
         assert row["step"] == {"final": SMALL["steps"] - 1, "5": 5}.get(at)
 
 
-def test_compare_at_a_step_some_simulations_lack(tmp_path):
-    short = build_experiment(tmp_path / "a", ["2025-11"], seed=1)
+def test_compare_at_a_step_some_simulations_lack(tmp_path, backend):
+    short = build_experiment(tmp_path / "a", ["2025-11"], seed=1, target=backend.target())
     longer = build_experiment(tmp_path / "b", ["2024-12"], seed=2, target=short.path)  # same database
     del longer
     with ExperimentQueryTool(short.path) as tool:
@@ -250,8 +256,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(experiment, tmp_path, mo
 
 # --- experiments sharing a database ------------------------------------------------------------
 
-def test_experiment_id_restricts_every_answer(tmp_path):
-    target = tmp_path / "shared.db"
+def test_experiment_id_restricts_every_answer(tmp_path, backend):
+    target = backend.target("shared")
     build_experiment(tmp_path / "a", ["2024-12", "2025-11"], experiment_id="exp_a", target=target)
     build_experiment(tmp_path / "b", ["2025-03"], experiment_id="exp_b", seed=5, target=target)
     with ExperimentQueryTool(target, experiment_id="exp_b") as tool:
@@ -339,6 +345,38 @@ def test_every_command_refuses_a_bad_database_in_one_line(command, kind, bad_dat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture(scope="module")
+def bad_server_databases(pg_server) -> dict[str, str]:
+    """URL -> the start of the one line every command answers with."""
+    missing = pg_server.url_of("farm_merge_test_no_such_database")
+    silent = "postgresql+psycopg://postgres@127.0.0.1:1/farm"  # nothing listens on port 1
+    empty, old = pg_server.create(), pg_server.create()
+    migrations.upgrade(old, "0002_simulation_keys")
+    yield {
+        missing: f"cannot connect to {missing}: connection failed: ",
+        silent: f"cannot connect to {silent}: connection failed: ",
+        empty: f"{empty} is not a farm-merge experiment database (empty database)\n",
+        old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0003_experiment_catalog; "
+             f"run: farm-merge upgrade {old}\n",
+    }
+    assert migrations.state_of(empty).kind == "new"  # reading never writes
+    pg_server.drop(empty)
+    pg_server.drop(old)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_a_bad_server_database_in_one_line(command, bad_server_databases, tmp_path):
+    """No such database, nothing listening, a database without our tables, an older revision."""
+    for url, message in bad_server_databases.items():
+        args = [a.replace("OUT", str(tmp_path / "out")) for a in COMMANDS[command]]
+        result = run(command, url, *args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: " + message), result.output
+        assert len(result.output.splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
 def test_library_errors_are_farm_merge_errors(bad_databases):
     for kind, error in [("no_such_file", FarmMergeError), ("legacy_run_file", NotAnExperimentDatabase),
                         ("old_revision", SchemaOutOfDate)]:
@@ -348,6 +386,7 @@ def test_library_errors_are_farm_merge_errors(bad_databases):
 
 # --- the seed's script -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("experiment", ["sqlite"], indirect=True)  # a thin script over the same commands
 def test_seed_script_form_runs_the_same_commands(experiment, tmp_path):
     script = REPO / "scripts" / "query_experiment.py"
     summary = subprocess.run([sys.executable, str(script), str(experiment.path), "--command", "summary"],
@@ -394,6 +433,7 @@ def test_questions_can_be_asked_while_a_series_streams(experiment):
         assert finals == {r["simulation_id"]: r["value"] for r in tool.compare_metric("total_agents")}
 
 
+@pytest.mark.parametrize("experiment", ["sqlite"], indirect=True)  # the file's bytes are the evidence
 def test_read_only_queries_leave_the_database_unchanged(experiment):
     con = sqlite3.connect(experiment.path)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import SMALL, rows, write_runs
+from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
 from farm_merge import ExperimentQueryTool, consolidate, legacy, migrations, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
@@ -65,20 +65,22 @@ def make_drift_file(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trip(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def trip(request, tmp_path_factory):
     """Run files of every era (a 2025-03 one with NULL simulation ids), an AgentFarm
-    experiment file and a drifted file: merged, split, and the split files merged again."""
+    experiment file and a drifted file: merged (into a SQLite file, into a PostgreSQL
+    database), split, and the split files merged again."""
     folder = tmp_path_factory.mktemp("trip")
+    backend = open_backend(request, request.param, folder)
     runs = folder / "runs"
     write_runs(runs)
     make_agentfarm_experiment_file(runs)
     make_drift_file(runs)
-    first = folder / "first.db"
+    first = backend.target("first") if backend.is_postgres else folder / "first.db"
     report = merge([runs / "*.db"], first, experiment_id="exp_001")
     with ExperimentQueryTool(first) as tool:
         split = tool.split(folder / "split")
-    second = folder / "second.db"
+    second = backend.target("second") if backend.is_postgres else folder / "second.db"
     again = merge([folder / "split" / "*.db"], second, experiment_id="exp_001")
     return {"folder": folder, "first": first, "second": second, "merge": report, "split": split, "again": again}
 
@@ -143,8 +145,11 @@ def test_ids_the_schema_holds_as_text_go_back_as_integers(trip):
     path = trip["folder"] / "split" / f"{sim}.db"
     assert rows(path, "SELECT DISTINCT typeof(agent_id) FROM agents") == [("integer",)]
     assert rows(path, "SELECT DISTINCT typeof(resource_id) FROM resource_states") == [("integer",)]
-    assert rows(trip["first"], "SELECT DISTINCT typeof(agent_id) FROM agents WHERE simulation_id = ?", (sim,)) == [
-        ("text",)]
+    if isinstance(trip["first"], str):  # a PostgreSQL database: the column is TEXT
+        assert pg_column_types(trip["first"], "agents")["agent_id"] == "text"
+    else:
+        assert rows(trip["first"], "SELECT DISTINCT typeof(agent_id) FROM agents WHERE simulation_id = ?",
+                    (sim,)) == [("text",)]
 
 
 def test_drift_columns_and_tables_are_kept_and_reported(trip):
@@ -184,9 +189,9 @@ def test_simulations_row_is_rebuilt_from_the_experiments_record(trip):
                 assert rows(split_file, "SELECT count(*) FROM experiments") == [(0,)]
 
 
-def data_tables(path: Path) -> list[str]:
-    return [t for (t,) in rows(path, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
-                                     "('simulations', 'experiments', 'merge_ledger', 'farm_merge_version')")]
+def data_tables(target) -> list[str]:
+    return [t for t in table_names(target)
+            if t not in ('simulations', 'experiments', 'merge_ledger', 'farm_merge_version')]
 
 
 def test_merging_the_split_files_again_gives_the_same_experiment(trip):
@@ -194,8 +199,7 @@ def test_merging_the_split_files_again_gives_the_same_experiment(trip):
     assert [r.status for r in trip["again"].results] == ["merged"] * len(trip["split"].files)
     assert sorted(data_tables(first)) == sorted(data_tables(second))
     for table in data_tables(first):
-        columns = [r[1] for r in rows(first, f'PRAGMA table_info("{table}")')]
-        assert columns == [r[1] for r in rows(second, f'PRAGMA table_info("{table}")')], table
+        assert column_names(first, table) == column_names(second, table), table
         query = f'SELECT * FROM "{table}" ORDER BY 1, 2'
         assert rows(first, query) == rows(second, query), table
     catalog = ("SELECT simulation_id, experiment_id, start_time, end_time, status, parameters, results_summary, "

@@ -19,7 +19,9 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-I, F, T, B, D, J = sa.Integer, sa.Float, sa.Text, sa.Boolean, sa.DateTime, sa.JSON
+# INTEGER is BIGINT on PostgreSQL: SQLite's INTEGER holds 64 bits, PostgreSQL's 32.
+I = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+F, T, B, D, J = sa.Float, sa.Text, sa.Boolean, sa.DateTime, sa.JSON
 
 # table: (key, [(column, type)...], {index name: columns})
 TABLES = {

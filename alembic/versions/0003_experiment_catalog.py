@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("simulation_id", sa.Text(), nullable=False),
         sa.Column("experiment_id", sa.Text()),
         sa.Column("source_path", sa.Text(), nullable=False),
-        sa.Column("source_size", sa.Integer(), nullable=False),
+        sa.Column("source_size", sa.Integer().with_variant(sa.BigInteger(), "postgresql"), nullable=False),
         sa.Column("source_sha256", sa.Text(), nullable=False),
         sa.Column("era", sa.Text()),
         sa.Column("row_counts", sa.JSON(), nullable=False),
