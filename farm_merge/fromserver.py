@@ -95,7 +95,7 @@ def _copy(conn: Connection, target: sqlite3.Connection, tool, table: str, column
               f"VALUES ({', '.join('?' * len(columns))})")
     count = 0
     for chunk in _chunks(conn.execution_options(yield_per=CHUNK_ROWS).execute(query)):
-        target.executemany(insert, [tuple(_as_stored(v) for v in row) for row in chunk])
+        target.executemany(insert, [tuple(as_stored(v) for v in row) for row in chunk])
         count += len(chunk)
     return count
 
@@ -105,7 +105,7 @@ def _chunks(result) -> Iterator[list]:
         yield chunk
 
 
-def _as_stored(value: Any) -> Any:
+def as_stored(value: Any) -> Any:
     """A value from the server as a SQLite experiment database stores it."""
     if isinstance(value, bool):
         return int(value)

@@ -16,13 +16,12 @@ import queue
 import sqlite3
 import threading
 import uuid
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from farm_merge import db, migrations
+from farm_merge.fromserver import as_stored
 
 POSTGRES = "postgresql"
 SERVER_URL = os.environ.get("FARM_MERGE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -199,26 +198,11 @@ class Backend:
         return self.kind
 
 
-def _as_sqlite_stores(value):
-    """A value read from PostgreSQL as SQLite would hold it: booleans 0/1, times as text."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, datetime):
-        return str(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, memoryview):
-        return bytes(value)
-    return value
-
-
 def fetch(target, sql: str, params=()) -> list[tuple]:
     """Rows of ``sql`` on a SQLite file (path) or a PostgreSQL database (URL).
 
     On PostgreSQL, ``?`` placeholders become ``%s``, JSON comes back as the text stored and
-    values are converted as SQLite stores them (:func:`_as_sqlite_stores`).
+    values are converted as SQLite stores them (:func:`farm_merge.fromserver.as_stored`).
     """
     if not db.is_url(target):
         con = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
@@ -227,7 +211,7 @@ def fetch(target, sql: str, params=()) -> list[tuple]:
         finally:
             con.close()
     cursor = _connection(str(target)).execute(*_pg_statement(sql, params))
-    return [tuple(_as_sqlite_stores(v) for v in row) for row in cursor.fetchall()]
+    return [tuple(as_stored(v) for v in row) for row in cursor.fetchall()]
 
 
 def _pg_statement(sql: str, params) -> tuple:
