@@ -180,13 +180,14 @@ def demo(directory, runs, quiet) -> None:
         click.echo(f"wrote {len(written)} sample run files of {len({w.era for w in written})} eras to {run_dir}",
                    err=True)
     target = folder / "experiment.db"
-    report = consolidate.merge([str(run_dir / "*.db")], str(target), name="farm-merge demo",
+    report = consolidate.merge([str(run_dir / "*.db")], str(target), experiment_id="demo", name="farm-merge demo",
                                description="Sample AgentFarm runs of every schema era",
                                progress=False if quiet else None)
     click.echo(render_merge_report(report))
     if target.exists():
         sources = sum(p.stat().st_size for p in run_dir.glob("*.db"))
         click.echo(f"{target}: {human_bytes(target.stat().st_size)} from {human_bytes(sources)} of run files")
+        click.echo(f"next: farm-merge summary {target}   (or info, list, compare --metric total_agents, split)")
     sys.exit(report.exit_code)
 
 
