@@ -37,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import children  # noqa: E402  (scripts/children.py)
+
 ACTIONS = ("move", "gather", "share", "attack", "reproduce", "defend")
 PAYLOADS = 8  # distinct step payloads, cycled: building them is not what is measured
 
@@ -157,14 +160,10 @@ CHILDREN = {"logger": child_logger, "runfile": child_logger, "agentfarm": child_
 
 
 def start_child(spec: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE)
+    return children.start(__file__, "--child", json.dumps(spec))
 
 
-def finish(proc: subprocess.Popen) -> dict:
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"a child failed with status {proc.returncode}")
-    return json.loads(out)
+finish = children.finish
 
 
 def count_rows(target: Path) -> int:

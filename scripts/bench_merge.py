@@ -26,13 +26,15 @@ import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from farm_merge import legacy, samples
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import children  # noqa: E402  (scripts/children.py)
 
 
 def generate(folder: Path, files: int, mb: float) -> list[Path]:
@@ -116,19 +118,11 @@ def run_child(kind: str, sources: list[Path], target: Path) -> dict:
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     manifest = target.with_suffix(".json")
     manifest.write_text(json.dumps([str(s) for s in sources]))
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(manifest), str(target)],
-                            stdout=subprocess.PIPE)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"{kind} failed with status {status}")
-    result = json.loads(out)
+    result = children.run(__file__, "--child", kind, str(manifest), str(target))
     con = sqlite3.connect(target)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
-    result.update(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024, size=target.stat().st_size)
+    result["size"] = target.stat().st_size
     return result
 
 

@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import children  # noqa: E402  (scripts/children.py)
 from bench_logger import payloads, rows_per_step  # noqa: E402  (the logging workload of bench_logger.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
@@ -87,17 +88,10 @@ CHILDREN = {"merge": child_merge, "logger": child_logger}
 
 
 def start_child(spec: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE)
+    return children.start(__file__, "--child", json.dumps(spec))
 
 
-def finish(proc: subprocess.Popen) -> dict:
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"a child failed with status {status}")
-    result = json.loads(out)
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
-    return result
+finish = children.finish
 
 
 # --- targets --------------------------------------------------------------------------------

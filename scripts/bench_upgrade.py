@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from farm_merge import legacy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import children  # noqa: E402  (scripts/children.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
 
@@ -88,17 +88,9 @@ def run_child(kind: str, sources: list[Path], workdir: Path) -> dict:
         copies.append(str(folder / source.name))
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps(copies))
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, str(manifest)], stdout=subprocess.PIPE)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise SystemExit(f"{kind} failed with status {status}")
-    result = json.loads(out)
+    result = children.run(__file__, "--child", kind, str(manifest))
     merged = list(folder.glob("*.merged.sqlite"))  # the merge's one-simulation databases
-    result.update(seconds=seconds, peak_rss_mib=usage.ru_maxrss / 1024,
-                  size_after=sum(p.stat().st_size for p in merged) or sum(Path(c).stat().st_size for c in copies))
+    result.update(size_after=sum(p.stat().st_size for p in merged) or sum(Path(c).stat().st_size for c in copies))
     return result
 
 
