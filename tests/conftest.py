@@ -148,3 +148,14 @@ def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_s
             assert sorted(got, key=repr) == sorted(expected, key=repr), f"{table} differs for {simulation_id}"
     finally:
         src.close()
+
+
+def add_schema_drift(path: Path) -> None:
+    """Give a 2025-11 run file what no era has: a column ``agents.mood`` and a table ``memories``."""
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE agents ADD COLUMN mood TEXT")
+    con.execute("UPDATE agents SET mood = 'calm'")
+    con.execute("CREATE TABLE memories (memory_id INTEGER PRIMARY KEY, agent_id TEXT, content BLOB)")
+    con.execute("INSERT INTO memories (agent_id, content) VALUES ('agent_00001', x'00ff'), ('agent_00002', NULL)")
+    con.commit()
+    con.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, SMALL, assert_same_rows, rows
+from conftest import REPO, SMALL, add_schema_drift, assert_same_rows, rows
 from farm_merge import consolidate, inplace, legacy, migrations, samples
 from farm_merge.cli import cli
 from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
@@ -214,13 +214,7 @@ def test_alembic_upgrade_goes_through_the_same_path(tmp_path):
 
 def test_unknown_tables_and_columns_are_kept_with_the_simulation_id(tmp_path):
     run = write_run(tmp_path / "run.db", "2025-11")
-    con = sqlite3.connect(run.path)
-    con.execute("ALTER TABLE agents ADD COLUMN mood TEXT")
-    con.execute("UPDATE agents SET mood = 'calm'")
-    con.execute("CREATE TABLE memories (memory_id INTEGER PRIMARY KEY, agent_id TEXT, content BLOB)")
-    con.execute("INSERT INTO memories (agent_id, content) VALUES ('agent_00001', x'00ff'), ('agent_00002', NULL)")
-    con.commit()
-    con.close()
+    add_schema_drift(run.path)
     report = inplace.upgrade(run.path)
     assert report.adoption.added_columns == ["agents.mood", "memories.simulation_id"]
     assert "kept what the schema lacks: agents.mood, memories.simulation_id" in report.lines()

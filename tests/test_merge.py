@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL, assert_same_rows, folder_state, index_names, rows, write_runs
+from conftest import SMALL, add_schema_drift, assert_same_rows, folder_state, index_names, rows, write_runs
 from farm_merge import consolidate, legacy, migrations, samples
 from farm_merge.errors import FarmMergeError
 from farm_merge.schema import DATA_TABLES
@@ -176,13 +176,7 @@ def test_simulation_config_json_becomes_parameters(runs_dir, backend):
 
 def test_unknown_tables_and_columns_are_added_and_reported(runs_dir, backend):
     source = runs_dir / "run_06_2025-11.db"
-    con = sqlite3.connect(source)
-    con.execute("ALTER TABLE agents ADD COLUMN mood TEXT")
-    con.execute("UPDATE agents SET mood = 'calm'")
-    con.execute("CREATE TABLE memories (memory_id INTEGER PRIMARY KEY, agent_id TEXT, content BLOB)")
-    con.execute("INSERT INTO memories (agent_id, content) VALUES ('agent_00001', x'00ff'), ('agent_00002', NULL)")
-    con.commit()
-    con.close()
+    add_schema_drift(source)
     target = backend.target()
     merge([runs_dir / "run_05_2025-09.db"], target)
     (result,) = merge([source], target).results
