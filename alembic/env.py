@@ -5,7 +5,7 @@ Runs on the connection a caller passes in ``config.attributes["connection"]``
 or ``sqlalchemy.url``.
 
 ``alembic -x db=FILE upgrade REV`` takes the same path as ``farm-merge upgrade FILE``
-(:func:`farm_merge.inplace.upgrading`): a lock on the file, a ``VACUUM INTO`` backup
+(:func:`farm_merge.consolidate.inplace.upgrading`): a lock on the file, a ``VACUUM INTO`` backup
 (``-x backup=no`` skips it), one transaction, and a legacy AgentFarm run file or an
 AgentFarm experiment file adopted first.  ``-x simulation_id=ID`` names a run file's
 simulation (default: the id it records, else the file stem).
@@ -17,11 +17,11 @@ import logging.config
 import sys
 
 from alembic import command, context
-
-from farm_merge import db, inplace
+from farm_merge.consolidate import inplace
 from farm_merge.errors import FarmMergeError
-from farm_merge.migrations import VERSION_TABLE
-from farm_merge.schema import metadata
+from farm_merge.storage import db
+from farm_merge.storage.migrations import VERSION_TABLE
+from farm_merge.storage.schema import metadata
 
 config = context.config
 

@@ -1,3 +1,3 @@
-from .cli import main
+from farm_merge.cli import main
 
 main()

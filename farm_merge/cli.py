@@ -1,18 +1,29 @@
 """The ``farm-merge`` command line: each command parses its options, calls one library
-function, and turns a :class:`~farm_merge.errors.FarmMergeError` into a one-line error."""
+function, and turns a :class:`~farm_merge.errors.FarmMergeError` into a one-line error.
+
+Each command imports the library modules it uses when it runs, so that ``farm-merge
+--help`` loads no database code and ``farm-merge current`` no merge or query code.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import __version__, consolidate, inplace, liveness, migrations, samples, views
-from .errors import FarmMergeError
-from .output import format_table, human_bytes, to_json
-from .query import POINTS, ExperimentQueryTool
+from farm_merge._version import __version__
+from farm_merge.errors import FarmMergeError
+from farm_merge.logging.liveness import STALE_AFTER_S
+from farm_merge.query import views
+from farm_merge.query.output import format_table, human_bytes, to_json
+from farm_merge.query.points import POINTS
+
+if TYPE_CHECKING:
+    from farm_merge.consolidate.report import MergeReport
+    from farm_merge.storage.migrations import DatabaseState
 
 
 def reports_errors(func):
@@ -63,7 +74,9 @@ def merge(sources, target, experiment_id, name, description, id_template, dry_ru
     Example:
       farm-merge merge 'runs/**/*.db' --into experiments/exp_001.db --name "LR sweep"
     """
-    report = consolidate.merge(
+    from farm_merge.consolidate import engine
+
+    report = engine.merge(
         sources, target, experiment_id=experiment_id, name=name, description=description,
         id_template=id_template, dry_run=dry_run, replace=replace, verify=verify,
         include_active=include_active, progress=False if quiet or as_json else None,
@@ -78,7 +91,7 @@ def merge(sources, target, experiment_id, name, description, id_template, dry_ru
     sys.exit(report.exit_code)
 
 
-def render_merge_report(report: consolidate.MergeReport) -> str:
+def render_merge_report(report: MergeReport) -> str:
     rows = [
         (r.status, r.path, ", ".join(r.simulation_ids[:3]) + (" …" if len(r.simulation_ids) > 3 else ""),
          r.era or "", r.rows if r.status in ("merged", "planned") else "", r.reason or "")
@@ -118,6 +131,8 @@ def upgrade(database, revision, simulation_id, no_backup, as_json) -> None:
     Example:
       farm-merge upgrade runs/simulation_20250301.db --simulation-id sim_0301
     """
+    from farm_merge.consolidate import inplace
+
     report = inplace.upgrade(database, revision, simulation_id=simulation_id, backup=not no_backup,
                              progress=None if as_json else lambda line: click.echo(line, err=True))
     if as_json:
@@ -138,6 +153,8 @@ def current(database, as_json) -> None:
     revision, a legacy run file, an AgentFarm experiment file, an empty
     database) or a newer farm-merge, or is no database of ours at all.
     """
+    from farm_merge.storage import migrations
+
     state = migrations.state_of(database)
     head = migrations.head_revision()
     if as_json:
@@ -149,7 +166,9 @@ def current(database, as_json) -> None:
     sys.exit(0 if state.at_head else 1)
 
 
-def render_state(database: str, state: migrations.DatabaseState, head: str) -> str:
+def render_state(database: str, state: DatabaseState, head: str) -> str:
+    from farm_merge.storage.migrations import ADOPTABLE
+
     if state.at_head:
         return f"{database}: {state.revision} (head)"
     if state.too_new:
@@ -157,7 +176,7 @@ def render_state(database: str, state: migrations.DatabaseState, head: str) -> s
                 "upgrade farm-merge: pip install -U farm-merge")
     if state.kind == "experiment":
         return f"{database}: {state.revision or 'no revision'}, behind head {head}; run: farm-merge upgrade {database}"
-    if state.kind in migrations.ADOPTABLE or state.kind == "new":
+    if state.kind in ADOPTABLE or state.kind == "new":
         return f"{database}: {state.description}, no revision; run: farm-merge upgrade {database}"
     return f"{database}: not a farm-merge experiment database ({state.description})"
 
@@ -173,14 +192,17 @@ def demo(directory, runs, quiet) -> None:
     Nothing of yours is needed: this shows the whole job on a fresh machine.  Running it
     again reuses the files and shows that a second merge adds nothing.
     """
+    from farm_merge.consolidate import engine
+    from farm_merge.samples import runfiles
+
     folder = Path(directory)
     run_dir = folder / "runs"
     if not any(run_dir.glob("*.db")):
-        written = samples.write_sample_runs(run_dir, runs)
+        written = runfiles.write_sample_runs(run_dir, runs)
         click.echo(f"wrote {len(written)} sample run files of {len({w.era for w in written})} eras to {run_dir}",
                    err=True)
     target = folder / "experiment.db"
-    report = consolidate.merge([str(run_dir / "*.db")], str(target), experiment_id="demo", name="farm-merge demo",
+    report = engine.merge([str(run_dir / "*.db")], str(target), experiment_id="demo", name="farm-merge demo",
                                description="Sample AgentFarm runs of every schema era",
                                progress=False if quiet else None)
     click.echo(render_merge_report(report))
@@ -192,6 +214,13 @@ def demo(directory, runs, quiet) -> None:
 
 
 # --- query and export ---------------------------------------------------------------------
+
+def open_query_tool(database: str, experiment_id: str | None):
+    """The query tool on ``database``; imported here, so that only the query commands load it."""
+    from farm_merge.query.tool import ExperimentQueryTool
+
+    return ExperimentQueryTool(database, experiment_id)
+
 
 def output_formats(func):
     """``--json`` and ``--csv``: results for programs instead of an aligned table."""
@@ -228,7 +257,7 @@ def info(database, experiment_id, as_json, as_csv) -> None:
       farm-merge info experiments/exp_001.db
     """
     fmt = chosen_format(as_json, as_csv)
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         click.echo(views.render_info(tool.get_experiment_info(), fmt))
 
 
@@ -236,7 +265,7 @@ def info(database, experiment_id, as_json, as_csv) -> None:
 @click.argument("database")
 @experiment_option
 @simulations_option("Only this simulation (repeatable).")
-@click.option("--stale-after", type=click.FloatRange(min=0), default=liveness.STALE_AFTER_S, show_default=True,
+@click.option("--stale-after", type=click.FloatRange(min=0), default=STALE_AFTER_S, show_default=True,
               metavar="SECONDS", help="Show a running simulation with no heartbeat for this long as stale.")
 @output_formats
 @reports_errors
@@ -251,7 +280,7 @@ def list_(database, experiment_id, simulation_ids, stale_after, as_json, as_csv)
       farm-merge list experiments/exp_001.db
     """
     fmt = chosen_format(as_json, as_csv)
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         rows = tool.list_simulations(simulation_ids or None, stale_after_s=stale_after)
     click.echo(views.render_records(rows, fmt, views.list_view(rows)))
     note = views.stale_note(rows, stale_after)
@@ -274,7 +303,7 @@ def summary(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
       farm-merge summary experiments/exp_001.db
     """
     fmt = chosen_format(as_json, as_csv)
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         rows = tool.get_simulation_summary(simulation_ids=simulation_ids or None)
     click.echo(views.render_records(rows, fmt, views.summary_view(rows)))
 
@@ -302,7 +331,7 @@ def compare(database, metric, at, series, plot, experiment_id, simulation_ids, a
     """
     fmt = chosen_format(as_json, as_csv)
     ids = simulation_ids or None
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         if series:
             columns, rows = tool.series_table(metric, simulation_ids=ids)
             views.write_series(columns, rows, fmt, metric, sys.stdout)
@@ -339,7 +368,7 @@ def export(database, simulation_ids, export_all, output, fmt, overwrite, experim
     """
     if bool(simulation_ids) == export_all:
         raise click.UsageError("give --simulation-id ID (repeatable) or --all")
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         report = tool.export(output, simulation_ids=simulation_ids or None, format=fmt, overwrite=overwrite)
     if as_json:
         click.echo(to_json(report.to_dict()))
@@ -370,7 +399,7 @@ def split(database, output, simulation_ids, experiment_id, overwrite, as_json, q
     Example:
       farm-merge split experiments/exp_001.db --output ./runs_again
     """
-    with ExperimentQueryTool(database, experiment_id) as tool:
+    with open_query_tool(database, experiment_id) as tool:
         report = tool.split(output, simulation_ids=simulation_ids or None, overwrite=overwrite,
                             progress=False if quiet or as_json else None)
     if as_json:

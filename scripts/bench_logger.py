@@ -98,9 +98,9 @@ def child_agentfarm(spec: dict) -> dict:
     from sqlalchemy.orm import sessionmaker
     from sqlalchemy.pool import QueuePool
 
-    from farm_merge import migrations
-    from farm_merge.schema import ActionModel, AgentStateModel, ResourceModel, Simulation, SimulationStepModel
-    from farm_merge.writer import CACHE_MIB
+    from farm_merge.storage import migrations
+    from farm_merge.storage.schema import ActionModel, AgentStateModel, ResourceModel, Simulation, SimulationStepModel
+    from farm_merge.storage.writer import CACHE_MIB
 
     data = payloads(spec["agents"], spec["resources"])
     sim = spec["simulation_id"]

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm_merge import legacy, samples
+from farm_merge import samples
+from farm_merge.storage import legacy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import children  # noqa: E402  (scripts/children.py)
@@ -60,7 +61,7 @@ def child_farm_merge(sources: list[str], target: str) -> dict:
 
 
 def child_hand_sql(sources: list[str], target: str) -> dict:
-    from farm_merge import migrations
+    from farm_merge.storage import migrations
 
     migrations.create_database(target)
     con = sqlite3.connect(target, isolation_level=None)
@@ -89,8 +90,8 @@ def child_hand_sql(sources: list[str], target: str) -> dict:
 def child_naive(sources: list[str], target: str) -> dict:
     from sqlalchemy import create_engine, insert
 
-    from farm_merge import migrations
-    from farm_merge.schema import DATA_TABLES
+    from farm_merge.storage import migrations
+    from farm_merge.storage.schema import DATA_TABLES
 
     migrations.create_database(target)
     engine = create_engine(f"sqlite:///{target}")

@@ -36,9 +36,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import children  # noqa: E402  (scripts/children.py)
 from bench_logger import payloads, rows_per_step  # noqa: E402  (the logging workload of bench_logger.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
+
+import children  # noqa: E402  (scripts/children.py)
 
 COUNTED = ("agent_states", "agent_actions", "resource_states", "simulation_steps")
 
@@ -59,7 +60,8 @@ def child_logger(spec: dict) -> dict:
     from farm_merge import DatabaseFactory
 
     if spec.get("insert") == "executemany":  # the alternative to COPY, for comparison
-        from farm_merge import logger, writer
+        from farm_merge.logging import logger
+        from farm_merge.storage import writer
 
         def executemany(dialect, table, columns, rows):
             prepared = writer.prepare_insert(dialect, table, columns, rows)
@@ -131,7 +133,7 @@ def new_sqlite(path: Path) -> str:
 def count_rows(target: str) -> int:
     from sqlalchemy import text
 
-    from farm_merge import db
+    from farm_merge.storage import db
 
     engine = db.create_engine_for(target)
     try:
@@ -144,7 +146,7 @@ def count_rows(target: str) -> int:
 def size_of(target: str) -> int:
     from sqlalchemy import text
 
-    from farm_merge import db
+    from farm_merge.storage import db
 
     path = db.sqlite_path(target)
     if path is not None:

@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm_merge import ExperimentQueryTool, migrations
+from farm_merge import ExperimentQueryTool
+from farm_merge.storage import migrations
 
 ROUNDS = 5
 

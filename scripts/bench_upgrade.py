@@ -32,17 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from farm_merge import legacy
+from farm_merge.storage import legacy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import children  # noqa: E402  (scripts/children.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
+import children  # noqa: E402  (scripts/children.py)
 
 # --- the contenders, each run in a child process: bench_upgrade.py --child KIND manifest ---
 
 def child_upgrade(paths: list[str], backup: bool) -> dict:
-    from farm_merge import inplace
+    from farm_merge.consolidate import inplace
 
     rows = 0
     for path in paths:

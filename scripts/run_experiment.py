@@ -19,9 +19,9 @@ import sys
 import click
 
 from farm_merge.cli import reports_errors
-from farm_merge.db import display
-from farm_merge.experiment import default_experiment_path
-from farm_merge.runner import COMPLETED, FAILED, SKIPPED, SimulationOutcome, run_experiment
+from farm_merge.logging.experiment import default_experiment_path
+from farm_merge.samples.runner import COMPLETED, FAILED, SKIPPED, SimulationOutcome, run_experiment
+from farm_merge.storage.db import display
 
 
 def describe(outcome: SimulationOutcome) -> str:

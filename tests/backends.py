@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from farm_merge import db, migrations
-from farm_merge.fromserver import as_stored
+from farm_merge.query.fromserver import as_stored
+from farm_merge.storage import db, migrations
 
 POSTGRES = "postgresql"
 SERVER_URL = os.environ.get("FARM_MERGE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -202,7 +202,7 @@ def fetch(target, sql: str, params=()) -> list[tuple]:
     """Rows of ``sql`` on a SQLite file (path) or a PostgreSQL database (URL).
 
     On PostgreSQL, ``?`` placeholders become ``%s``, JSON comes back as the text stored and
-    values are converted as SQLite stores them (:func:`farm_merge.fromserver.as_stored`).
+    values are converted as SQLite stores them (:func:`farm_merge.query.fromserver.as_stored`).
     """
     if not db.is_url(target):
         con = sqlite3.connect(f"file:{target}?mode=ro", uri=True)

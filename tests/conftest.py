@@ -10,9 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from backends import (POSTGRES, Backend, PostgresServer, column_names, execute, fetch, pg_column_types,  # noqa: F401
-                      primary_key, require_postgres, table_names)
-from farm_merge import db, legacy, migrations, samples
+from backends import (  # noqa: F401
+    POSTGRES,
+    Backend,
+    PostgresServer,
+    column_names,
+    execute,
+    fetch,
+    pg_column_types,
+    primary_key,
+    require_postgres,
+    table_names,
+)
+from farm_merge import samples
+from farm_merge.storage import db, legacy, migrations
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
 #: kind of row (deaths, births, incidents, interactions).

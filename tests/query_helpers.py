@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import BACKENDS, open_backend, write_runs
-from farm_merge import consolidate, legacy, samples
+from farm_merge import consolidate, samples
+from farm_merge.storage import legacy
 
 
 @dataclass

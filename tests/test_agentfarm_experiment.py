@@ -12,10 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import assert_same_rows, rows
-from farm_merge import consolidate, inplace, migrations, samples
+from farm_merge import consolidate, samples
 from farm_merge.cli import cli
+from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase
-from farm_merge.schema import DATA_TABLES
+from farm_merge.storage import migrations
+from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
 SHAPE = {"simulations": 3, "steps": 10, "agents": 6, "resources": 4}

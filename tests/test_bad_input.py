@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL, folder_state, rows
-from farm_merge import migrations, samples
+from farm_merge import samples
 from farm_merge.cli import cli
+from farm_merge.storage import migrations
 
 
 def run_cli(*args: str):

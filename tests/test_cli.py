@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, rows
-from farm_merge import __version__, legacy
+from farm_merge import __version__
 from farm_merge.cli import cli
+from farm_merge.storage import legacy
 
 
 def all_commands():

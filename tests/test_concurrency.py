@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from conftest import rows
-from farm_merge import ExperimentDatabase, migrations
+from farm_merge import ExperimentDatabase
+from farm_merge.storage import migrations
 from logging_workload import expected_states
 
 WORKLOAD = Path(__file__).with_name("logging_workload.py")

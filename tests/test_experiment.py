@@ -18,11 +18,11 @@ from farm_merge import (
     ExperimentQueryTool,
     Simulation,
     consolidate,
-    legacy,
-    migrations,
 )
 from farm_merge.cli import cli
+from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase, SchemaOutOfDate, SimulationExists, SimulationNotFound
+from farm_merge.storage import legacy, migrations
 
 
 def state(agent_id: str, step: int) -> tuple:
@@ -53,7 +53,7 @@ def test_a_new_database_is_built_by_the_migrations_and_records_the_experiment(tm
 def test_a_database_at_an_older_revision_is_refused_with_the_command_that_fixes_it(tmp_path):
     target = tmp_path / "old.db"
     target.touch()
-    migrations.upgrade(str(target), "0002_simulation_keys")
+    inplace.upgrade(str(target), "0002_simulation_keys", backup=False)
     with pytest.raises(SchemaOutOfDate) as raised:
         ExperimentDatabase(target, "exp")
     assert str(raised.value) == (f"{target} is at schema revision 0002_simulation_keys, this release needs "

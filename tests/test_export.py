@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import column_names, index_names, primary_key, rows
-from farm_merge import ExperimentQueryTool, legacy, migrations
+from farm_merge import ExperimentQueryTool
 from farm_merge.cli import cli
 from farm_merge.errors import FarmMergeError, OutputExists, SimulationNotFound
-from farm_merge.export import csv_value
+from farm_merge.query.export import csv_value
+from farm_merge.storage import legacy, migrations
 from query_helpers import experiment  # noqa: F401
 
 

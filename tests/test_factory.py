@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,11 +14,11 @@ import pytest
 
 from conftest import column_names, rows
 from farm_merge import DatabaseFactory, SimulationContext, SimulationDatabase, consolidate
+from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import ConfigurationError, RunFileExists
-from farm_merge.factory import Destination, resolve
-from farm_merge.schema import DATA_TABLES
-from farm_merge.simulation import SampleConfig, run_sample_simulation
-from farm_merge.sources import SourceFile, inspect_source
+from farm_merge.logging.factory import Destination, resolve
+from farm_merge.samples.simulation import SampleConfig, run_sample_simulation
+from farm_merge.storage.schema import DATA_TABLES
 
 ENV = ("USE_EXPERIMENT_DB", "EXPERIMENT_ID", "EXPERIMENT_DB_PATH")
 #: Columns that hold the wall-clock time of the write: the only ones two writes of one
@@ -112,7 +111,7 @@ def test_environment_variables_route_an_unchanged_script_into_the_experiment_dat
     script = tmp_path / "run_simulation.py"
     script.write_text(textwrap.dedent("""
         from farm_merge import DatabaseFactory
-        from farm_merge.simulation import SampleConfig, run_sample_simulation
+        from farm_merge.samples.simulation import SampleConfig, run_sample_simulation
 
         db = DatabaseFactory.create(config={"seed": 3}, simulation_id="sim_env")
         summary = run_sample_simulation(db, SampleConfig(steps=15, agents=6, seed=3))

@@ -14,10 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, SMALL, add_schema_drift, assert_same_rows, rows
-from farm_merge import consolidate, inplace, legacy, migrations, samples
+from farm_merge import consolidate, samples
 from farm_merge.cli import cli
+from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.schema import DATA_TABLES
+from farm_merge.storage import legacy, migrations
+from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
 
@@ -148,7 +150,7 @@ def test_failure_half_way_leaves_the_original_content(tmp_path, journal_mode):
 LOCK_HOLDER = """
 import sys
 from pathlib import Path
-from farm_merge import inplace
+from farm_merge.consolidate import inplace
 with inplace.upgrade_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.readline()

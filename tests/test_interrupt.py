@@ -11,8 +11,8 @@ import time
 import pytest
 
 from conftest import assert_same_rows, index_names, rows, write_runs
-from farm_merge import legacy
-from farm_merge.schema import DATA_TABLES
+from farm_merge.storage import legacy
+from farm_merge.storage.schema import DATA_TABLES
 
 
 def ledger_count(target) -> int:

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 
 from conftest import execute, rows
 from farm_merge import DataLoggingConfig, ExperimentDatabase
-from farm_merge.logger import AGENT_STATE_FIELDS
-from farm_merge.writer import RetryPolicy
+from farm_merge.logging.rows import AGENT_STATE_FIELDS
+from farm_merge.storage.writer import RetryPolicy
 
 AGENT = {"agent_id": "agent_1", "birth_time": 0, "agent_type": "SystemAgent", "position": (1.0, 2.0),
          "initial_resources": 5.0, "starting_health": 100.0}

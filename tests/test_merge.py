@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL, add_schema_drift, assert_same_rows, folder_state, index_names, rows, write_runs
-from farm_merge import consolidate, legacy, migrations, samples
+from farm_merge import consolidate, samples
 from farm_merge.errors import FarmMergeError
-from farm_merge.schema import DATA_TABLES
+from farm_merge.storage import legacy, migrations
+from farm_merge.storage.schema import DATA_TABLES
 
 
 def merge(sources, target, **kwargs) -> consolidate.MergeReport:

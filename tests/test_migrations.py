@@ -9,17 +9,18 @@ import subprocess
 import sys
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine
 
+from alembic import command
 from conftest import REPO, SMALL, assert_same_rows, rows
-from farm_merge import db, legacy, migrations, samples
+from farm_merge import samples
 from farm_merge.cli import cli
-from farm_merge.schema import DATA_TABLES, metadata
+from farm_merge.storage import db, legacy, migrations
+from farm_merge.storage.schema import DATA_TABLES, metadata
 
 
 def schema_of(path) -> dict:
@@ -218,8 +219,9 @@ def test_a_database_of_every_historical_revision_upgrades_and_reads_through_the_
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from farm_merge import consolidate, inplace
-    from farm_merge.schema import AgentStateModel, Simulation
+    from farm_merge import consolidate
+    from farm_merge.consolidate import inplace
+    from farm_merge.storage.schema import AgentStateModel, Simulation
 
     path, runs, ids = fixture_at(revision, tmp_path / "fixture")
     report = inplace.upgrade(path, backup=False)
@@ -241,7 +243,7 @@ def test_a_database_of_every_historical_revision_upgrades_and_reads_through_the_
 
 @pytest.mark.parametrize("era", [e.name for e in legacy.ERAS])
 def test_a_legacy_file_of_every_era_upgraded_in_place_has_the_schema_of_a_new_database(tmp_path, era):
-    from farm_merge import inplace
+    from farm_merge.consolidate import inplace
 
     run = samples.write_run_file(tmp_path / "run.db", era, seed=2, **SMALL)
     inplace.upgrade(run.path, backup=False)
@@ -254,7 +256,7 @@ def test_a_legacy_file_of_every_era_upgraded_in_place_has_the_schema_of_a_new_da
 
 
 def test_an_agentfarm_experiment_file_upgraded_in_place_has_the_schema_of_a_new_database(tmp_path):
-    from farm_merge import inplace
+    from farm_merge.consolidate import inplace
 
     exp = samples.write_agentfarm_experiment(tmp_path / "exp.db", simulations=2, steps=5, agents=4, resources=2)
     inplace.upgrade(exp.path, backup=False)
@@ -264,7 +266,7 @@ def test_an_agentfarm_experiment_file_upgraded_in_place_has_the_schema_of_a_new_
 def test_stepwise_downgrade_and_upgrade_keep_the_rows_of_one_simulation(tmp_path):
     """Down to the per-run layout and back: every step keeps the rows (0003's downgrade
     drops the ledger and the catalogue columns only, which one upgraded file does not use)."""
-    from farm_merge import inplace
+    from farm_merge.consolidate import inplace
 
     run = samples.write_run_file(tmp_path / "sim_a.db", "2025-09", seed=4, **SMALL)
     original = tmp_path / "original.db"
@@ -338,7 +340,7 @@ def test_farm_merge_current_json_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize("era", ["2024-11", "2025-03"])
 def test_a_legacy_file_upgraded_step_by_step_has_each_revisions_exact_layout(tmp_path, era):
-    from farm_merge import inplace
+    from farm_merge.consolidate import inplace
 
     run = samples.write_run_file(tmp_path / "run.db", era, seed=5, null_simulation_id_every=5, **SMALL)
     original = tmp_path / "original.db"

@@ -4,7 +4,6 @@ must not keep, types it enforces, merges from several machines at once."""
 from __future__ import annotations
 
 import re
-
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from conftest import SMALL, assert_same_rows, rows, write_runs
 from farm_merge import DataLoggingConfig, ExperimentDatabase, consolidate, samples
-from farm_merge.writer import RetryPolicy
+from farm_merge.storage.writer import RetryPolicy
 
 pytestmark = pytest.mark.postgres
 
@@ -207,8 +206,8 @@ def test_models_match_migrations_on_postgresql(url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from farm_merge import db, migrations
-    from farm_merge.schema import metadata
+    from farm_merge.storage import db, migrations
+    from farm_merge.storage.schema import metadata
 
     engine = db.create_engine_for(url)
     with engine.connect() as conn:
@@ -220,8 +219,7 @@ def test_models_match_migrations_on_postgresql(url):
 
 def test_stepwise_upgrade_and_downgrade_on_postgresql(pg_server):
     from alembic import command
-
-    from farm_merge import db, migrations
+    from farm_merge.storage import db, migrations
 
     target = pg_server.create()
     revisions = [r.revision for r in reversed(list(migrations.script_directory().walk_revisions()))]
@@ -245,11 +243,11 @@ def test_stepwise_upgrade_and_downgrade_on_postgresql(pg_server):
 def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_server, tmp_path):
     from click.testing import CliRunner
 
-    from farm_merge import migrations
     from farm_merge.cli import cli
+    from farm_merge.consolidate import inplace
 
     target = pg_server.create()
-    migrations.upgrade(target, "0002_simulation_keys")
+    inplace.upgrade(target, "0002_simulation_keys", backup=False)
     pg_server.execute(target, "INSERT INTO simulation_steps (simulation_id, step_number, total_agents) "
                               "VALUES ('sim_a', 0, 5), ('sim_a', 1, 6)")
     current = CliRunner().invoke(cli, ["current", target])
@@ -266,7 +264,7 @@ def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_se
 
 def test_a_merge_that_loses_its_server_stops_in_one_line_and_a_rerun_completes_it(tmp_path, url, pg_server,
                                                                                   monkeypatch):
-    from farm_merge import pgmerge
+    from farm_merge.consolidate import postgres as pgmerge
     from farm_merge.errors import FarmMergeError
 
     sources = [r.path for r in write_runs(tmp_path / "runs", ["2024-12", "2025-03", "2025-09", "2025-11"])]

@@ -17,10 +17,19 @@ from click.testing import CliRunner
 from sqlalchemy import event
 
 from conftest import REPO, SMALL, rows
-from farm_merge import ExperimentQueryTool, legacy, migrations
+from farm_merge import ExperimentQueryTool
 from farm_merge.cli import cli
-from farm_merge.errors import (ExperimentNotFound, FarmMergeError, MissingDependency, NotAnExperimentDatabase,
-                               SchemaOutOfDate, SimulationNotFound, UnknownMetric)
+from farm_merge.consolidate import inplace
+from farm_merge.errors import (
+    ExperimentNotFound,
+    FarmMergeError,
+    MissingDependency,
+    NotAnExperimentDatabase,
+    SchemaOutOfDate,
+    SimulationNotFound,
+    UnknownMetric,
+)
+from farm_merge.storage import legacy, migrations
 from query_helpers import build_experiment, experiment, png_size, source_config, source_rows, source_value  # noqa: F401
 
 
@@ -300,7 +309,7 @@ def _legacy_run_file(path: Path) -> None:
 
 def _old_revision(path: Path) -> None:
     path.write_bytes(b"")  # upgrade makes a new database out of an empty file
-    migrations.upgrade(str(path), "0002_simulation_keys")
+    inplace.upgrade(str(path), "0002_simulation_keys", backup=False)
 
 
 def _empty(path: Path) -> None:
@@ -351,7 +360,7 @@ def bad_server_databases(pg_server) -> dict[str, str]:
     missing = pg_server.url_of("farm_merge_test_no_such_database")
     silent = "postgresql+psycopg://postgres@127.0.0.1:1/farm"  # nothing listens on port 1
     empty, old = pg_server.create(), pg_server.create()
-    migrations.upgrade(old, "0002_simulation_keys")
+    inplace.upgrade(old, "0002_simulation_keys", backup=False)
     yield {
         missing: f"cannot connect to {missing}: connection failed: ",
         silent: f"cannot connect to {silent}: connection failed: ",

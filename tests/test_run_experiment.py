@@ -8,8 +8,8 @@ import sys
 
 from conftest import REPO, rows
 from farm_merge import ExperimentDatabase
-from farm_merge.schema import DATA_TABLES
-from farm_merge.simulation import SampleConfig, run_sample_simulation
+from farm_merge.samples.simulation import SampleConfig, run_sample_simulation
+from farm_merge.storage.schema import DATA_TABLES
 
 SCRIPT = REPO / "scripts" / "run_experiment.py"
 

@@ -15,10 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
-from farm_merge import ExperimentQueryTool, consolidate, legacy, migrations, samples
+from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
-from farm_merge.split import run_file_name
+from farm_merge.query.split import run_file_name
+from farm_merge.storage import legacy, migrations
 from query_helpers import source_rows
 
 CATALOG = ("simulations", "experiments")

@@ -46,7 +46,7 @@ def test_installed_wheel_upgrades_a_run_file_from_another_directory(tmp_path):
     elsewhere.mkdir()
     run = samples.write_run_file(elsewhere / "simulation_20250301.db", "2025-02", seed=1, **SMALL)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = _run([python, "-c", "from farm_merge import migrations; print(migrations.script_location())"],
+    where = _run([python, "-c", "from farm_merge.storage import migrations; print(migrations.script_location())"],
                  cwd=elsewhere, env=env)
     assert Path(where.stdout.strip()) == next((venv / "lib").glob("python3*/site-packages/farm_merge/_alembic"))
 

@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm_merge import db, legacy
-from farm_merge.schema import DATA_TABLES
+from farm_merge.storage import db, legacy
+from farm_merge.storage.schema import DATA_TABLES
 
 #: The secondary indexes of the data tables, which a first merge drops and builds at the end.
 SECONDARY_INDEXES = frozenset(ix.name for table in DATA_TABLES.values() for ix in table.indexes)

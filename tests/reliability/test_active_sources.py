@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SMALL, rows
-from faults import digests, integrity, partial_simulations
 from farm_merge import consolidate, samples
 from farm_merge.cli import cli
+from faults import digests, integrity, partial_simulations
 
 pytestmark = pytest.mark.reliability
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL, rows
+from farm_merge import consolidate, samples
+from farm_merge.storage import legacy
 from faults import assert_faithful, content, digests, farm_merge, integrity, partial_simulations, source_files
-from farm_merge import consolidate, legacy, samples
 
 pytestmark = pytest.mark.reliability
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from log_worker import expected_states
 
 from conftest import SMALL, rows
-from faults import content, digests, integrity
 from farm_merge import ExperimentDatabase, consolidate, samples
 from farm_merge.cli import cli
-from log_worker import expected_states
+from faults import content, digests, integrity
 
 pytestmark = pytest.mark.reliability
 

@@ -13,9 +13,18 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_same_rows, rows, write_runs
-from faults import (SECONDARY_INDEXES, content, digests, farm_merge, index_names, integrity, partial_simulations,
-                    source_files)
-from farm_merge import consolidate, legacy, migrations
+from farm_merge import consolidate
+from farm_merge.storage import legacy, migrations
+from faults import (
+    SECONDARY_INDEXES,
+    content,
+    digests,
+    farm_merge,
+    index_names,
+    integrity,
+    partial_simulations,
+    source_files,
+)
 
 pytestmark = pytest.mark.reliability
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_same_rows, rows, write_runs
-from faults import SECONDARY_INDEXES, digests, farm_merge, index_names, integrity, partial_simulations, source_files
-from farm_merge import consolidate, db, legacy
+from farm_merge import consolidate
 from farm_merge.errors import TargetWriteError
+from farm_merge.storage import db, legacy
+from faults import SECONDARY_INDEXES, digests, farm_merge, index_names, integrity, partial_simulations, source_files
 
 pytestmark = pytest.mark.reliability
 

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from log_worker import expected_states
 
 from conftest import SMALL, assert_same_rows, rows, write_runs
+from farm_merge import consolidate, samples
+from farm_merge.storage import legacy, migrations
 from faults import digests, farm_merge, integrity, source_files
-from farm_merge import consolidate, legacy, migrations, samples
-from log_worker import expected_states
 
 pytestmark = pytest.mark.reliability
 
@@ -134,7 +135,7 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
     """Merge A has read the target's columns; merge B then adds a column both of their sources
     bring (schema drift).  A must not try to add it again ('duplicate column name').  Two
     processes hit this only by chance; here the interleaving is forced, on the engine."""
-    from farm_merge.sources import SourceFile, inspect_source
+    from farm_merge.consolidate.sources import SourceFile, inspect_source
 
     runs = tmp_path / "runs"
     runs.mkdir()

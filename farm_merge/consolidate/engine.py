@@ -1,0 +1,201 @@
+"""The merge engine: many per-run files into one experiment database.
+
+:func:`merge` expands the sources, inspects each one (on a few threads) before anything is
+written, decides per source whether it is new, already merged or in conflict, and hands the
+new ones to the target, one transaction each, in simulation-id order.  For each source, in
+one transaction on the target: every table's rows, the ``simulations`` row and the ledger
+row are written, and row counts are checked against the source's.  A source is merged
+whole or not at all; a killed merge leaves no partial simulation, and running it again
+completes it, since the ledger tells which sources are in.
+
+On a target whose data tables are empty (a first merge) the secondary indexes are
+dropped and built once at the end: the load then only appends, and the indexes come
+out densely packed instead of half-filled by random-order inserts.
+
+A SQLite file gets :class:`~farm_merge.consolidate.sqlite.SqliteTarget` (sources ATTACHed
+and copied with INSERT…SELECT); a PostgreSQL URL gets
+:class:`~farm_merge.consolidate.postgres.PostgresTarget`, which keeps the same contract
+but streams each table in with COPY (a server cannot be ATTACHed); what both do alike is
+:class:`~farm_merge.consolidate.target.MergeTarget`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from sqlalchemy.exc import DBAPIError
+
+from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_ids, simulation_ids
+from farm_merge.consolidate.report import FAILED, PLANNED, SKIPPED, MergeReport, SourceResult
+from farm_merge.consolidate.sources import SourceFile, expand, inspect_source
+from farm_merge.consolidate.sqlite import SqliteTarget
+from farm_merge.consolidate.target import MergeTarget, is_locked
+from farm_merge.errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
+from farm_merge.progress import progress_bar
+from farm_merge.storage import db, migrations
+
+INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
+
+
+def merge(
+    sources: Sequence[str],
+    into: str,
+    *,
+    experiment_id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    id_template: str | None = None,
+    dry_run: bool = False,
+    replace: bool = False,
+    verify: bool = False,
+    include_active: bool = False,
+    progress: bool | None = None,
+    busy_timeout_s: float = db.BUSY_TIMEOUT_S,
+) -> MergeReport:
+    """Merge per-run files (paths or globs) into the experiment database ``into``.
+
+    ``experiment_id`` defaults to the target's file stem.  Simulation ids come from
+    ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``, ``{simulation_id}``,
+    ``{era}``) or else from the id the file records, or else its stem.  ``progress``
+    shows a bar on stderr (None: only on a terminal).  Problems with single sources
+    are reported in the result; problems with the target raise :class:`FarmMergeError`
+    (:class:`TargetWriteError` when it cannot be written, or other processes hold its
+    write lock for longer than ``busy_timeout_s``: the merge stops there).
+    """
+    started = time.monotonic()
+    check_template(id_template)
+    target_name = db.display(into)
+    target_path = db.sqlite_path(into)
+    target_class = SqliteTarget if target_path is not None else _server_target(into)
+    experiment_id = experiment_id or (target_path.stem if target_path is not None
+                                     else db.server_url(into).database or "experiment")
+    report = MergeReport(target_name, experiment_id, dry_run=dry_run)
+
+    files, unmatched = expand(list(sources))
+    report.results += [SourceResult(p, FAILED, "no files match" if _is_glob(p) else "no such file")
+                       for p in unmatched]
+    if target_path is not None:
+        target_real = target_path.resolve()
+        sidecars = {Path(f"{target_real}{s}") for s in ("", "-wal", "-shm", "-journal")}
+        files = [f for f in files if f.path.resolve() not in sidecars]
+
+    plans = _inspect_all(files, report, include_active=include_active, id_template=id_template, progress=progress)
+    reject_duplicate_ids(plans, report)
+
+    if dry_run and (not target_path.exists() if target_path is not None else migrations.state_of(into).kind == "new"):
+        for plan in plans:
+            report.results.append(plan.result(PLANNED))
+        report.seconds = time.monotonic() - started
+        return _ordered(report, files, unmatched)
+
+    with _stop_on_write_failure(report, busy_timeout_s), \
+            migrations.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
+        with target_class(engine, experiment_id) as target:
+            target.ensure_experiment(name, description, dry_run=dry_run)
+            todo = []
+            for plan in plans:
+                decision = target.decide(plan, replace=replace)
+                if decision is None:
+                    todo.append(plan)
+                else:
+                    report.results.append(decision)
+            if dry_run:
+                report.results += [plan.result(PLANNED) for plan in todo]
+            else:
+                # Also with nothing to merge: a first merge killed after its last source left
+                # the secondary indexes dropped, and this is the run that builds them.
+                target.bulk_load_begin()
+                bar = progress_bar(progress, "merging", sum(p.info.size for p in todo), unit="B")
+                try:
+                    # In simulation-id order: every data table is keyed by simulation_id first,
+                    # so each simulation's rows then append at the end of its b-trees instead of
+                    # splitting pages in the middle (a third faster on 100 files of random ids).
+                    for plan in sorted(todo, key=lambda p: min(p.target_ids)):
+                        bar.set_postfix_str(plan.info.path.name, refresh=False)
+                        report.results.append(target.merge_one(plan, replace=replace, verify=verify))
+                        bar.update(plan.info.size)
+                finally:
+                    bar.close()
+                # Not after an error: the target may be full; an interrupted bulk load leaves
+                # the indexes to the next merge.
+                target.bulk_load_end(progress)
+            target.touch_experiment(dry_run=dry_run)
+    report.seconds = time.monotonic() - started
+    return _ordered(report, files, unmatched)
+
+
+@contextmanager
+def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float) -> Iterator[None]:
+    """The target failing to write (disk full, ...) or staying locked stops the merge with
+    one line; every failed transaction was rolled back, so what the target holds is whole."""
+    try:
+        yield
+    except TargetWriteError as e:
+        raise TargetWriteError(e.target, e.reason, len(report.merged)) from e
+    except (DBAPIError, sqlite3.Error) as e:
+        if is_locked(e):
+            raise TargetWriteError(
+                report.target, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
+                len(report.merged), "run the same command again when they are done") from e
+        reason = db.write_failure(e)
+        if reason is None:
+            raise
+        raise TargetWriteError(report.target, reason, len(report.merged)) from e
+
+
+
+def _server_target(url: str) -> type["MergeTarget"]:
+    """The merge target class for a server database URL (PostgreSQL is the one there is)."""
+    if not db.is_postgresql(url):
+        raise FarmMergeError(f"{db.display(url)}: farm-merge merges into SQLite files and PostgreSQL databases")
+    db.server_url(url)  # the driver is installed
+    from farm_merge.consolidate.postgres import PostgresTarget  # psycopg and its module only when needed
+
+    return PostgresTarget
+
+
+def _inspect_all(files: list[SourceFile], report: MergeReport, *, include_active: bool, id_template: str | None,
+                 progress: bool | None) -> list[Plan]:
+    """Inspect every source (schema, era, ids, row counts, sha256) before anything is written.
+
+    SQLite and hashlib release the GIL, so a few threads read several sources at once.
+    """
+
+    def inspect_one(source: SourceFile) -> "Plan | SourceError":
+        try:
+            info = inspect_source(source, include_active=include_active)
+            return Plan(info, simulation_ids(info, id_template))
+        except SourceError as e:
+            return e
+
+    plans = []
+    bar = progress_bar(progress, "inspecting", len(files), unit="file")
+    with ThreadPoolExecutor(max_workers=INSPECT_THREADS) as pool:
+        for source, outcome in zip(files, pool.map(inspect_one, files)):
+            if isinstance(outcome, SourceError):
+                # A run still being written is not a failure: the next merge takes it.
+                status = SKIPPED if isinstance(outcome, SourceActive) else FAILED
+                report.results.append(SourceResult(str(source.path), status, outcome.reason))
+            else:
+                plans.append(outcome)
+            bar.update(1)
+    bar.close()
+    return plans
+
+
+def _ordered(report: MergeReport, files: list[SourceFile], unmatched: list[str]) -> MergeReport:
+    """Results in the order the sources were given."""
+    position = {p: i for i, p in enumerate(unmatched)}
+    position.update({str(f.path): len(unmatched) + i for i, f in enumerate(files)})
+    report.results.sort(key=lambda r: position.get(r.path, len(position)))
+    return report
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

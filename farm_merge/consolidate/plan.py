@@ -1,0 +1,92 @@
+"""Which simulations a source holds and the id each gets in the target.
+
+Ids come from ``--id-template`` (``{stem}``, ``{parent}``, ``{relpath}``,
+``{simulation_id}``, ``{era}``), else the id the file records, else its file stem.  Two
+sources that would land under one id both fail, naming each other.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from farm_merge.consolidate.report import FAILED, MergeReport, SourceResult
+from farm_merge.consolidate.sources import SourceInfo
+from farm_merge.errors import FarmMergeError, SourceError
+
+TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
+
+
+def check_template(template: str | None) -> None:
+    """Raise :class:`FarmMergeError` unless ``template`` (if given) uses only :data:`TEMPLATE_FIELDS`."""
+    if template is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise FarmMergeError(f"--id-template {template!r}: {e}") from e
+    unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
+    if unknown or not fields:
+        raise FarmMergeError(
+            f"--id-template {template!r} must use only {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
+            + (f", not {{{unknown[0]}}}" if unknown else "")
+        )
+
+
+@dataclass
+class Plan:
+    """One inspected source and the simulations it brings, decided before anything is written."""
+
+    info: SourceInfo
+    simulations: list[tuple[str | None, str]]  # (id recorded in the file, id in the target)
+
+    @property
+    def target_ids(self) -> list[str]:
+        return [ours for _, ours in self.simulations]
+
+    def result(self, status: str, reason: str | None = None, **extra) -> SourceResult:
+        extra.setdefault("rows", sum(t.rows for t in self.info.tables.values()))
+        return SourceResult(str(self.info.path), status, reason, self.target_ids,
+                            self.info.era_label, self.info.size, **extra)
+
+
+def simulation_ids(info: SourceInfo, template: str | None) -> list[tuple[str | None, str]]:
+    """Which simulations a source holds and the id each gets in the target."""
+    recorded = info.recorded_simulation_ids
+    if len(recorded) > 1:
+        orphans = info.orphan_rows()
+        if orphans:
+            table, count = next(iter(orphans.items()))
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations and {count} rows of {table} "
+                                              "without a simulation_id; cannot tell whose they are")
+        if template is not None and "{simulation_id}" not in template:
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations; an --id-template for it "
+                                              "must contain {simulation_id}")
+        return [(sim, format_id(template, info, sim) if template else sim) for sim in recorded]
+    own = recorded[0] if recorded else None
+    return [(own, format_id(template, info, own) if template else own or info.path.stem)]
+
+
+def format_id(template: str, info: SourceInfo, recorded: str | None) -> str:
+    return template.format(
+        stem=info.path.stem, parent=info.path.resolve().parent.name, relpath=info.file.relpath,
+        simulation_id=recorded or info.path.stem, era=info.era.era.name if info.era else "unknown",
+    )
+
+
+def reject_duplicate_ids(plans: list[Plan], report: MergeReport) -> None:
+    """Two sources that would land under one simulation id both fail, naming each other."""
+    owners: dict[str, list[Plan]] = {}
+    for plan in plans:
+        for sim in set(plan.target_ids):
+            owners.setdefault(sim, []).append(plan)
+    clashing = {id(p): (sim, group) for sim, group in owners.items() if len(group) > 1 for p in group}
+    for plan in [p for p in plans if id(p) in clashing]:
+        sim, group = clashing[id(plan)]
+        others = ", ".join(str(p.info.path) for p in group if p is not plan)
+        report.results.append(plan.result(
+            FAILED, f"simulation id {sim!r} also comes from {others}; "
+                    "tell them apart with --id-template (e.g. '{parent}_{stem}')"))
+    plans[:] = [p for p in plans if id(p) not in clashing]
+
+

@@ -1,0 +1,134 @@
+"""The merge into a SQLite experiment database: each source ATTACHed read-only and copied
+with ``INSERT INTO main.t (simulation_id, cols…) SELECT :sim, cols… FROM src.t``, every table
+in one transaction (rows never pass through Python)."""
+
+from __future__ import annotations
+
+import time
+
+from farm_merge.consolidate.plan import Plan
+from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
+from farm_merge.consolidate.sources import SourceInfo
+from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
+from farm_merge.errors import SourceError
+from farm_merge.storage import db
+
+
+class SqliteTarget(MergeTarget):
+    """An experiment database on SQLite: each source ATTACHed and copied with INSERT…SELECT."""
+
+    def __enter__(self) -> "SqliteTarget":
+        super().__enter__()
+        self.raw = self.conn.connection.driver_connection
+        return self
+
+    # --- one source ----------------------------------------------------------------
+    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
+        started = time.monotonic()
+        info = plan.info
+        try:
+            self.raw.execute("ATTACH DATABASE ? AS src", (info.uri,))
+        except Exception as e:
+            return plan.result(FAILED, f"cannot attach: {e}")
+        try:
+            with self.conn.begin():
+                # Decided before; another merge into this target may have taken the simulation
+                # since.  Under the write lock the answer holds until this commits.
+                decision = self._decide(plan, replace=replace)
+                if decision is not None:
+                    return decision
+                added = self._prepare_tables(info)
+                checksums, rows = {}, 0
+                for theirs, ours in plan.simulations:
+                    if replace:
+                        self._delete_simulation(ours)
+                    counts = self._copy(info, theirs, ours, single=len(plan.simulations) == 1)
+                    rows += sum(counts.values())
+                    if verify:
+                        checksums = self._verify_checksums(info, theirs, ours, single=len(plan.simulations) == 1)
+                    self._write_catalog(info, theirs, ours, counts, checksums, added)
+        except SourceError as e:
+            self._load_columns()
+            return plan.result(FAILED, e.reason)
+        except Exception as e:  # a database error while copying: report it, keep going
+            if db.write_failure(e) or is_locked(e):
+                raise  # the target's problem, not this source's: the merge stops
+            self._load_columns()
+            return plan.result(FAILED, copy_failure(e))
+        finally:
+            self.raw.execute("DETACH DATABASE src")
+        return plan.result(MERGED, None, rows=rows, added_columns=added, seconds=time.monotonic() - started)
+
+    def _prepare_tables(self, info: SourceInfo) -> list[str]:
+        """Add what the source has and the target lacks: unknown tables, new columns."""
+        added = []
+        # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
+        tables = {name.lower(): name for name in self.columns}
+        known = {(t.lower(), c.lower()) for t, cols in self.columns.items() for c in cols}
+        if any((t.name.lower(), c.lower()) not in known for t in info.tables.values() for c in t.columns):
+            # Another merge into this target may have added them since they were read: read
+            # them again, in this transaction (under its write lock the answer holds).
+            self.columns = self._read_columns()
+            tables = {name.lower(): name for name in self.columns}
+        for table in info.tables.values():
+            q = db.quote(table.name)
+            ours = tables.get(table.name.lower())
+            if ours is None:
+                cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
+                                 if c != "simulation_id")
+                self.conn.exec_driver_sql(
+                    f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
+                self.conn.exec_driver_sql(
+                    f"CREATE INDEX main.{db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
+                self.columns[table.name] = {"simulation_id", *table.columns}
+                added.append(f"table {table.name}")
+                continue
+            have = {c.lower() for c in self.columns[ours]}
+            for column, declared in table.columns.items():
+                if column.lower() not in have:
+                    self.conn.exec_driver_sql(
+                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
+                    self.columns[ours].add(column)
+                    have.add(column.lower())
+                    added.append(f"{table.name}.{column}")
+        return added
+
+    def _copy(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, int]:
+        counts = {}
+        for table in info.tables.values():
+            columns = [c for c in table.columns if c != "simulation_id"]
+            expected = table.rows if single else table.counts.get(theirs, 0)
+            q = db.quote(table.name)
+            col_sql = "".join(f", {db.quote(c)}" for c in columns)
+            where, params = ("", (ours,)) if single else (" WHERE simulation_id = ?", (ours, theirs))
+            if info.active:
+                # A writer may have committed since the inspection; this transaction reads
+                # the source in one snapshot (BEGIN IMMEDIATE opened it), so count that.
+                expected = self.conn.exec_driver_sql(f"SELECT count(*) FROM src.{q}{where}", params[1:]).scalar()
+            # The simulation is new (or its rows were just deleted by --replace), so the rows
+            # this INSERT wrote are all the target holds for it.
+            got = self.conn.exec_driver_sql(
+                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}", params
+            ).rowcount
+            if got != expected:
+                raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
+                                                  f"{ours!r} in the target, the source has {expected}")
+            counts[table.name] = got
+        return counts
+
+    def _verify_checksums(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, str]:
+        checksums = {}
+        for table in info.tables.values():
+            columns = [c for c in table.columns if c != "simulation_id"]
+            expr = ", ".join(db.hash_expr(db.quote(c)) for c in columns) or "1"
+            q = db.quote(table.name)
+            where, params = ("", ()) if single else (" WHERE simulation_id = ?", (theirs,))
+            source = self.conn.exec_driver_sql(
+                f"SELECT farm_merge_rowhash({expr}) FROM src.{q}{where}", params).scalar()
+            merged = self.conn.exec_driver_sql(
+                f"SELECT farm_merge_rowhash({expr}) FROM main.{q} WHERE simulation_id = ?", (ours,)).scalar()
+            if source != merged:
+                raise SourceError(str(info.path), f"verification failed: content checksum of {table.name} differs "
+                                                  f"(source {source}, target {merged})")
+            checksums[table.name] = merged
+        return checksums

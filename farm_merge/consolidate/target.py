@@ -1,0 +1,174 @@
+"""What a merge target does on every back end: the catalogue, the decision per source, the
+bulk-load indexes and the ledger.
+
+A target is an experiment database open for one merge run.  :class:`MergeTarget` holds
+what SQLite and PostgreSQL do alike; a subclass copies one source's rows in
+:meth:`MergeTarget.merge_one` (:class:`~farm_merge.consolidate.sqlite.SqliteTarget`,
+:class:`~farm_merge.consolidate.postgres.PostgresTarget`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, delete, insert, inspect, select
+from sqlalchemy import column as column_clause
+from sqlalchemy import table as table_clause
+
+from farm_merge._version import __version__
+from farm_merge.consolidate import records
+from farm_merge.consolidate.plan import Plan
+from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
+from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
+from farm_merge.progress import progress_bar
+from farm_merge.storage import catalog, db, migrations
+from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
+from farm_merge.storage.writer import is_lock_contention
+
+
+class MergeTarget:
+    """An experiment database open for one merge run: what every back end does alike
+    (catalogue, decisions, bulk-load indexes, ledger).  A subclass copies one source's
+    rows in :meth:`merge_one`; :func:`merge` picks it by the target's URL."""
+
+    def __init__(self, engine: Engine, experiment_id: str):
+        self.engine = engine
+        self.experiment_id = experiment_id
+        self.conn: Connection | None = None
+        self.bulk = False
+
+    def __enter__(self) -> "MergeTarget":
+        self.conn = self.engine.connect().execution_options(immediate=True)
+        self._load_columns()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
+        """Merge one source in one transaction; its result (merged or failed)."""
+        raise NotImplementedError
+
+    def _load_columns(self) -> None:
+        self.columns = self._read_columns()
+        self.conn.rollback()
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        inspector = inspect(self.conn)
+        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+
+    # --- catalogue -----------------------------------------------------------------
+    def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
+        """Record the experiment (a logger may be recording it too: see :mod:`farm_merge.storage.catalog`)."""
+        if not dry_run:
+            with self.conn.begin():
+                catalog.record_experiment(self.conn, self.experiment_id, name, description)
+
+    def touch_experiment(self, *, dry_run: bool) -> None:
+        if not dry_run:
+            with self.conn.begin():
+                catalog.touch_experiment(self.conn, self.experiment_id)
+
+    def decide(self, plan: Plan, *, replace: bool) -> SourceResult | None:
+        """None if the source is to be merged, else its skipped/failed result."""
+        with self.conn.begin():
+            return self._decide(plan, replace=replace)
+
+    def _decide(self, plan: Plan, *, replace: bool) -> SourceResult | None:
+        """:meth:`decide` in the transaction that is open."""
+        ledger, sims = MergeLedger.__table__, Simulation.__table__
+        merged = {r.simulation_id: r for r in self.conn.execute(
+            select(ledger).where(ledger.c.simulation_id.in_(plan.target_ids)))}
+        logged = set(self.conn.scalars(select(sims.c.simulation_id).where(
+            sims.c.simulation_id.in_(plan.target_ids)))) - set(merged)
+        if merged and len(merged) == len(plan.target_ids) and all(
+                r.source_sha256 == plan.info.sha256 for r in merged.values()):
+            first = next(iter(merged.values()))
+            where = "" if Path(first.source_path) == plan.info.path.resolve() else f" from {first.source_path}"
+            return plan.result(SKIPPED, f"already merged{where} (identical content)", rows=0)
+        if (merged or logged) and not replace:
+            sim = next(iter(merged or logged))
+            if sim in merged:
+                why = (f"simulation {sim!r} was merged from {merged[sim].source_path} with different content"
+                       if Path(merged[sim].source_path) == plan.info.path.resolve()
+                       else f"simulation {sim!r} is already in the target, merged from {merged[sim].source_path}")
+            else:
+                why = f"simulation {sim!r} is already in the target (logged directly)"
+            return plan.result(FAILED, f"{why}; pass --replace to merge this file in its place, "
+                                       "or --id-template to give it another id")
+        return None
+
+    # --- bulk load -----------------------------------------------------------------
+    def bulk_load_begin(self) -> None:
+        """Drop the secondary indexes if the data tables are empty (or a killed bulk load
+        left some missing): they are built once, densely, by :meth:`bulk_load_end`."""
+        with self.conn.begin():
+            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
+                        for t in DATA_TABLES)
+            if empty or migrations.missing_indexes(self.conn):
+                migrations.drop_secondary_indexes(self.conn)
+                self.bulk = True
+
+    def bulk_load_end(self, progress: bool | None) -> None:
+        if not self.bulk:
+            return
+        with self.conn.begin():
+            missing = migrations.missing_indexes(self.conn)
+            bar = progress_bar(progress, "indexing", len(missing), unit="index")
+            migrations.ensure_indexes(self.conn, on_index=lambda name: bar.update(1))
+            bar.close()
+        self.bulk = False
+
+    # --- catalogue rows of one source ------------------------------------------------
+    def _delete_simulation(self, ours: str) -> None:
+        for table, columns in self.columns.items():
+            if "simulation_id" in columns and table not in ("simulations", "merge_ledger", "experiments"):
+                rows = table_clause(table, column_clause("simulation_id"))
+                self.conn.execute(delete(rows).where(rows.c.simulation_id == ours))
+        for model in (MergeLedger, Simulation):
+            table = model.__table__
+            self.conn.execute(delete(table).where(table.c.simulation_id == ours))
+
+    def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
+                       checksums: dict[str, str], added: list[str]) -> None:
+        values = records.simulation_values(info, theirs, ours, experiment_id=self.experiment_id)
+        self.conn.execute(insert(Simulation.__table__).values(**values))
+        for experiment in info.experiments:
+            if experiment.get("experiment_id") is not None:
+                self._keep_source_experiment(experiment)
+        self.conn.execute(insert(MergeLedger.__table__).values(
+            simulation_id=ours, experiment_id=self.experiment_id, source_path=str(info.path.resolve()),
+            source_size=info.size, source_sha256=info.sha256, era=values["era"], row_counts=counts,
+            checksums=checksums or None, added_columns=added or None, merged_at=catalog.now(),
+            tool_version=__version__,
+        ))
+
+    def _keep_source_experiment(self, row: dict) -> None:
+        """A source's own experiment record is kept (beside ours) unless one by its id exists."""
+        table = ExperimentModel.__table__
+        if self.conn.execute(select(table.c.experiment_id).where(
+                table.c.experiment_id == str(row["experiment_id"]))).first():
+            return
+        self.conn.execute(insert(table).values(**records.experiment_values(row, table.columns)))
+
+
+
+def copy_failure(e: Exception) -> str:
+    """One line for a database error met while copying a source."""
+    if isinstance(e, UnicodeDecodeError):
+        return UNDECODABLE
+    message = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
+        return f"{message} (duplicate or missing key in the source)"
+    if "malformed" in message or "corrupt" in message:
+        return f"malformed: {message}"
+    if "not a database" in message:
+        return "not a SQLite database (or encrypted)"
+    return message
+
+
+
+def is_locked(error: BaseException) -> bool:
+    """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
+    return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))

@@ -1,0 +1,15 @@
+"""Reading experiment databases: questions, views, exports, split.
+
+* ``scope``: an experiment database opened for reading, narrowed to an experiment and
+  simulations; the base of everything here.
+* ``tool``: ``ExperimentQueryTool``, info / list / summary / compare, one statement each.
+* ``views`` and ``output``: what each command prints (aligned tables, CSV, JSON).
+* ``plot``: the ``--plot`` chart (matplotlib, optional).
+* ``export``: simulations to CSV files or a standalone SQLite experiment file.
+* ``split``: simulations back to run files of their era.
+* ``attached``: writing new SQLite files through ATTACH, under ``.partial`` names.
+* ``fromserver``: simulations of a server database streamed into a new SQLite file.
+
+May import: ``farm_merge.storage``, ``farm_merge.logging.liveness`` and the modules beside
+``errors``; not ``consolidate``, ``samples`` or the command line.
+"""

@@ -1,0 +1,298 @@
+"""Each simulation of an experiment database back to a per-run SQLite file, in the
+layout of the AgentFarm era it came from.
+
+The era is the one the merge recorded (``simulations.era``: ``2025-03``, or
+``~2025-03`` for a near match); a simulation logged directly has none and gets the
+current layout (:data:`farm_merge.storage.legacy.CURRENT_ERA`).  Tables and indexes are those of
+the era (:meth:`LegacyTable.create_sql`); rows are copied with INSERT…SELECT through
+ATTACH.  Writing into the era's own column types undoes the merge's one conversion: an
+id the experiment schema holds as TEXT goes back into an INTEGER column as an integer.
+
+Nothing that holds a value is dropped for not fitting the era:
+
+* a column the era lacks but that holds values for the simulation (schema drift the
+  merge added, or a column of a near-match source) is added to the table, after the
+  era's columns, with the experiment schema's declared type;
+* a table the era lacks but that holds rows for the simulation is created: a known
+  data table in the layout of the latest era that had it, a table unknown to AgentFarm
+  as the merge created it (without ``simulation_id``);
+* a NOT NULL column of the era that has NULLs for the simulation is created nullable.
+
+Each of these is listed in the report.  What the experiment database cannot give back:
+rows of a 2025-03 file whose ``simulation_id`` was NULL get the file's simulation id
+(they belonged to it); the ``simulations`` catalogue row is rebuilt from the experiment's
+record (its ``parameters`` are the experiment's, which for a merged run is the run's
+``simulation_config`` JSON; times are written as the experiment stores them); the
+``experiments`` table is left empty, as in a per-run file; rowids of tables without an
+integer key follow key order.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote as url_quote
+
+from sqlalchemy import Connection, select
+
+from farm_merge.errors import FarmMergeError
+from farm_merge.progress import progress_bar
+from farm_merge.query.attached import (
+    ColumnInfo,
+    attached,
+    check_free,
+    columns_of,
+    finish,
+    key_of,
+    partial_name,
+    remove_partial,
+)
+from farm_merge.query.export import export
+from farm_merge.query.scope import ExperimentReader
+from farm_merge.storage import db, legacy
+from farm_merge.storage.schema import Simulation
+
+SIMULATIONS = Simulation.__table__
+
+#: Characters kept as they are in a run file's name; others are %-escaped.
+_SAFE_NAME_CHARS = "-_.+=@,()~ "
+
+
+@dataclass
+class SplitFile:
+    """One run file written by :func:`split`."""
+
+    simulation_id: str
+    path: str
+    era: str  # the layout written
+    rows: int
+    tables: dict[str, int] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)  # what the era lacked but the simulation held
+
+
+@dataclass
+class SplitReport:
+    output: str
+    files: list[SplitFile] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "files": [asdict(f) for f in self.files],
+                "rows": sum(f.rows for f in self.files), "seconds": round(self.seconds, 3)}
+
+
+def run_file_name(simulation_id: str) -> str:
+    """The run file for a simulation id: ``<id>.db``, ``/`` making folders.
+
+    Merging the files back with ``--id-template '{relpath}'`` gives the same ids (the
+    default, the id a file records or else its stem, does too for ids made that way).
+    Characters unsafe in a file name are %-escaped; an id that would leave the folder
+    (``..``, a leading ``/``) becomes a single escaped name.
+    """
+    parts = simulation_id.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return url_quote(simulation_id, safe=_SAFE_NAME_CHARS) + ".db"  # "/" escaped: one name, in the folder
+    return "/".join(url_quote(p, safe=_SAFE_NAME_CHARS) for p in parts) + ".db"
+
+
+def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
+          overwrite: bool = False, progress: bool | None = False) -> SplitReport:
+    """Write each simulation in ``tool``'s scope (or the given ones) to
+    ``output_dir/<simulation_id>.db`` in its era's layout; see the module docstring."""
+    started = time.monotonic()
+    source = db.sqlite_path(tool.target)  # None: a server database
+    ids = tool.simulation_ids(simulation_ids)
+    if not ids:
+        raise FarmMergeError(f"{tool.db_path} holds no simulations to split")
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise FarmMergeError(f"{folder} is a file; split writes a folder of run files")
+    targets = {sim: folder / run_file_name(sim) for sim in ids}
+    check_free(list(targets.values()), overwrite, source)
+    if source is None:
+        report = _split_from_server(tool, folder, ids, progress)
+        report.seconds = time.monotonic() - started
+        return report
+    report = SplitReport(str(folder))
+
+    bar = progress_bar(progress, "splitting", len(ids), unit="simulation")
+    with tool.engine.connect() as conn:
+        records = {r.simulation_id: r for r in conn.execute(
+            select(SIMULATIONS.c.simulation_id, SIMULATIONS.c.era, SIMULATIONS.c.source_simulation_id)
+            .where(tool.in_scope(SIMULATIONS.c.simulation_id, simulation_ids)))}
+        tables = {t: columns_of(conn, t) for t in tool.data_tables(conn)}
+        conn.rollback()
+        try:
+            for sim in ids:
+                bar.set_postfix_str(sim, refresh=False)
+                report.files.append(_RunFileWriter(conn, tables, records[sim], targets[sim]).write())
+                bar.update(1)
+        finally:
+            bar.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _split_from_server(tool: ExperimentReader, folder: Path, ids: list[str], progress: bool | None) -> SplitReport:
+    """Split from a server database: the simulations are first streamed into a temporary
+    SQLite experiment file beside the output folder (:mod:`farm_merge.query.fromserver`), which
+    is then split as any other (run files are written through ATTACH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".farm-merge-split-", dir=folder.parent) as staging:
+        staged = Path(staging) / "experiment.db"
+        export(tool, staged, simulation_ids=ids, format="sqlite")
+        with ExperimentReader(staged) as local:
+            return split(local, folder, overwrite=True, progress=progress)  # the outputs were checked free
+
+
+class _RunFileWriter:
+    """Writes one simulation's run file."""
+
+    def __init__(self, conn: Connection, tables: dict[str, list[ColumnInfo]], record, path: Path):
+        self.conn, self.tables, self.path = conn, tables, path
+        self.simulation_id = record.simulation_id
+        # The id the run file recorded in its rows; a simulation logged here directly has its own.
+        self.recorded_id = record.source_simulation_id or record.simulation_id
+        self.added: list[str] = []
+        name = (record.era or legacy.CURRENT_ERA.name).lstrip("~")
+        try:
+            self.era = legacy.era(name)
+        except ValueError:
+            self.era = legacy.CURRENT_ERA
+            self.added.append(f"unknown era {record.era!r}: written in the {self.era.name} layout")
+        self.counts: dict[str, int] = {}
+        self.indexes: list[str] = []
+
+    def write(self) -> SplitFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_partial(self.path)
+        partial = partial_name(self.path)
+        try:
+            with attached(self.conn, partial):
+                with self.conn.begin():  # one snapshot of the simulation, one transaction on the file
+                    for table in self.era.tables:
+                        self._table(table, self.era.tables[table])
+                    for table in self.tables:
+                        if table not in self.era.tables:
+                            self._extra_table(table)
+            con = sqlite3.connect(partial, isolation_level=None)
+            try:  # indexes after the rows: built once instead of updated row by row
+                for statement in self.indexes:
+                    con.execute(statement)
+            finally:
+                con.close()
+            finish(self.path)
+        finally:
+            remove_partial(self.path)
+        data = {t: n for t, n in self.counts.items() if t not in legacy.CATALOG_TABLES}
+        return SplitFile(self.simulation_id, str(self.path), self.era.name, sum(data.values()), self.counts,
+                         self.added)
+
+    # --- tables ------------------------------------------------------------------------
+    def _table(self, name: str, layout: legacy.LegacyTable) -> None:
+        if name == "simulations":
+            self._create(layout)
+            self._simulations_row(layout)
+        elif name == "experiments":
+            self._create(layout)  # a per-run file's experiments table is empty
+        elif name in self.tables:
+            self._copy(name, layout)
+        else:  # a data table of the era that the experiment database never had: empty
+            self._create(layout)
+
+    def _extra_table(self, name: str) -> None:
+        """A table the era lacks: written only if it holds rows of this simulation."""
+        if self._scalar(f"SELECT 1 FROM main.{db.quote(name)} WHERE simulation_id = ? LIMIT 1") is None:
+            return
+        latest = next((era.tables[name] for era in reversed(legacy.ERAS) if name in era.tables), None)
+        if latest is not None:
+            self.added.append(f"table {name} (from the {self._era_of(name)} layout)")
+            self._copy(name, latest)
+            return
+        columns = [c for c in self.tables[name] if c.name != "simulation_id"]
+        cols = ", ".join(f"{db.quote(c.name)} {c.type}".rstrip() for c in columns)
+        self.conn.exec_driver_sql(f"CREATE TABLE out.{db.quote(name)} ({cols})")
+        self.added.append(f"table {name}")
+        self._insert(name, [c.name for c in columns], columns_known={c.name for c in columns})
+
+    @staticmethod
+    def _era_of(name: str) -> str:
+        return next(era.name for era in reversed(legacy.ERAS) if name in era.tables)
+
+    def _copy(self, name: str, layout: legacy.LegacyTable) -> None:
+        ours = {c.name: c for c in self.tables[name]}
+        theirs = set(layout.column_names)
+        required = [c.name for c in layout.columns if c.not_null and c.name != "simulation_id"]
+        extra = [c for c in self.tables[name] if c.name not in theirs and c.name != "simulation_id"]
+        # One pass over the simulation's rows: how many, NULLs in NOT NULL columns, values in extra columns.
+        probes = [f"count({db.quote(c)})" if c in ours else "0" for c in required]
+        probes += [f"count({db.quote(c.name)})" for c in extra]
+        found = self.conn.exec_driver_sql(
+            f"SELECT count(*){''.join(', ' + p for p in probes)} FROM main.{db.quote(name)} WHERE simulation_id = ?",
+            (self.simulation_id,)).one()
+        rows, filled = found[0], found[1:]
+        relaxed = {c for c, n in zip(required, filled[: len(required)]) if n < rows}
+        kept = [c for c, n in zip(extra, filled[len(required):]) if n > 0]
+        if relaxed:
+            layout = replace(layout, columns=tuple(replace(c, not_null=False) if c.name in relaxed else c
+                                                   for c in layout.columns))
+            self.added += [f"{name}.{c} nullable" for c in sorted(relaxed)]
+        self._create(layout)
+        for column in kept:
+            self.conn.exec_driver_sql(
+                f"ALTER TABLE out.{db.quote(name)} ADD COLUMN {db.quote(column.name)} {column.type}".rstrip())
+            self.added.append(f"{name}.{column.name}")
+        self._insert(name, [*layout.column_names, *(c.name for c in kept)], columns_known=set(ours),
+                     expected=rows)
+
+    def _create(self, layout: legacy.LegacyTable) -> None:
+        self.conn.exec_driver_sql(layout.create_sql(schema="out")[0])
+        self.indexes += layout.create_sql()[1:]  # run on the finished file, as its main database
+        self.counts.setdefault(layout.name, 0)
+
+    def _insert(self, name: str, columns: list[str], *, columns_known: set[str], expected: int | None = None) -> None:
+        values, params = [], []
+        for column in columns:
+            if column == "simulation_id":
+                values.append("?")
+                params.append(self.recorded_id)
+            elif column in columns_known:
+                values.append(db.quote(column))
+            else:
+                values.append("NULL")
+        key = key_of(self.tables[name])
+        got = self.conn.exec_driver_sql(
+            f"INSERT INTO out.{db.quote(name)} ({', '.join(db.quote(c) for c in columns)}) "
+            f"SELECT {', '.join(values)} FROM main.{db.quote(name)} WHERE simulation_id = ? "
+            f"ORDER BY {', '.join(db.quote(k) for k in key)}",
+            (*params, self.simulation_id)).rowcount
+        if expected is not None and got != expected:
+            raise FarmMergeError(f"split of {self.simulation_id!r}: {name} wrote {got} rows, expected {expected}")
+        self.counts[name] = got
+
+    def _simulations_row(self, layout: legacy.LegacyTable) -> None:
+        """The per-run file's one ``simulations`` row, rebuilt from the experiment's record."""
+        integer_id = legacy.affinity(layout.column("simulation_id").type) == "INTEGER"
+        if self.recorded_id == self.simulation_id and integer_id:
+            # Before 2025-03 the row's id was an autoincrement integer, 1 in a per-run file.
+            run_id: Any = 1
+        else:
+            run_id = self.recorded_id
+        values = {
+            "simulation_id": "?", "experiment_id": "NULL", "parameters": "coalesce(parameters, '{}')",
+            "simulation_db_path": "coalesce(simulation_db_path, ?)",
+        }
+        columns = list(layout.column_names)
+        select_list = [values.get(c, db.quote(c)) for c in columns]
+        self.counts["simulations"] = self.conn.exec_driver_sql(
+            f"INSERT INTO out.simulations ({', '.join(columns)}) SELECT {', '.join(select_list)} "
+            "FROM main.simulations WHERE simulation_id = ?",
+            (run_id, str(self.path), self.simulation_id)).rowcount
+
+    def _scalar(self, sql: str):
+        return self.conn.exec_driver_sql(sql, (self.simulation_id,)).scalar()

@@ -1,0 +1,17 @@
+"""Storage, the bottom layer: what an experiment database is and how it is opened and written.
+
+* ``db``: paths and URLs in, configured SQLAlchemy engines and sqlite3 connections out;
+  identifier quoting, file hashing, the row checksum used by ``--verify``.
+* ``schema``: the SQLAlchemy models of the experiment schema (AgentFarm's class names).
+* ``legacy``: the layouts of AgentFarm's own run files, era by era (the single source of
+  truth for the merge, the in-place upgrade, split and the run-file logger).
+* ``migrations``: the Alembic history driven from code, version checks, opening a database
+  at head (the revision scripts themselves are ``alembic/versions``, shipped as
+  ``farm_merge._alembic``).
+* ``catalog``: the catalogue rows every writer shares (the experiment's record).
+* ``writer``: write transactions retried while another writer holds the lock or after a
+  lost connection; executemany or COPY.
+* ``postgres``: what PostgreSQL needs that SQLite does not (COPY, column types, its refusals).
+
+May import: ``farm_merge.errors``, ``farm_merge._version`` and each other; nothing above.
+"""

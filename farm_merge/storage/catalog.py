@@ -1,0 +1,54 @@
+"""The catalogue rows every writer shares: an experiment's record, and the time it is stamped with.
+
+Merges and loggers both record the experiment they write into; processes opening one
+database at once may both try, so the record is made under the catalogue lock
+(:func:`~farm_merge.storage.migrations.catalog_lock`) and the second finds the first's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, insert, select, update
+
+from farm_merge.storage.migrations import catalog_lock
+from farm_merge.storage.schema import ExperimentModel
+
+EXPERIMENTS = ExperimentModel.__table__
+
+
+def now() -> datetime:
+    """The current UTC time, naive: how every time in an experiment database is stored."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def parse_time(value) -> datetime | None:
+    """A stored time (a datetime, or ISO text as a run file wrote it); None if it is not one."""
+    if isinstance(value, datetime) or value is None:
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def record_experiment(conn: Connection, experiment_id: str, name: str | None = None,
+                      description: str | None = None) -> None:
+    """Record the experiment (status ``active``) unless it is recorded; a name or
+    description given replaces the recorded one.  Runs in the caller's transaction."""
+    catalog_lock(conn)  # another process may be recording it too: one does, the other finds it
+    known = conn.execute(select(EXPERIMENTS.c.experiment_id).where(EXPERIMENTS.c.experiment_id == experiment_id)).first()
+    if known is None:
+        stamp = now()
+        conn.execute(insert(EXPERIMENTS).values(
+            experiment_id=experiment_id, name=name or experiment_id, description=description,
+            creation_date=stamp, last_updated=stamp, status="active"))
+    elif name or description:
+        conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.experiment_id == experiment_id)
+                     .values(**{k: v for k, v in (("name", name), ("description", description)) if v}))
+
+
+def touch_experiment(conn: Connection, experiment_id: str, **values) -> None:
+    """Stamp the experiment's ``last_updated`` (and set ``values``) in the caller's transaction."""
+    conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.experiment_id == experiment_id)
+                 .values(last_updated=now(), **values))
