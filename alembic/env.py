@@ -17,11 +17,12 @@ import logging.config
 import sys
 
 from alembic import command, context
+
 from farm_merge.consolidate import inplace
 from farm_merge.errors import FarmMergeError
 from farm_merge.storage import db
-from farm_merge.storage.migrations import VERSION_TABLE
 from farm_merge.storage.schema import metadata
+from farm_merge.storage.versions import VERSION_TABLE
 
 config = context.config
 

@@ -23,7 +23,7 @@ from farm_merge.query.points import POINTS
 
 if TYPE_CHECKING:
     from farm_merge.consolidate.report import MergeReport
-    from farm_merge.storage.migrations import DatabaseState
+    from farm_merge.storage.versions import DatabaseState
 
 
 def reports_errors(func):
@@ -153,10 +153,10 @@ def current(database, as_json) -> None:
     revision, a legacy run file, an AgentFarm experiment file, an empty
     database) or a newer farm-merge, or is no database of ours at all.
     """
-    from farm_merge.storage import migrations
+    from farm_merge.storage import versions
 
-    state = migrations.state_of(database)
-    head = migrations.head_revision()
+    state = versions.state_of(database)
+    head = versions.head_revision()
     if as_json:
         click.echo(to_json({"database": database, "kind": state.kind, "revision": state.revision, "head": head,
                             "at_head": state.at_head, "too_new": state.too_new, "era": state.era,
@@ -167,7 +167,7 @@ def current(database, as_json) -> None:
 
 
 def render_state(database: str, state: DatabaseState, head: str) -> str:
-    from farm_merge.storage.migrations import ADOPTABLE
+    from farm_merge.storage.versions import ADOPTABLE
 
     if state.at_head:
         return f"{database}: {state.revision} (head)"

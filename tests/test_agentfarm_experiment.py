@@ -16,7 +16,7 @@ from farm_merge import consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase
-from farm_merge.storage import migrations
+from farm_merge.storage import migrations, versions
 from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
@@ -50,7 +50,7 @@ def collisions_in(path: Path) -> list[tuple[str, int, tuple[str, ...]]]:
 
 def test_agentfarm_experiment_files_are_recognised(tmp_path):
     exp = write_experiment(tmp_path / "old_exp.db")
-    state = migrations.state_of(exp.path)
+    state = versions.state_of(exp.path)
     assert (state.kind, state.era, state.revision) == ("agentfarm-experiment", "2025-11", None)
     result = CliRunner().invoke(cli, ["current", str(exp.path)])
     assert result.exit_code == 1
@@ -71,7 +71,7 @@ def test_agentfarm_experiment_file_upgrades_without_losing_a_row(tmp_path, era):
 
     report = inplace.upgrade(exp.path)
 
-    assert report.to_revision == HEAD and migrations.state_of(exp.path).at_head
+    assert report.to_revision == HEAD and versions.state_of(exp.path).at_head
     # several simulations do not fit the per-run layout: stamped at 0002, upgraded from there
     assert report.adoption.revision == "0002_simulation_keys" and report.steps == [HEAD]
     assert report.adoption.simulation_ids == ["old_exp", "sim_000", "sim_001", "sim_002"]

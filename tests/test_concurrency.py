@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import rows
 from farm_merge import ExperimentDatabase
-from farm_merge.storage import migrations
+from farm_merge.storage import versions
 from logging_workload import expected_states
 
 WORKLOAD = Path(__file__).with_name("logging_workload.py")
@@ -59,7 +59,7 @@ def test_processes_opening_one_new_database_at_once_build_it_once(tmp_path, back
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-    assert rows(target, "SELECT version_num FROM farm_merge_version") == [(migrations.head_revision(),)]
+    assert rows(target, "SELECT version_num FROM farm_merge_version") == [(versions.head_revision(),)]
     assert rows(target, "SELECT experiment_id FROM experiments") == [("exp",)]
     with ExperimentDatabase(target, "exp") as database:
         assert database.get_simulation_ids() == [f"sim_{i}" for i in range(4)]

@@ -22,7 +22,7 @@ from farm_merge import (
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase, SchemaOutOfDate, SimulationExists, SimulationNotFound
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 
 
 def state(agent_id: str, step: int) -> tuple:
@@ -44,7 +44,7 @@ def test_a_new_database_is_built_by_the_migrations_and_records_the_experiment(tm
     target = tmp_path / "deep" / "exp.db"
     with ExperimentDatabase(target, "exp_001", "LR sweep", "learning rates") as database:
         assert database.get_simulation_ids() == []
-    assert rows(target, "SELECT version_num FROM farm_merge_version") == [(migrations.head_revision(),)]
+    assert rows(target, "SELECT version_num FROM farm_merge_version") == [(versions.head_revision(),)]
     assert rows(target, "SELECT experiment_id, name, description, status FROM experiments") == [
         ("exp_001", "LR sweep", "learning rates", "active")]
     assert rows(target, "PRAGMA journal_mode") == [("wal",)]
@@ -57,7 +57,7 @@ def test_a_database_at_an_older_revision_is_refused_with_the_command_that_fixes_
     with pytest.raises(SchemaOutOfDate) as raised:
         ExperimentDatabase(target, "exp")
     assert str(raised.value) == (f"{target} is at schema revision 0002_simulation_keys, this release needs "
-                                 f"{migrations.head_revision()}; run: farm-merge upgrade {target}")
+                                 f"{versions.head_revision()}; run: farm-merge upgrade {target}")
 
 
 def test_a_legacy_run_file_is_not_taken_for_an_experiment_database(tmp_path):

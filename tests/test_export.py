@@ -15,7 +15,7 @@ from farm_merge import ExperimentQueryTool
 from farm_merge.cli import cli
 from farm_merge.errors import FarmMergeError, OutputExists, SimulationNotFound
 from farm_merge.query.export import csv_value
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 from query_helpers import experiment  # noqa: F401
 
 
@@ -87,7 +87,7 @@ def test_sqlite_export_is_a_standalone_experiment_database(experiment, tmp_path)
     assert rows(out, "SELECT experiment_id, name FROM experiments") == [("exp_001", "LR sweep")]
     with ExperimentQueryTool(out) as copy, ExperimentQueryTool(experiment.path) as source:
         assert copy.get_simulation_summary() == source.get_simulation_summary(sim)
-        assert copy.get_experiment_info()["schema_revision"] == migrations.head_revision()
+        assert copy.get_experiment_info()["schema_revision"] == versions.head_revision()
     assert index_names(out) == index_names(experiment.path)
 
 

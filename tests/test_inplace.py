@@ -18,7 +18,7 @@ from farm_merge import consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, migrations, versions
 from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
@@ -62,7 +62,7 @@ def test_legacy_run_file_of_every_era_holds_its_rows_and_merges_like_the_run_fil
     assert report.to_revision == HEAD and report.adoption.revision == "0001_per_run_layout"
     assert report.adoption.simulation_ids == [simulation_id]
     assert report.steps == ["0002_simulation_keys", HEAD]
-    assert migrations.state_of(run.path).at_head
+    assert versions.state_of(run.path).at_head
     backup = Path(report.backup)
     assert backup.name.startswith("simulation_20250301.db.") and backup.suffix == ".bak"
     assert dump(backup) == original
@@ -137,7 +137,7 @@ def test_failure_half_way_leaves_the_original_content(tmp_path, journal_mode):
     with pytest.raises(RuntimeError, match="injected failure"):
         inplace.upgrade(run.path, on_step=fail_after_the_keys)
     assert dump(run.path) == original
-    assert migrations.state_of(run.path).kind == "legacy-run"
+    assert versions.state_of(run.path).kind == "legacy-run"
     (backup,) = tmp_path.glob("*.bak")
     assert dump(backup) == original
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.db", backup.name])

@@ -16,7 +16,7 @@ import pytest
 from conftest import SMALL, add_schema_drift, assert_same_rows, folder_state, index_names, rows, write_runs
 from farm_merge import consolidate, samples
 from farm_merge.errors import FarmMergeError
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 from farm_merge.storage.schema import DATA_TABLES
 
 
@@ -205,7 +205,7 @@ def test_dry_run_writes_nothing(runs_dir, tmp_path, backend):
     report = merge([runs_dir / "*.db"], target, dry_run=True)
     assert [r.status for r in report.results] == ["planned"] * len(legacy.ERAS)
     assert backend.is_postgres or not Path(target).exists()
-    assert not backend.is_postgres or migrations.state_of(target).kind == "new"
+    assert not backend.is_postgres or versions.state_of(target).kind == "new"
     merge([runs_dir / "run_00_*.db"], target)
     before = folder_state(tmp_path), content(target)
     report = merge([runs_dir / "*.db"], target, dry_run=True)

@@ -9,17 +9,17 @@ import subprocess
 import sys
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine
 
-from alembic import command
 from conftest import REPO, SMALL, assert_same_rows, rows
 from farm_merge import samples
 from farm_merge.cli import cli
-from farm_merge.storage import db, legacy, migrations
+from farm_merge.storage import db, legacy, migrations, versions
 from farm_merge.storage.schema import DATA_TABLES, metadata
 
 
@@ -48,7 +48,7 @@ def test_models_match_migrations(tmp_path):
     migrations.create_database(tmp_path / "exp.db")
     engine = db.create_engine_for(tmp_path / "exp.db")
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": migrations.VERSION_TABLE})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": versions.VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
     engine.dispose()
 
@@ -84,6 +84,12 @@ def test_every_era_column_is_in_the_schema_and_changed_types_are_text():
                     assert str(model.c[column.name].type) == "TEXT"
 
 
+def test_the_revisions_the_version_checks_know_are_the_scripts_in_order():
+    scripts = [r.revision for r in reversed(list(migrations.script_directory().walk_revisions()))]
+    assert versions.REVISIONS == tuple(scripts)
+    assert versions.head_revision() == migrations.script_directory().get_current_head()
+
+
 def test_stepwise_upgrade_and_downgrade_of_an_empty_database(tmp_path):
     path = tmp_path / "exp.db"
     db.initialize_sqlite(path)
@@ -93,12 +99,12 @@ def test_stepwise_upgrade_and_downgrade_of_an_empty_database(tmp_path):
         for revision in revisions:
             with conn.begin():
                 command.upgrade(migrations.alembic_config(conn), revision)
-            assert migrations.current_revision(conn) == revision
+            assert versions.current_revision(conn) == revision
             conn.rollback()
         for revision in reversed(["base"] + revisions[:-1]):
             with conn.begin():
                 command.downgrade(migrations.alembic_config(conn), revision)
-            assert migrations.current_revision(conn) == (None if revision == "base" else revision)
+            assert versions.current_revision(conn) == (None if revision == "base" else revision)
             conn.rollback()
     engine.dispose()
     assert [t for t in schema_of(path) if t != "sqlite_sequence"] == []
@@ -250,7 +256,7 @@ def test_a_legacy_file_of_every_era_upgraded_in_place_has_the_schema_of_a_new_da
     assert schema_of(run.path) == schema_of(_created(tmp_path))
     engine = db.create_engine_for(run.path)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": migrations.VERSION_TABLE})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": versions.VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
     engine.dispose()
 
@@ -277,7 +283,7 @@ def test_stepwise_downgrade_and_upgrade_keep_the_rows_of_one_simulation(tmp_path
         for revision in reversed(REVISIONS[:-1]):
             with conn.begin():
                 command.downgrade(migrations.alembic_config(conn), revision)
-            assert migrations.current_revision(conn) == revision
+            assert versions.current_revision(conn) == revision
             conn.rollback()
             assert_same_rows(original, run.path, run.simulation_id)
     engine.dispose()

@@ -206,20 +206,21 @@ def test_models_match_migrations_on_postgresql(url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from farm_merge.storage import db, migrations
+    from farm_merge.storage import db, versions
     from farm_merge.storage.schema import metadata
 
     engine = db.create_engine_for(url)
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True,
-                                                         "version_table": migrations.VERSION_TABLE})
+                                                         "version_table": versions.VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
     engine.dispose()
 
 
 def test_stepwise_upgrade_and_downgrade_on_postgresql(pg_server):
     from alembic import command
-    from farm_merge.storage import db, migrations
+
+    from farm_merge.storage import db, migrations, versions
 
     target = pg_server.create()
     revisions = [r.revision for r in reversed(list(migrations.script_directory().walk_revisions()))]
@@ -231,7 +232,7 @@ def test_stepwise_upgrade_and_downgrade_on_postgresql(pg_server):
             for step, revision in steps:
                 with conn.begin():
                     step(migrations.alembic_config(conn), revision)
-                assert migrations.current_revision(conn) == (None if revision == "base" else revision)
+                assert versions.current_revision(conn) == (None if revision == "base" else revision)
                 conn.rollback()
     finally:
         engine.dispose()

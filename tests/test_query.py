@@ -29,7 +29,7 @@ from farm_merge.errors import (
     SimulationNotFound,
     UnknownMetric,
 )
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 from query_helpers import build_experiment, experiment, png_size, source_config, source_rows, source_value  # noqa: F401
 
 
@@ -43,7 +43,7 @@ def test_info_reports_experiment_revision_statuses_rows_and_sources(experiment):
     with ExperimentQueryTool(experiment.path) as tool:
         info = tool.get_experiment_info()
     assert (info["experiment_id"], info["name"]) == ("exp_001", "LR sweep")
-    assert info["schema_revision"] == info["head_revision"] == migrations.head_revision()
+    assert info["schema_revision"] == info["head_revision"] == versions.head_revision()
     if experiment.backend == "sqlite":
         assert info["size_bytes"] >= experiment.path.stat().st_size > 0
     else:  # the database's size: at least that of its tables
@@ -67,7 +67,7 @@ def test_info_reports_experiment_revision_statuses_rows_and_sources(experiment):
 def test_info_cli_table_json_and_csv(experiment):
     text = run("info", experiment.path)
     assert text.exit_code == 0, text.output
-    assert f"schema revision  {migrations.head_revision()}\n" in text.output
+    assert f"schema revision  {versions.head_revision()}\n" in text.output
     assert "experiment       exp_001\n  name           LR sweep\n" in text.output
     assert f"simulations      {len(legacy.ERAS)} ({len(legacy.ERAS)} completed)" in text.output
     assert f"merged sources   {len(legacy.ERAS)} files" in text.output
@@ -368,7 +368,7 @@ def bad_server_databases(pg_server) -> dict[str, str]:
         old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0003_experiment_catalog; "
              f"run: farm-merge upgrade {old}\n",
     }
-    assert migrations.state_of(empty).kind == "new"  # reading never writes
+    assert versions.state_of(empty).kind == "new"  # reading never writes
     pg_server.drop(empty)
     pg_server.drop(old)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from alembic import context, op
 
 revision = "0002_simulation_keys"

@@ -1,6 +1,6 @@
 """Bringing a database that farm-merge did not create under its revision history.
 
-Two kinds are recognised (:func:`farm_merge.storage.migrations.describe`):
+Two kinds are recognised (:func:`farm_merge.storage.versions.describe`):
 
 * **A legacy AgentFarm run file** of any era (:mod:`farm_merge.storage.legacy`): one simulation,
   single-column keys, ``simulation_id`` absent (before 2025-03) or partly NULL.  Its tables
@@ -30,11 +30,11 @@ from sqlalchemy import Connection, create_engine, insert, update
 
 from farm_merge.consolidate import records
 from farm_merge.consolidate.sources import RESERVED_TABLES, SourceInfo
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, migrations, versions
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import Simulation
 
-PER_RUN_REVISION = migrations.PER_RUN_REVISION
+PER_RUN_REVISION = versions.PER_RUN_REVISION
 SEVERAL_SIMULATIONS_REVISION = "0002_simulation_keys"
 
 #: Columns that name an agent of the row's own simulation.
@@ -70,7 +70,7 @@ def layout(revision: str) -> dict[str, TableLayout]:
                 "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").all()
             tables = {}
             for kind, name, _, sql in objects:
-                if kind == "table" and name != migrations.VERSION_TABLE:
+                if kind == "table" and name != versions.VERSION_TABLE:
                     columns = tuple(r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(name)})"))
                     indexes = tuple(s for k, _, t, s in objects if k == "index" and t == name)
                     tables[name] = TableLayout(name, sql, indexes, columns)
@@ -176,7 +176,7 @@ def adopt(conn: Connection, info: SourceInfo, adoption: Adoption, *, indexes: bo
         for name in DATA_TABLE_KEYS:  # the caller named the simulation: its recorded id gives way
             conn.exec_driver_sql(f"UPDATE {db.quote(name)} SET simulation_id = ? WHERE simulation_id IS NOT NULL",
                                  (adoption.simulation_id,))
-    context = MigrationContext.configure(conn, opts={"version_table": migrations.VERSION_TABLE})
+    context = MigrationContext.configure(conn, opts={"version_table": versions.VERSION_TABLE})
     context.stamp(migrations.script_directory(), adoption.revision)
 
 

@@ -38,7 +38,7 @@ from farm_merge.consolidate.sqlite import SqliteTarget
 from farm_merge.consolidate.target import MergeTarget, is_locked
 from farm_merge.errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, migrations, versions
 
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
 
@@ -88,7 +88,7 @@ def merge(
     plans = _inspect_all(files, report, include_active=include_active, id_template=id_template, progress=progress)
     reject_duplicate_ids(plans, report)
 
-    if dry_run and (not target_path.exists() if target_path is not None else migrations.state_of(into).kind == "new"):
+    if dry_run and (not target_path.exists() if target_path is not None else versions.state_of(into).kind == "new"):
         for plan in plans:
             report.results.append(plan.result(PLANNED))
         report.seconds = time.monotonic() - started

@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from alembic import command
 from alembic.util import CommandError
 from sqlalchemy import Connection, exc, inspect
 
-from alembic import command
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, migrations, versions
 from farm_merge.storage.catalog import now
 
 Progress = Callable[[str], None]
@@ -156,17 +156,17 @@ def upgrading(
                 raise DatabaseNotFound(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-        problem = migrations.probe_file(path)
+        problem = versions.probe_file(path)
         if problem:
             raise NotAnExperimentDatabase(name, problem)
     with upgrade_lock(path, name) if path is not None else nullcontext():
         if path is not None and path.stat().st_size == 0:
             db.initialize_sqlite(path)
-        state = migrations.state_of(target)
-        if state.kind == "unknown" or (state.kind in migrations.ADOPTABLE and path is None):
+        state = versions.state_of(target)
+        if state.kind == "unknown" or (state.kind in versions.ADOPTABLE and path is None):
             raise NotAnExperimentDatabase(name, state.description)
         if state.too_new:
-            raise SchemaTooNew(name, state.revision, migrations.head_revision())
+            raise SchemaTooNew(name, state.revision, versions.head_revision())
         destination = _resolve(revision)
         report = UpgradeReport(name, state.description, state.revision, state.revision)
         if state.kind == "experiment" and state.revision == destination:
@@ -175,7 +175,7 @@ def upgrading(
             return
 
         info = plan = None
-        if state.kind in migrations.ADOPTABLE:
+        if state.kind in versions.ADOPTABLE:
             info = inspect_source(SourceFile(path, path.parent), include_active=True, checksum=False)
             plan = adopt.plan(info, simulation_id)
         _refuse_going_back(name, plan.revision if plan else state.revision, destination)
@@ -190,7 +190,7 @@ def upgrading(
                 conn = conn.execution_options(immediate=True)  # take the write lock up front
                 try:
                     with conn.begin():
-                        if migrations.describe(conn) != state:  # only if the flock is not there to prevent it
+                        if versions.describe(conn) != state:  # only if the flock is not there to prevent it
                             raise UpgradeFailed(name, "it changed while the upgrade was being prepared "
                                                       "(another process?); run the upgrade again")
                         before = _rows_per_simulation(conn) if plan is None else None
@@ -201,11 +201,11 @@ def upgrading(
                         elif state.revision == adopt.PER_RUN_REVISION and simulation_id is None:
                             simulation_id = _recorded_id(before)
                         yield Job(conn, simulation_id, report)
-                        report.to_revision = migrations.current_revision(conn)
+                        report.to_revision = versions.current_revision(conn)
                         if plan is not None:
                             adopt.write_catalog(conn, info, plan)
                         report.rows = _verify(conn, name, plan, before)
-                        if report.to_revision == migrations.head_revision():
+                        if report.to_revision == versions.head_revision():
                             migrations.ensure_indexes(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
                     raise UpgradeFailed(name, _one_line(e), report.backup) from e
@@ -248,7 +248,7 @@ def _recorded_id(counts: dict[str, dict[str | None, int]]) -> str | None:
 
 def _refuse_going_back(name: str, start: str | None, destination: str | None) -> None:
     """An upgrade does not downgrade: say so before a backup is written or anything changes."""
-    order = [script.revision for script in reversed(list(migrations.script_directory().walk_revisions()))]
+    order = versions.REVISIONS
     if start in order and destination in order and order.index(destination) < order.index(start):
         raise UpgradeFailed(name, f"it would start at {start}, which is past {destination}; "
                                   "an upgrade does not go back (alembic downgrade does)")
@@ -315,7 +315,7 @@ def backup_database(path: Path, name: str | None = None) -> Path:
 
 def _rows_per_simulation(conn: Connection) -> dict[str, dict[str | None, int]]:
     """Rows per simulation id of every table that has ``simulation_id`` (catalogue aside)."""
-    catalogue = {"simulations", "experiments", "merge_ledger", migrations.VERSION_TABLE}
+    catalogue = {"simulations", "experiments", "merge_ledger", versions.VERSION_TABLE}
     counts = {}
     inspector = inspect(conn)
     for table in inspector.get_table_names():
@@ -337,7 +337,7 @@ def _verify(conn: Connection, name: str, plan: adopt.Adoption | None,
     yet; our own databases are checked per table.
     """
     after = _rows_per_simulation(conn)
-    per_simulation = plan is not None and migrations.current_revision(conn) != adopt.PER_RUN_REVISION
+    per_simulation = plan is not None and versions.current_revision(conn) != adopt.PER_RUN_REVISION
     if per_simulation:
         expected = plan.expected
     elif plan is not None:

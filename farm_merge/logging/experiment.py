@@ -146,7 +146,7 @@ class ExperimentDatabase:
         now = catalog.now()
 
         def work(conn: Connection) -> None:
-            migrations.catalog_lock(conn)  # two processes given one id: the second hears SimulationExists
+            catalog.catalog_lock(conn)  # two processes given one id: the second hears SimulationExists
             known = conn.execute(select(SIMULATIONS.c.status)
                                  .where(SIMULATIONS.c.simulation_id == simulation_id)).first()
             if known is not None:

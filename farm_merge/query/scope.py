@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, and_, select
 
 from farm_merge.errors import ExperimentNotFound, SimulationNotFound
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, migrations, versions
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, Simulation
 
 SIMULATIONS = Simulation.__table__
 EXPERIMENTS = ExperimentModel.__table__
 
 #: Tables that are not per-simulation data.
-NON_DATA_TABLES = frozenset({"simulations", "experiments", "merge_ledger", migrations.VERSION_TABLE})
+NON_DATA_TABLES = frozenset({"simulations", "experiments", "merge_ledger", versions.VERSION_TABLE})
 
 
 class ExperimentReader:

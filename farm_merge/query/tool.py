@@ -28,7 +28,7 @@ from farm_merge.errors import UnknownMetric
 from farm_merge.logging import liveness
 from farm_merge.query.points import parse_point
 from farm_merge.query.scope import EXPERIMENTS, SIMULATIONS, ExperimentReader
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, versions
 from farm_merge.storage.schema import DATA_TABLES, MergeLedger
 
 LEDGER = MergeLedger.__table__
@@ -92,7 +92,7 @@ class ExperimentQueryTool(ExperimentReader):
                 tables[name] = conn.execute(
                     select(func.count()).select_from(sa.table(name, sim)).where(self.in_scope(sim))).scalar_one()
             sources = self._ledger_summary(conn)
-            revision = migrations.current_revision(conn)
+            revision = versions.current_revision(conn)
             size = None
             if conn.dialect.name == "postgresql":  # the whole database, whichever experiments it holds
                 size = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
@@ -104,7 +104,7 @@ class ExperimentQueryTool(ExperimentReader):
             "database": self.db_path,
             "size_bytes": size,
             "schema_revision": revision,
-            "head_revision": migrations.head_revision(),
+            "head_revision": versions.head_revision(),
             **{key: (main or {}).get(key) for key in (
                 "experiment_id", "name", "description", "status", "creation_date", "last_updated",
                 "results_summary")},

@@ -2,7 +2,7 @@
 
 Merges and loggers both record the experiment they write into; processes opening one
 database at once may both try, so the record is made under the catalogue lock
-(:func:`~farm_merge.storage.migrations.catalog_lock`) and the second finds the first's.
+(:func:`catalog_lock`) and the second finds the first's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, insert, select, update
 
-from farm_merge.storage.migrations import catalog_lock
 from farm_merge.storage.schema import ExperimentModel
 
 EXPERIMENTS = ExperimentModel.__table__
@@ -30,6 +29,23 @@ def parse_time(value) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         return None
+
+
+#: Key of the PostgreSQL advisory lock that serialises creating the schema and catalogue rows.
+CATALOG_LOCK_KEY = 0x6661726D  # "farm"
+
+
+def catalog_lock(conn: Connection) -> None:
+    """Serialise, for the rest of the transaction, check-then-create work that processes
+    opening one database at once may race on: building the schema of a new database,
+    recording an experiment or a simulation.
+
+    SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL a transaction-scoped advisory
+    lock does, and the second process then finds what the first created (DDL is
+    transactional too).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
 
 
 def record_experiment(conn: Connection, experiment_id: str, name: str | None = None,

@@ -10,6 +10,10 @@ transactions are SQLite's transactions and ATTACH works outside them.
 A server URL gets SQLAlchemy's engine for it; ``postgresql://`` means psycopg 3 (the
 ``postgres`` extra), and pooled connections are checked before use, since a server may
 have dropped them while they sat in the pool.
+
+SQLAlchemy is imported where a URL is parsed or an engine made, not with this module: what
+only opens a SQLite file with :func:`connect_sqlite` (``farm-merge current``) starts
+without it.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ import os
 import re
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote as url_quote
-
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import NoSuchModuleError
-from sqlalchemy.pool import NullPool, Pool, QueuePool
 
 from farm_merge.errors import FarmMergeError, MissingDependency
 from farm_merge.storage.legacy import affinity
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
+    from sqlalchemy.pool import Pool
 
 #: Page size of new experiment databases: bulk merges run about a tenth faster than
 #: with SQLite's default of 4096 (measured by the issue that introduced the engine).
@@ -41,6 +46,8 @@ def is_url(target: str | os.PathLike) -> bool:
 
 def parse_url(target: str | os.PathLike) -> URL:
     """``target`` as a SQLAlchemy URL; :class:`FarmMergeError` if it cannot be one."""
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(str(target))
     except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
@@ -87,6 +94,8 @@ def is_postgresql(target: str | os.PathLike) -> bool:
 def display(target: str | os.PathLike) -> str:
     """How to name ``target`` in a message (a URL without its password)."""
     if is_url(target):
+        from sqlalchemy.engine import make_url
+
         try:
             return make_url(str(target)).render_as_string(hide_password=True)
         except Exception:  # not a valid URL: said so where it is opened
@@ -182,6 +191,10 @@ def create_engine_for(
     timeout instead of failing half-way).  ``poolclass`` overrides the pool (``null_pool``
     is short for NullPool); ``cache_mib`` sets each connection's page cache.
     """
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import NoSuchModuleError
+    from sqlalchemy.pool import NullPool, QueuePool
+
     path = sqlite_path(target)
     if path is None:
         pool = NullPool if null_pool else poolclass

@@ -2,9 +2,8 @@
 
 One helper builds the Alembic :class:`~alembic.config.Config` (absolute script location,
 our own version table); every command reuses a connection passed to ``env.py`` in
-``config.attributes``.  A database is checked before anything touches it: behind head
-means "run farm-merge upgrade", ahead means "upgrade farm-merge", and a database that is
-not ours is described (legacy run file of some era, AgentFarm experiment file, ...).
+``config.attributes``.  :func:`open_engine` checks a database before anything touches it
+(:mod:`farm_merge.storage.versions` tells what it is) and creates a new one at head.
 """
 
 from __future__ import annotations
@@ -13,36 +12,21 @@ import functools
 import os
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
-from alembic import command
-from farm_merge.errors import (
-    DatabaseNotFound,
-    DatabaseUnavailable,
-    NotAnExperimentDatabase,
-    SchemaOutOfDate,
-    SchemaTooNew,
-    TargetWriteError,
-)
+from farm_merge.errors import DatabaseNotFound, DatabaseUnavailable, NotAnExperimentDatabase, TargetWriteError
 from farm_merge.storage import db
-from farm_merge.storage.legacy import detect_era
+from farm_merge.storage.catalog import catalog_lock
 from farm_merge.storage.schema import DATA_TABLES
-
-#: Alembic's version table, under a name of our own so that it cannot clash with the
-#: ``alembic_version`` of another tool sharing the database.
-VERSION_TABLE = "farm_merge_version"
-
-#: The revision whose tables have the per-run layout of AgentFarm's run files.
-PER_RUN_REVISION = "0001_per_run_layout"
+from farm_merge.storage.versions import check, first_line, probe_file
 
 
 def script_location() -> Path:
@@ -83,139 +67,6 @@ def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
-def head_revision() -> str:
-    return script_directory().get_current_head()
-
-
-def known_revisions() -> set[str]:
-    """Every revision this release ships (a database at another was written by a newer one)."""
-    return {rev.revision for rev in script_directory().walk_revisions()}
-
-
-def current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
-
-
-#: Kinds of database that ``farm-merge upgrade`` makes into an experiment database in place.
-ADOPTABLE = ("legacy-run", "agentfarm-experiment")
-
-
-@dataclass(frozen=True)
-class DatabaseState:
-    """What a database is, as far as farm-merge is concerned."""
-
-    kind: str  # "new", "experiment", "legacy-run", "agentfarm-experiment", "unknown"
-    revision: str | None = None
-    description: str = ""
-    era: str | None = None  # the legacy era of a run file or AgentFarm experiment file
-
-    @property
-    def at_head(self) -> bool:
-        return self.kind == "experiment" and self.revision == head_revision()
-
-    @property
-    def too_new(self) -> bool:
-        """Written by a newer farm-merge: a revision this release does not know."""
-        return self.kind == "experiment" and self.revision is not None and self.revision not in known_revisions()
-
-
-def describe(connection: Connection) -> DatabaseState:
-    """Tell a new database from ours and from the ones we can upgrade or merge."""
-    names = set(inspect(connection).get_table_names())
-    if VERSION_TABLE in names:
-        return DatabaseState("experiment", current_revision(connection), "farm-merge experiment database")
-    if not names:
-        return DatabaseState("new", None, "empty database")
-    columns = {t: [c["name"] for c in inspect(connection).get_columns(t)] for t in names}
-    match = detect_era(columns)
-    if match is None:
-        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-        return DatabaseState("unknown", None, f"no AgentFarm tables; it has {shown}")
-    if _is_agentfarm_experiment(connection, names):
-        return DatabaseState("agentfarm-experiment", None,
-                             f"an experiment file written by AgentFarm's ExperimentDatabase, era {match.label}",
-                             match.label)
-    return DatabaseState("legacy-run", None, f"a legacy AgentFarm run file of era {match.label}", match.label)
-
-
-def _is_agentfarm_experiment(connection: Connection, names: set[str]) -> bool:
-    """AgentFarm's ExperimentDatabase records its experiment, and holds several simulations;
-    a run file's ``experiments`` table (2025-03 on) is empty and it has one simulation."""
-    if "experiments" in names and connection.execute(text("SELECT count(*) FROM experiments")).scalar():
-        return True
-    if "simulations" in names:
-        return connection.execute(text("SELECT count(DISTINCT simulation_id) FROM simulations")).scalar() > 1
-    return False
-
-
-def check(connection: Connection, target: str, *, allow_new: bool = False) -> DatabaseState:
-    """Raise unless the database is ours at head (or, with ``allow_new``, empty)."""
-    state = describe(connection)
-    if state.kind == "new" and allow_new:
-        return state
-    if state.kind != "experiment":
-        fix = f"farm-merge upgrade {target}" if state.kind in ADOPTABLE else None
-        raise NotAnExperimentDatabase(target, state.description, fix)
-    head = head_revision()
-    if state.revision != head:
-        if state.too_new:
-            raise SchemaTooNew(target, state.revision, head)
-        raise SchemaOutOfDate(target, state.revision, head)
-    return state
-
-
-def state_of(target: str | os.PathLike) -> DatabaseState:
-    """What ``target`` is, read without changing anything (``farm-merge current``)."""
-    name, path = db.display(target), db.sqlite_path(target)
-    if path is not None:
-        if not path.exists():
-            raise DatabaseNotFound(name)
-        problem = probe_file(path)
-        if problem:
-            return DatabaseState("unknown", None, problem)
-        if path.stat().st_size == 0:
-            return DatabaseState("new", None, "empty database")
-    # Not mode=ro: a read-only connection to a WAL database leaves -wal/-shm files behind
-    # (it may not delete them); this one only reads, and tidies up when it closes.
-    engine = db.create_engine_for(target)
-    try:
-        with engine.connect() as conn:
-            state = describe(conn)
-            conn.rollback()
-        return state
-    except sqlite3.DatabaseError as e:
-        return DatabaseState("unknown", None, str(e))
-    except sa_exc.DBAPIError as e:
-        if isinstance(e.orig, sqlite3.DatabaseError):
-            return DatabaseState("unknown", None, str(e.orig))
-        if path is None and isinstance(e, sa_exc.OperationalError):
-            raise DatabaseUnavailable(name, _first_line(e)) from e
-        raise
-    finally:
-        engine.dispose()
-
-
-def _first_line(e: BaseException) -> str:
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-
-
-def probe_file(path: Path) -> str | None:
-    """Why ``path`` cannot be opened as a database, or None if it can."""
-    if not path.exists():
-        return "no such file"
-    if path.is_dir():
-        return "is a directory"
-    size = path.stat().st_size
-    if size == 0:
-        return None  # SQLite treats an empty file as a new database
-    with open(path, "rb") as f:
-        header = f.read(16)
-    if header != b"SQLite format 3\x00":
-        return "not a SQLite database"
-    return None
-
-
 def open_engine(
     target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
     poolclass: type[Pool] | None = None, cache_mib: int | None = None,
@@ -252,7 +103,7 @@ def open_engine(
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
             if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
-                raise DatabaseUnavailable(name, _first_line(e)) from e
+                raise DatabaseUnavailable(name, first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
             if reason := db.write_failure(e):
                 raise TargetWriteError(name, reason) from e
@@ -267,23 +118,6 @@ def open_engine(
         engine.dispose()
         raise
     return engine
-
-
-#: Key of the PostgreSQL advisory lock that serialises creating the schema and catalogue rows.
-CATALOG_LOCK_KEY = 0x6661726D  # "farm"
-
-
-def catalog_lock(conn: Connection) -> None:
-    """Serialise, for the rest of the transaction, check-then-create work that processes
-    opening one database at once may race on: building the schema of a new database,
-    recording an experiment or a simulation.
-
-    SQLite's ``BEGIN IMMEDIATE`` already does; on PostgreSQL a transaction-scoped advisory
-    lock does, and the second process then finds what the first created (DDL is
-    transactional too).
-    """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({CATALOG_LOCK_KEY})")
 
 
 @contextmanager

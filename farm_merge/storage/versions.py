@@ -1,0 +1,208 @@
+"""Which schema revision a database is at, and what it is if it is not ours, read without Alembic.
+
+Every command checks a database before touching it: behind head means "run farm-merge
+upgrade", ahead means "upgrade farm-merge", and a database that is not ours is described
+(a legacy run file of some era, an AgentFarm experiment file, no AgentFarm tables, not a
+database).  None of that needs Alembic or, for a SQLite file, SQLAlchemy: the version is a
+row of our version table, and the revisions this release ships are listed here (a test
+checks the list against the scripts, :mod:`farm_merge.storage.migrations` runs them).  So
+``farm-merge current`` starts in a fraction of the time the migrations take to load.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from farm_merge.errors import (
+    DatabaseNotFound,
+    DatabaseUnavailable,
+    NotAnExperimentDatabase,
+    SchemaOutOfDate,
+    SchemaTooNew,
+)
+from farm_merge.storage import db
+from farm_merge.storage.legacy import detect_era
+
+#: Alembic's version table, under a name of our own so that it cannot clash with the
+#: ``alembic_version`` of another tool sharing the database.
+VERSION_TABLE = "farm_merge_version"
+
+#: The revisions this release ships, oldest first (``alembic/versions``).
+REVISIONS = ("0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog")
+HEAD_REVISION = REVISIONS[-1]
+
+#: The revision whose tables have the per-run layout of AgentFarm's run files.
+PER_RUN_REVISION = REVISIONS[0]
+
+#: Kinds of database that ``farm-merge upgrade`` makes into an experiment database in place.
+ADOPTABLE = ("legacy-run", "agentfarm-experiment")
+
+
+def head_revision() -> str:
+    return HEAD_REVISION
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    """What a database is, as far as farm-merge is concerned."""
+
+    kind: str  # "new", "experiment", "legacy-run", "agentfarm-experiment", "unknown"
+    revision: str | None = None
+    description: str = ""
+    era: str | None = None  # the legacy era of a run file or AgentFarm experiment file
+
+    @property
+    def at_head(self) -> bool:
+        return self.kind == "experiment" and self.revision == HEAD_REVISION
+
+    @property
+    def too_new(self) -> bool:
+        """Written by a newer farm-merge: a revision this release does not know."""
+        return self.kind == "experiment" and self.revision is not None and self.revision not in REVISIONS
+
+
+class _Catalog:
+    """Table names, columns and single values of a database: a sqlite3 connection or a
+    SQLAlchemy one (a server's), read the same way."""
+
+    def __init__(self, connection: Any):
+        self.connection = connection
+        self.raw = isinstance(connection, sqlite3.Connection)
+
+    def tables(self) -> set[str]:
+        if self.raw:
+            return {name for (name,) in self.connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+        from sqlalchemy import inspect
+
+        return set(inspect(self.connection).get_table_names())
+
+    def columns(self, table: str) -> list[str]:
+        if self.raw:
+            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({db.quote(table)})")]
+        from sqlalchemy import inspect
+
+        return [c["name"] for c in inspect(self.connection).get_columns(table)]
+
+    def scalar(self, sql: str) -> Any:
+        if self.raw:
+            row = self.connection.execute(sql).fetchone()
+            return row[0] if row else None
+        return self.connection.exec_driver_sql(sql).scalar()
+
+
+def current_revision(connection: Any) -> str | None:
+    """The revision recorded in ``connection``'s version table (None: there is none)."""
+    catalog = _Catalog(connection)
+    if VERSION_TABLE not in catalog.tables():
+        return None
+    return catalog.scalar(f"SELECT version_num FROM {VERSION_TABLE}")
+
+
+def describe(connection: Any) -> DatabaseState:
+    """Tell a new database from ours and from the ones we can upgrade or merge
+    (``connection``: sqlite3's or SQLAlchemy's)."""
+    catalog = _Catalog(connection)
+    names = catalog.tables()
+    if VERSION_TABLE in names:
+        return DatabaseState("experiment", catalog.scalar(f"SELECT version_num FROM {VERSION_TABLE}"),
+                             "farm-merge experiment database")
+    if not names:
+        return DatabaseState("new", None, "empty database")
+    match = detect_era({t: catalog.columns(t) for t in names})
+    if match is None:
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        return DatabaseState("unknown", None, f"no AgentFarm tables; it has {shown}")
+    if _is_agentfarm_experiment(catalog, names):
+        return DatabaseState("agentfarm-experiment", None,
+                             f"an experiment file written by AgentFarm's ExperimentDatabase, era {match.label}",
+                             match.label)
+    return DatabaseState("legacy-run", None, f"a legacy AgentFarm run file of era {match.label}", match.label)
+
+
+def _is_agentfarm_experiment(catalog: _Catalog, names: set[str]) -> bool:
+    """AgentFarm's ExperimentDatabase records its experiment, and holds several simulations;
+    a run file's ``experiments`` table (2025-03 on) is empty and it has one simulation."""
+    if "experiments" in names and catalog.scalar("SELECT count(*) FROM experiments"):
+        return True
+    if "simulations" in names:
+        return catalog.scalar("SELECT count(DISTINCT simulation_id) FROM simulations") > 1
+    return False
+
+
+def check(connection: Any, target: str, *, allow_new: bool = False) -> DatabaseState:
+    """Raise unless the database is ours at head (or, with ``allow_new``, empty)."""
+    state = describe(connection)
+    if state.kind == "new" and allow_new:
+        return state
+    if state.kind != "experiment":
+        fix = f"farm-merge upgrade {target}" if state.kind in ADOPTABLE else None
+        raise NotAnExperimentDatabase(target, state.description, fix)
+    if state.revision != HEAD_REVISION:
+        if state.too_new:
+            raise SchemaTooNew(target, state.revision, HEAD_REVISION)
+        raise SchemaOutOfDate(target, state.revision, HEAD_REVISION)
+    return state
+
+
+def state_of(target: str | os.PathLike) -> DatabaseState:
+    """What ``target`` is, read without changing anything (``farm-merge current``)."""
+    name, path = db.display(target), db.sqlite_path(target)
+    if path is None:
+        return _server_state(target, name)
+    if not path.exists():
+        raise DatabaseNotFound(name)
+    problem = probe_file(path)
+    if problem:
+        return DatabaseState("unknown", None, problem)
+    if path.stat().st_size == 0:
+        return DatabaseState("new", None, "empty database")
+    # Not mode=ro: a read-only connection to a WAL database leaves -wal/-shm files behind
+    # (it may not delete them); this one only reads, and tidies up when it closes.
+    con = db.connect_sqlite(path)
+    try:
+        return describe(con)
+    except sqlite3.DatabaseError as e:
+        return DatabaseState("unknown", None, str(e))
+    finally:
+        con.close()
+
+
+def _server_state(target: str | os.PathLike, name: str) -> DatabaseState:
+    from sqlalchemy import exc as sa_exc
+
+    engine = db.create_engine_for(target)
+    try:
+        with engine.connect() as conn:
+            state = describe(conn)
+            conn.rollback()
+        return state
+    except sa_exc.OperationalError as e:
+        raise DatabaseUnavailable(name, first_line(e)) from e
+    finally:
+        engine.dispose()
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of a (driver's) error message."""
+    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+
+
+def probe_file(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as a database, or None if it can."""
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "is a directory"
+    size = path.stat().st_size
+    if size == 0:
+        return None  # SQLite treats an empty file as a new database
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        return "not a SQLite database"
+    return None
