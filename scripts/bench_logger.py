@@ -98,7 +98,7 @@ def child_agentfarm(spec: dict) -> dict:
     from sqlalchemy.orm import sessionmaker
     from sqlalchemy.pool import QueuePool
 
-    from farm_merge.storage import migrations
+    from farm_merge.storage import versions
     from farm_merge.storage.schema import ActionModel, AgentStateModel, ResourceModel, Simulation, SimulationStepModel
     from farm_merge.storage.writer import CACHE_MIB
 
@@ -106,7 +106,7 @@ def child_agentfarm(spec: dict) -> dict:
     sim = spec["simulation_id"]
     # The logger's engine settings (WAL, synchronous=NORMAL, pool, page cache; AgentFarm's
     # own default cache is larger still): only the way of writing differs.
-    engine = migrations.open_engine(spec["target"], create=True, poolclass=QueuePool, cache_mib=CACHE_MIB)
+    engine = versions.open_engine(spec["target"], create=True, poolclass=QueuePool, cache_mib=CACHE_MIB)
     Session = sessionmaker(bind=engine)
     with Session() as session:  # the run's catalogue row, as AgentFarm's setup writes it
         session.add(Simulation(simulation_id=sim, status="running", parameters={}))

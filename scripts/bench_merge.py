@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from farm_merge import samples
-from farm_merge.storage import legacy
+from farm_merge.storage import legacy, versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import children  # noqa: E402  (scripts/children.py)
@@ -61,9 +61,8 @@ def child_farm_merge(sources: list[str], target: str) -> dict:
 
 
 def child_hand_sql(sources: list[str], target: str) -> dict:
-    from farm_merge.storage import migrations
 
-    migrations.create_database(target)
+    versions.create_database(target)
     con = sqlite3.connect(target, isolation_level=None)
     con.execute("PRAGMA synchronous = NORMAL")
     target_columns = {
@@ -90,10 +89,9 @@ def child_hand_sql(sources: list[str], target: str) -> dict:
 def child_naive(sources: list[str], target: str) -> dict:
     from sqlalchemy import create_engine, insert
 
-    from farm_merge.storage import migrations
     from farm_merge.storage.schema import DATA_TABLES
 
-    migrations.create_database(target)
+    versions.create_database(target)
     engine = create_engine(f"sqlite:///{target}")
     with engine.connect() as conn:
         for path in sources:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from farm_merge import ExperimentQueryTool
-from farm_merge.storage import migrations
+from farm_merge.storage import indexes, versions
 
 ROUNDS = 5
 
@@ -43,7 +43,7 @@ ROUNDS = 5
 def build(path: Path, simulations: int, steps: int, agents: int) -> float:
     """Fill a new experiment database with random but plausible rows; return seconds."""
     started = time.perf_counter()
-    migrations.create_database(str(path))
+    versions.create_database(str(path))
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA synchronous = OFF")
     con.execute("BEGIN")
@@ -85,8 +85,8 @@ def build(path: Path, simulations: int, steps: int, agents: int) -> float:
         FROM agents g, k ORDER BY 1, 2""", (steps,))
     con.execute("COMMIT")
     con.close()
-    with migrations.open_checked(str(path)) as engine, engine.begin() as conn:
-        migrations.ensure_indexes(conn)
+    with versions.open_checked(str(path)) as engine, engine.begin() as conn:
+        indexes.ensure(conn)
     con = sqlite3.connect(path)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.execute("ANALYZE")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from farm_merge.query.fromserver import as_stored
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, versions
 
 POSTGRES = "postgresql"
 SERVER_URL = os.environ.get("FARM_MERGE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -81,7 +81,7 @@ class PostgresServer:
         self.template = self._new_name("template")
         self.admin.execute(f'CREATE DATABASE "{self.template}"')
         self.created.append(self.template)
-        migrations.create_database(self.url_of(self.template))  # disposes of its engine: no session left on it
+        versions.create_database(self.url_of(self.template))  # disposes of its engine: no session left on it
         self.ready: queue.Queue[str] = queue.Queue()
         self.chores: queue.Queue[str | None] = queue.Queue()
         self.worker = threading.Thread(target=self._work, args=(psycopg.connect(_conninfo(url), autocommit=True),),

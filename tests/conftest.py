@@ -23,7 +23,7 @@ from backends import (  # noqa: F401
     table_names,
 )
 from farm_merge import samples
-from farm_merge.storage import db, legacy, migrations
+from farm_merge.storage import db, legacy, versions
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
 #: kind of row (deaths, births, incidents, interactions).
@@ -64,7 +64,7 @@ def runs_dir(_runs_template: Path, tmp_path: Path) -> Path:
 def empty_experiment_db(tmp_path_factory) -> Path:
     """An experiment database at head with no data, built once (the migrations take a moment)."""
     path = tmp_path_factory.mktemp("template") / "empty.db"
-    migrations.create_database(path)
+    versions.create_database(path)
     return path
 
 

@@ -16,7 +16,7 @@ from farm_merge import consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase
-from farm_merge.storage import migrations, versions
+from farm_merge.storage import versions
 from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
@@ -57,7 +57,7 @@ def test_agentfarm_experiment_files_are_recognised(tmp_path):
     assert result.output == (f"{exp.path}: an experiment file written by AgentFarm's ExperimentDatabase, era 2025-11, "
                              f"no revision; run: farm-merge upgrade {exp.path}\n")
     with pytest.raises(NotAnExperimentDatabase) as raised:
-        with migrations.open_checked(exp.path):
+        with versions.open_checked(exp.path):
             pass
     assert str(raised.value) == (f"{exp.path} is not a farm-merge experiment database (an experiment file written "
                                  f"by AgentFarm's ExperimentDatabase, era 2025-11); to make it one in place: "

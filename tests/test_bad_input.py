@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import SMALL, folder_state, rows
 from farm_merge import samples
 from farm_merge.cli import cli
-from farm_merge.storage import migrations
+from farm_merge.storage import migrations, versions
 
 
 def run_cli(*args: str):
@@ -169,7 +169,7 @@ def test_target_that_is_not_a_database_at_all(tmp_path, runs_dir):
 
 def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_dir):
     target = tmp_path / "old.db"
-    migrations.create_database(target)
+    versions.create_database(target)
     engine = migrations.db.create_engine_for(target)
     with engine.connect() as conn, conn.begin():
         from alembic import command
@@ -183,7 +183,7 @@ def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_di
 
 def test_target_written_by_a_newer_release(tmp_path, runs_dir):
     target = tmp_path / "new.db"
-    migrations.create_database(target)
+    versions.create_database(target)
     con = sqlite3.connect(target)
     con.execute("UPDATE farm_merge_version SET version_num = '0099_from_the_future'")
     con.commit()

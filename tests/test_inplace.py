@@ -18,7 +18,7 @@ from farm_merge import consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import legacy, migrations, versions
+from farm_merge.storage import legacy, versions
 from farm_merge.storage.schema import DATA_TABLES
 
 HEAD = "0003_experiment_catalog"
@@ -247,7 +247,7 @@ def test_what_cannot_be_upgraded_is_refused_before_anything_is_written(tmp_path)
                                                       r"tables; it has recipes\)$"):
         inplace.upgrade(recipes)
     future = tmp_path / "future.db"
-    migrations.create_database(future)
+    versions.create_database(future)
     con = sqlite3.connect(future)
     con.execute("UPDATE farm_merge_version SET version_num = '0099_from_the_future'")
     con.commit()
@@ -269,7 +269,7 @@ def test_the_lock_is_released_when_an_upgrade_ends(tmp_path):
 
 def test_an_upgrade_does_not_go_back_and_says_so_before_writing(tmp_path):
     path = tmp_path / "exp.db"
-    migrations.create_database(path)
+    versions.create_database(path)
     with pytest.raises(UpgradeFailed, match=r"it would start at 0003_experiment_catalog, which is past "
                                             r"0002_simulation_keys; an upgrade does not go back"):
         inplace.upgrade(path, "0002_simulation_keys")

@@ -45,7 +45,7 @@ def test_single_head():
 
 
 def test_models_match_migrations(tmp_path):
-    migrations.create_database(tmp_path / "exp.db")
+    versions.create_database(tmp_path / "exp.db")
     engine = db.create_engine_for(tmp_path / "exp.db")
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "version_table": versions.VERSION_TABLE})
@@ -54,7 +54,7 @@ def test_models_match_migrations(tmp_path):
 
 
 def test_create_all_and_migrations_give_the_same_schema(tmp_path):
-    migrations.create_database(tmp_path / "migrated.db")
+    versions.create_database(tmp_path / "migrated.db")
     engine = create_engine(f"sqlite:///{tmp_path / 'created.db'}")
     metadata.create_all(engine)
     engine.dispose()
@@ -62,7 +62,7 @@ def test_create_all_and_migrations_give_the_same_schema(tmp_path):
 
 
 def test_data_tables_are_without_rowid_with_simulation_id_leading_every_key_and_index(tmp_path):
-    migrations.create_database(tmp_path / "exp.db")
+    versions.create_database(tmp_path / "exp.db")
     schema = schema_of(tmp_path / "exp.db")
     for table in DATA_TABLES:
         columns, indexes, without_rowid = schema[table]
@@ -160,7 +160,7 @@ def test_alembic_command_line_from_the_repository_root(tmp_path):
 
 def _created(tmp_path):
     path = tmp_path / "reference.db"
-    migrations.create_database(path)
+    versions.create_database(path)
     return path
 
 
@@ -171,7 +171,7 @@ def test_upgrade_missing_file_is_an_error(tmp_path):
 
 
 def test_new_databases_use_wal_and_large_pages(tmp_path):
-    migrations.create_database(tmp_path / "exp.db")
+    versions.create_database(tmp_path / "exp.db")
     assert rows(tmp_path / "exp.db", "PRAGMA journal_mode") == [("wal",)]
     assert rows(tmp_path / "exp.db", "PRAGMA page_size") == [(db.PAGE_SIZE,)]
 
@@ -235,7 +235,7 @@ def test_a_database_of_every_historical_revision_upgrades_and_reads_through_the_
     assert report.steps == REVISIONS[REVISIONS.index(revision) + 1:]
     assert report.nothing_to_do == (revision == REVISIONS[-1])
 
-    with migrations.open_checked(path) as engine, Session(engine) as session:
+    with versions.open_checked(path) as engine, Session(engine) as session:
         states = dict(session.execute(select(AgentStateModel.simulation_id, func.count())
                                       .group_by(AgentStateModel.simulation_id)).all())
         assert states == {sim: run.rows["agent_states"] for sim, run in zip(ids, runs)}
@@ -300,7 +300,7 @@ def _recipes(path) -> None:
 
 
 def _future(path) -> None:
-    migrations.create_database(path)
+    versions.create_database(path)
     con = sqlite3.connect(path)
     con.execute("UPDATE farm_merge_version SET version_num = '0099_from_the_future'")
     con.commit()
@@ -308,7 +308,7 @@ def _future(path) -> None:
 
 
 CURRENT_STATES = {
-    "head": (migrations.create_database, 0, "{db}: 0003_experiment_catalog (head)"),
+    "head": (versions.create_database, 0, "{db}: 0003_experiment_catalog (head)"),
     "behind": (lambda p: _at_revision(p, "0002_simulation_keys"), 1,
                "{db}: 0002_simulation_keys, behind head 0003_experiment_catalog; run: farm-merge upgrade {db}"),
     "newer": (_future, 1, "{db}: 0099_from_the_future, newer than this release of farm-merge knows "
@@ -335,7 +335,7 @@ def test_farm_merge_current_says_which_revision_and_whether_at_head(tmp_path, ki
 
 def test_farm_merge_current_json_and_missing_file(tmp_path):
     path = tmp_path / "exp.db"
-    migrations.create_database(path)
+    versions.create_database(path)
     result = CliRunner().invoke(cli, ["current", str(path), "--json"])
     assert json.loads(result.output) == {
         "database": str(path), "kind": "experiment", "revision": REVISIONS[-1], "head": REVISIONS[-1],

@@ -19,7 +19,7 @@ from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
 from farm_merge.query.split import run_file_name
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 from query_helpers import source_rows
 
 CATALOG = ("simulations", "experiments")
@@ -245,7 +245,7 @@ def test_an_id_that_would_leave_the_folder_stays_in_it(tmp_path):
 def test_a_simulation_logged_directly_gets_the_current_layout(tmp_path):
     """Rows written by a logger (no era, no source); one NOT NULL column of the layout is NULL."""
     target = tmp_path / "logged.db"
-    migrations.create_database(str(target))
+    versions.create_database(str(target))
     con = sqlite3.connect(target)
     con.execute("INSERT INTO experiments (experiment_id, name) VALUES ('live', 'live')")
     con.execute("INSERT INTO simulations (simulation_id, experiment_id, status, parameters) "

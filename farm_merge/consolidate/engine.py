@@ -38,7 +38,7 @@ from farm_merge.consolidate.sqlite import SqliteTarget
 from farm_merge.consolidate.target import MergeTarget, is_locked
 from farm_merge.errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import db, migrations, versions
+from farm_merge.storage import db, versions
 
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
 
@@ -95,7 +95,7 @@ def merge(
         return _ordered(report, files, unmatched)
 
     with _stop_on_write_failure(report, busy_timeout_s), \
-            migrations.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
+            versions.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
         with target_class(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, exc, inspect
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import db, migrations, versions
+from farm_merge.storage import db, indexes, migrations, versions
 from farm_merge.storage.catalog import now
 
 Progress = Callable[[str], None]
@@ -206,7 +206,7 @@ def upgrading(
                             adopt.write_catalog(conn, info, plan)
                         report.rows = _verify(conn, name, plan, before)
                         if report.to_revision == versions.head_revision():
-                            migrations.ensure_indexes(conn)
+                            indexes.ensure(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
                     raise UpgradeFailed(name, _one_line(e), report.backup) from e
             if path is not None:

@@ -22,7 +22,7 @@ from farm_merge.consolidate.plan import Plan
 from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
 from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
 from farm_merge.progress import progress_bar
-from farm_merge.storage import catalog, db, migrations
+from farm_merge.storage import catalog, db, indexes
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from farm_merge.storage.writer import is_lock_contention
 
@@ -106,17 +106,17 @@ class MergeTarget:
         with self.conn.begin():
             empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
                         for t in DATA_TABLES)
-            if empty or migrations.missing_indexes(self.conn):
-                migrations.drop_secondary_indexes(self.conn)
+            if empty or indexes.missing(self.conn):
+                indexes.drop(self.conn)
                 self.bulk = True
 
     def bulk_load_end(self, progress: bool | None) -> None:
         if not self.bulk:
             return
         with self.conn.begin():
-            missing = migrations.missing_indexes(self.conn)
+            missing = indexes.missing(self.conn)
             bar = progress_bar(progress, "indexing", len(missing), unit="index")
-            migrations.ensure_indexes(self.conn, on_index=lambda name: bar.update(1))
+            indexes.ensure(self.conn, on_index=lambda name: bar.update(1))
             bar.close()
         self.bulk = False
 

@@ -28,7 +28,7 @@ from farm_merge.errors import ConfigurationError, SimulationExists, SimulationNo
 from farm_merge.logging import liveness
 from farm_merge.logging.recorder import SimulationRecorder
 from farm_merge.logging.rows import SIMULATIONS, DataLoggingConfig, json_text
-from farm_merge.storage import catalog, db, migrations
+from farm_merge.storage import catalog, db, versions
 from farm_merge.storage.writer import CACHE_MIB, write_transaction
 
 T = TypeVar("T")
@@ -114,7 +114,7 @@ class ExperimentDatabase:
         # QueuePool: a Session and a logger's flush never share a connection (SQLAlchemy's
         # default for this engine would), and connections stay open between flushes (closing
         # the last one checkpoints the WAL, which would cost every flush 10+ ms).
-        self.engine = migrations.open_engine(db_path, create=True, busy_timeout_s=busy_timeout_s,
+        self.engine = versions.open_engine(db_path, create=True, busy_timeout_s=busy_timeout_s,
                                              poolclass=NullPool if null_pool else QueuePool, cache_mib=CACHE_MIB)
         self.Session = sessionmaker(bind=self.engine)
         self._target = _ExperimentTarget(self.engine)

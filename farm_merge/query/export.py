@@ -26,7 +26,7 @@ from sqlalchemy import Connection, select
 from farm_merge.errors import FarmMergeError
 from farm_merge.query.attached import attached, check_free, columns_of, finish, partial_name, remove_partial
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
-from farm_merge.storage import db, migrations
+from farm_merge.storage import db, indexes, versions
 
 FORMATS = ("csv", "sqlite")
 CATALOG = ("experiments", "simulations", "merge_ledger")
@@ -156,9 +156,9 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
     partial = partial_name(output)
     report = ExportReport(str(output), "sqlite", ids)
     try:
-        migrations.create_database(partial)
-        with migrations.open_checked(partial) as engine, engine.begin() as out:
-            migrations.drop_secondary_indexes(out)  # built once, densely, after the copy
+        versions.create_database(partial)
+        with versions.open_checked(partial) as engine, engine.begin() as out:
+            indexes.drop(out)  # built once, densely, after the copy
         if source is None:  # no ATTACH for a server: its rows are streamed into the file
             copied = copy_into_sqlite(tool, partial, explicit)
             report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
@@ -167,8 +167,8 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
             with tool.engine.connect() as conn, attached(conn, partial):
                 with conn.begin():
                     added_tables = _copy_all(conn, tool, explicit, report)
-        with migrations.open_checked(partial) as engine, engine.begin() as out:
-            migrations.ensure_indexes(out)
+        with versions.open_checked(partial) as engine, engine.begin() as out:
+            indexes.ensure(out)
             for table in added_tables:
                 out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote('ix_' + table + '_simulation_id')} "
                                     f"ON {db.quote(table)} (simulation_id)")

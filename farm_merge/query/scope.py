@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, and_, select
 
 from farm_merge.errors import ExperimentNotFound, SimulationNotFound
-from farm_merge.storage import db, migrations, versions
+from farm_merge.storage import db, versions
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, Simulation
 
 SIMULATIONS = Simulation.__table__
@@ -40,7 +40,7 @@ class ExperimentReader:
         self.experiment_id = experiment_id
         self._stack = ExitStack()
         try:
-            self.engine: Engine = self._stack.enter_context(migrations.open_checked(db_path, create=False))
+            self.engine: Engine = self._stack.enter_context(versions.open_checked(db_path, create=False))
             with self.engine.connect() as conn:
                 self._opened(conn)
                 if experiment_id is not None:

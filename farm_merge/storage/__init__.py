@@ -5,10 +5,13 @@
 * ``schema``: the SQLAlchemy models of the experiment schema (AgentFarm's class names).
 * ``legacy``: the layouts of AgentFarm's own run files, era by era (the single source of
   truth for the merge, the in-place upgrade, split and the run-file logger).
-* ``migrations``: the Alembic history driven from code, version checks, opening a database
-  at head (the revision scripts themselves are ``alembic/versions``, shipped as
-  ``farm_merge._alembic``).
-* ``catalog``: the catalogue rows every writer shares (the experiment's record).
+* ``versions``: what a database is and which revision it is at, read without Alembic;
+  opening one only at head (creating a new one through the migrations).
+* ``migrations``: the Alembic history driven from code: creating and upgrading the schema
+  (the revision scripts themselves are ``alembic/versions``, shipped as ``farm_merge._alembic``).
+* ``indexes``: the data tables' secondary indexes, dropped and built again by a bulk load.
+* ``catalog``: the catalogue rows every writer shares (the experiment's record) and the
+  lock that serialises creating them.
 * ``writer``: write transactions retried while another writer holds the lock or after a
   lost connection; executemany or COPY.
 * ``postgres``: what PostgreSQL needs that SQLite does not (COPY, column types, its refusals).

@@ -7,15 +7,19 @@ database).  None of that needs Alembic or, for a SQLite file, SQLAlchemy: the ve
 row of our version table, and the revisions this release ships are listed here (a test
 checks the list against the scripts, :mod:`farm_merge.storage.migrations` runs them).  So
 ``farm-merge current`` starts in a fraction of the time the migrations take to load.
+
+:func:`open_engine` opens a database only at head (creating a new one through the
+migrations, the one thing here that loads Alembic).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from farm_merge.errors import (
     DatabaseNotFound,
@@ -23,9 +27,14 @@ from farm_merge.errors import (
     NotAnExperimentDatabase,
     SchemaOutOfDate,
     SchemaTooNew,
+    TargetWriteError,
 )
 from farm_merge.storage import db
 from farm_merge.storage.legacy import detect_era
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.pool import Pool
 
 #: Alembic's version table, under a name of our own so that it cannot clash with the
 #: ``alembic_version`` of another tool sharing the database.
@@ -206,3 +215,83 @@ def probe_file(path: Path) -> str | None:
     if header != b"SQLite format 3\x00":
         return "not a SQLite database"
     return None
+
+
+def open_engine(
+    target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
+) -> Engine:
+    """An engine on an experiment database at head, created (with ``create``) if it is new;
+    the caller disposes of it.
+
+    Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written
+    (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`).  Several
+    processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
+    and checks again there, so exactly one of them builds the schema.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    name = db.display(target)
+    path = db.sqlite_path(target)
+    if path is not None:
+        if not path.exists() and not create:
+            raise DatabaseNotFound(name)
+        problem = probe_file(path) if path.exists() else None
+        if problem:
+            raise NotAnExperimentDatabase(name, problem)
+        # Only a database about to be created gets its page size and WAL mode: opening
+        # an empty file to read it must not write to it.
+        if create and (not path.exists() or path.stat().st_size == 0):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db.initialize_sqlite(path)
+    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib)
+    try:
+        try:
+            with engine.connect() as conn:
+                try:
+                    state = check(conn, name, allow_new=create)
+                finally:
+                    conn.rollback()
+        except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
+            if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
+                raise DatabaseUnavailable(name, first_line(e)) from e
+            # Opening a WAL database writes its -shm index: a full disk fails here already.
+            if reason := db.write_failure(e):
+                raise TargetWriteError(name, reason) from e
+            # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
+            raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
+        if state.kind == "new":
+            from farm_merge.storage.catalog import catalog_lock
+
+            with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                catalog_lock(conn)
+                if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
+                    from farm_merge.storage import migrations  # Alembic, only to build a schema
+
+                    migrations.create_schema(conn)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+@contextmanager
+def open_checked(target: str | os.PathLike, *, create: bool = False,
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S) -> Iterator[Engine]:
+    """Open an experiment database at head, creating it (with ``create``) if it is new.
+
+    Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
+    :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
+    """
+    engine = open_engine(target, create=create, busy_timeout_s=busy_timeout_s)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def create_database(target: str | os.PathLike) -> None:
+    """Create a new experiment database at head (through the migrations)."""
+    with open_checked(target, create=True):
+        pass

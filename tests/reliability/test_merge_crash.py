@@ -14,7 +14,7 @@ import pytest
 
 from conftest import assert_same_rows, rows, write_runs
 from farm_merge import consolidate
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import indexes, legacy, versions
 from faults import (
     SECONDARY_INDEXES,
     content,
@@ -151,9 +151,9 @@ def test_rerun_with_nothing_left_to_merge_builds_the_indexes_a_killed_bulk_load_
     target = tmp_path / "exp.db"
     assert consolidate.merge([str(runs)], str(target), progress=False).exit_code == 0
     # What a merge killed between its last source and the end of its index build leaves:
-    engine = migrations.open_engine(target)
+    engine = versions.open_engine(target)
     with engine.begin() as conn:
-        migrations.drop_secondary_indexes(conn)
+        indexes.drop(conn)
     engine.dispose()
     assert not SECONDARY_INDEXES & index_names(target)
 

@@ -15,7 +15,7 @@ from log_worker import expected_states
 
 from conftest import SMALL, assert_same_rows, rows, write_runs
 from farm_merge import consolidate, samples
-from farm_merge.storage import legacy, migrations
+from farm_merge.storage import legacy, versions
 from faults import digests, farm_merge, integrity, source_files
 
 pytestmark = pytest.mark.reliability
@@ -72,7 +72,7 @@ def figures(label: str, result: dict) -> str:
 
 def test_eight_writers_alone_then_with_a_merge_running_lose_and_duplicate_nothing(tmp_path):
     db = tmp_path / "exp.db"
-    migrations.create_database(db)
+    versions.create_database(db)
     alone = run_writers(db, tmp_path, "alone")
     print("\n" + figures("alone", alone))
 
@@ -150,8 +150,8 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
         drift.append(run)
     before = digests(source_files(runs))
     target = tmp_path / "exp.db"
-    migrations.create_database(target)
-    engine = migrations.open_engine(target)
+    versions.create_database(target)
+    engine = versions.open_engine(target)
     try:
         with consolidate._SqliteTarget(engine, "exp") as merge_a:  # has read the columns
             assert consolidate.merge([str(drift[0].path)], str(target), experiment_id="exp",
