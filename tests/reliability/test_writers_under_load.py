@@ -135,7 +135,9 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
     """Merge A has read the target's columns; merge B then adds a column both of their sources
     bring (schema drift).  A must not try to add it again ('duplicate column name').  Two
     processes hit this only by chance; here the interleaving is forced, on the engine."""
+    from farm_merge.consolidate.plan import Plan
     from farm_merge.consolidate.sources import SourceFile, inspect_source
+    from farm_merge.consolidate.sqlite import SqliteTarget
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -153,11 +155,11 @@ def test_a_merge_copes_with_columns_another_merge_added_meanwhile(tmp_path):
     versions.create_database(target)
     engine = versions.open_engine(target)
     try:
-        with consolidate._SqliteTarget(engine, "exp") as merge_a:  # has read the columns
+        with SqliteTarget(engine, "exp") as merge_a:  # has read the columns
             assert consolidate.merge([str(drift[0].path)], str(target), experiment_id="exp",
                                      progress=False).exit_code == 0  # merge B adds agents.temperament
             info = inspect_source(SourceFile(drift[1].path, runs))
-            plan = consolidate._Plan(info, [(drift[1].simulation_id, drift[1].simulation_id)])
+            plan = Plan(info, [(drift[1].simulation_id, drift[1].simulation_id)])
             result = merge_a.merge_one(plan, replace=False, verify=False)
     finally:
         engine.dispose()
