@@ -8,6 +8,7 @@ database content.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
+import farm_merge
 from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
@@ -308,3 +310,27 @@ def test_split_into_the_database_itself_is_refused(tmp_path):
     assert result.exit_code == 1
     assert result.output == f"Error: {target} is the experiment database itself; choose another --output\n"
     assert target.read_bytes() == before
+
+
+def test_a_null_results_summary_stays_null_through_merge_upgrade_and_split(runs_dir, backend, tmp_path):
+    """A run that never finished has SQL NULL in results_summary, in every era that has the
+    column; SQLAlchemy's JSON type would store Python None as the JSON text 'null'."""
+    files = [p for p in sorted(runs_dir.glob("*.db"))
+             if "simulations" in legacy.era(p.stem.split("_", 2)[2]).tables]
+    assert len(files) == len(legacy.ERAS) - 1  # every era but 2024-11
+    for path in files:
+        con = sqlite3.connect(path)
+        con.execute("UPDATE simulations SET results_summary = NULL")
+        con.commit()
+        con.close()
+    target = backend.target()
+    merge(files, target)
+    assert rows(target, "SELECT count(*) FROM simulations WHERE results_summary IS NULL") == [(len(files),)]
+    with ExperimentQueryTool(target) as tool:
+        split = tool.split(tmp_path / "split")
+    for written in split.files:
+        assert rows(Path(written.path), "SELECT typeof(results_summary) FROM simulations") == [("null",)]
+    upgraded = tmp_path / "upgraded.db"
+    shutil.copy(files[-1], upgraded)
+    farm_merge.upgrade(upgraded, backup=False)
+    assert rows(upgraded, "SELECT typeof(results_summary) FROM simulations") == [("null",)]
