@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import agentfarm_fixture as fixture  # noqa: E402  (tests/agentfarm_fixture.py)
 
-SIMULATION_ID = "sim_seed42"
+SIMULATION_ID = fixture.RECORDED_SIMULATION_ID
 EXPERIMENT_ID = "agentfarm_replay"
 #: Columns whose values AgentFarm itself does not repeat from run to run with one seed:
 #: a Python object's id() and wall-clock times.

@@ -30,13 +30,17 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import JSON, Boolean, Connection, MetaData, Table, select
+from sqlalchemy import JSON, Boolean, Column, Connection, MetaData, Table, Text, select
+from sqlalchemy.orm import declarative_base
 
 DATA = Path(__file__).resolve().parent / "data" / "agentfarm"
 CALLS = DATA / "calls.jsonl.gz"
 EXPECTED = DATA / "expected.json"
 
 #: Tables whose rows the digests cover (the catalogue's ``simulations`` row is not data).
+#: The simulation the recording logged (the recorder's choice; the replay keeps it).
+RECORDED_SIMULATION_ID = "sim_seed42"
+
 DIGESTED_TABLES = ("agents", "agent_states", "agent_actions", "resource_states", "health_incidents",
                    "simulation_steps", "simulation_config", "interactions", "reproduction_events",
                    "learning_experiences", "social_interactions")
@@ -168,3 +172,71 @@ def table_digests(conn: Connection, ignored: dict[str, list[str]], *, simulation
             digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
             result[name] = {"rows": len(lines), "digest": digest, "columns": wanted}
     return result
+
+
+# --- the replay ------------------------------------------------------------------------
+
+# AgentFarm hands ``_execute_in_transaction`` functions that query its own ORM models.  The
+# replay runs the same queries on a model of the same shape: AgentFarm's agents table as its
+# models declare it, keyed by ``agent_id`` alone.
+StandIn = declarative_base()
+
+
+class AgentRow(StandIn):
+    __tablename__ = "agents"
+
+    agent_id = Column(Text, primary_key=True)
+    simulation_id = Column(Text)
+    genome_id = Column(Text)
+
+
+def _genome_ids(session) -> list:
+    """The genome-id cache AgentFarm's Environment preloads for its simulation."""
+    query = session.query(AgentRow.genome_id).filter(AgentRow.simulation_id == RECORDED_SIMULATION_ID)
+    return [row.genome_id for row in query.all()]
+
+
+#: AgentFarm's functions (by qualified name, as recorded) and what stands in for them.
+FUNCTIONS = {"Environment._load_genome_id_cache.<locals>.<lambda>": _genome_ids}
+
+
+def replay(setup_db: Callable, records: list[list], paths: dict[str, str], *, check: bool = True):
+    """Make every recorded call again on what ``setup_db`` (AgentFarm's, or farm-merge's
+    factory's) returns for the recorded arguments; return that handle (closed if AgentFarm closed it).
+
+    With ``check``, raise :class:`AssertionError` naming the access where the object lacks
+    what AgentFarm used, or answers differently from the recording."""
+    setup, *calls = records
+    assert setup[:3] == ["factory", "setup_db", "call"], "a recording starts with the database's creation"
+    handle = setup_db(*decode(setup[3], paths), **decode(setup[4], paths))
+    objects = {"db": handle}
+    for number, (owner, name, kind, args, kwargs, result) in enumerate(calls, start=2):
+        where = f"recorded access {number}: {owner}.{name}"
+        obj = objects[owner]
+        if kind == "missing":
+            assert not check or not hasattr(obj, name), f"{where}: AgentFarm found it missing; the object has it"
+            continue
+        assert not check or hasattr(obj, name), f"{where}: AgentFarm used it; {type(obj).__name__} lacks it"
+        if kind == "set":
+            setattr(obj, name, decode(result, paths, FUNCTIONS))
+            continue
+        value = getattr(obj, name)
+        if kind == "get":
+            if name == "logger":
+                objects["logger"] = value
+            elif check:
+                assert encode(value, paths) == result, f"{where} reads differently"
+            continue
+        arguments = decode(args, paths, FUNCTIONS), decode(kwargs, paths, FUNCTIONS)
+        if isinstance(result, dict) and "$raised" in result:
+            try:
+                value(*arguments[0], **arguments[1])
+            except Exception as e:
+                assert type(e).__name__ == result["$raised"], f"{where} raised {e!r}"
+            else:
+                raise AssertionError(f"{where} raised nothing; AgentFarm saw {result['$raised']}")
+            continue
+        answer = value(*arguments[0], **arguments[1])
+        if check:
+            assert encode(answer, paths) == result, f"{where} answered {answer!r}"
+    return handle

@@ -10,76 +10,24 @@ from __future__ import annotations
 import copy
 import json
 
-import agentfarm_fixture as fixture
 import pytest
-from sqlalchemy import Column, Text
-from sqlalchemy.orm import declarative_base
 
+import agentfarm_fixture as fixture
 from farm_merge import DatabaseFactory
 from farm_merge.storage import db
 
 EXPECTED = json.loads(fixture.EXPECTED.read_text())
 SIMULATION_ID = EXPECTED["run"]["simulation_id"]
 
-# AgentFarm hands ``_execute_in_transaction`` functions that query its own ORM models.  The
-# replay runs the same queries on a model of the same shape: AgentFarm's agents table as its
-# models declare it, keyed by ``agent_id`` alone.
-StandIn = declarative_base()
 
-
-class AgentRow(StandIn):
-    __tablename__ = "agents"
-
-    agent_id = Column(Text, primary_key=True)
-    simulation_id = Column(Text)
-    genome_id = Column(Text)
-
-
-def _genome_ids(session) -> list:
-    """The genome-id cache AgentFarm's Environment preloads for its simulation."""
-    query = session.query(AgentRow.genome_id).filter(AgentRow.simulation_id == SIMULATION_ID)
-    return [row.genome_id for row in query.all()]
-
-
-#: AgentFarm's functions (by qualified name, as recorded) and what stands in for them.
-FUNCTIONS = {"Environment._load_genome_id_cache.<locals>.<lambda>": _genome_ids}
-
-
-def replay(target: str, records: list[list], monkeypatch, tmp_path) -> None:
-    """Make every recorded call on what farm-merge's factory gives AgentFarm for ``target``."""
+def replay(target: str, records: list[list], monkeypatch, tmp_path):
+    """The recording made on what farm-merge's factory gives AgentFarm for ``target``
+    (the experiment database chosen by the environment variables, as AgentFarm would be run)."""
     monkeypatch.setenv("USE_EXPERIMENT_DB", "1")
     monkeypatch.setenv("EXPERIMENT_ID", "agentfarm_replay")
     monkeypatch.setenv("EXPERIMENT_DB_PATH", target)
     paths = {"db": db.display(target), "run": str(tmp_path / f"simulation_{SIMULATION_ID}.db")}
-    setup, *calls = records
-    assert setup[:3] == ["factory", "setup_db", "call"]
-    handle = DatabaseFactory().setup_db(*fixture.decode(setup[3], paths), **fixture.decode(setup[4], paths))
-    objects = {"db": handle}
-    for number, (owner, name, kind, args, kwargs, result) in enumerate(calls, start=2):
-        where = f"recorded access {number}: {owner}.{name}"
-        obj = objects[owner]
-        if kind == "missing":
-            assert not hasattr(obj, name), f"{where}: AgentFarm found it missing; farm-merge now has it"
-            continue
-        assert hasattr(obj, name), f"{where}: AgentFarm used it; farm-merge's {type(obj).__name__} lacks it"
-        if kind == "set":
-            setattr(obj, name, fixture.decode(result, paths, FUNCTIONS))
-            continue
-        value = getattr(obj, name)
-        if kind == "get":
-            if name == "logger":
-                objects["logger"] = value
-            else:
-                assert fixture.encode(value, paths) == result, f"{where} reads differently"
-            continue
-        arguments = fixture.decode(args, paths, FUNCTIONS), fixture.decode(kwargs, paths, FUNCTIONS)
-        if isinstance(result, dict) and "$raised" in result:
-            with pytest.raises(Exception) as raised:
-                value(*arguments[0], **arguments[1])
-            assert type(raised.value).__name__ == result["$raised"], f"{where} raised {raised.value!r}"
-            continue
-        answer = value(*arguments[0], **arguments[1])
-        assert fixture.encode(answer, paths) == result, f"{where} answered {answer!r}"
+    return fixture.replay(DatabaseFactory().setup_db, records, paths)
 
 
 def tables_of(target: str) -> dict[str, tuple[int, str]]:
@@ -137,5 +85,5 @@ def test_the_replay_fails_on_an_answer_or_a_row_that_differs(backend, monkeypatc
 
     absent = copy.deepcopy(records)
     absent.insert(2, ["db", "no_such_method", "call", [], {}, None])
-    with pytest.raises(AssertionError, match="farm-merge's .* lacks it"):
+    with pytest.raises(AssertionError, match="db.no_such_method: AgentFarm used it; SimulationContext lacks it"):
         replay(backend.target("absent"), absent, monkeypatch, tmp_path)
