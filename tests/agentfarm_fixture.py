@@ -208,6 +208,9 @@ def replay(setup_db: Callable, records: list[list], paths: dict[str, str], *, ch
     what AgentFarm used, or answers differently from the recording."""
     setup, *calls = records
     assert setup[:3] == ["factory", "setup_db", "call"], "a recording starts with the database's creation"
+    # Decoded first, so that what the calls cost is all that happens between them.
+    calls = [(owner, name, kind, decode(args, paths, FUNCTIONS), decode(kwargs, paths, FUNCTIONS), result)
+             for owner, name, kind, args, kwargs, result in calls]
     handle = setup_db(*decode(setup[3], paths), **decode(setup[4], paths))
     objects = {"db": handle}
     for number, (owner, name, kind, args, kwargs, result) in enumerate(calls, start=2):
@@ -227,16 +230,15 @@ def replay(setup_db: Callable, records: list[list], paths: dict[str, str], *, ch
             elif check:
                 assert encode(value, paths) == result, f"{where} reads differently"
             continue
-        arguments = decode(args, paths, FUNCTIONS), decode(kwargs, paths, FUNCTIONS)
         if isinstance(result, dict) and "$raised" in result:
             try:
-                value(*arguments[0], **arguments[1])
+                value(*args, **kwargs)
             except Exception as e:
                 assert type(e).__name__ == result["$raised"], f"{where} raised {e!r}"
             else:
                 raise AssertionError(f"{where} raised nothing; AgentFarm saw {result['$raised']}")
             continue
-        answer = value(*arguments[0], **arguments[1])
+        answer = value(*args, **kwargs)
         if check:
             assert encode(answer, paths) == result, f"{where} answered {answer!r}"
     return handle
