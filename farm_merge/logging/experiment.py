@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from sqlalchemy import Connection, Text, cast, insert, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, insert, select, update
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -33,6 +33,11 @@ from farm_merge.storage import catalog, db, versions
 from farm_merge.storage.writer import CACHE_MIB, write_transaction
 
 T = TypeVar("T")
+
+
+#: Every flush stamps its simulation's heartbeat (one statement, built once).
+_HEARTBEAT = (update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == bindparam("simulation"))
+              .values(heartbeat_at=bindparam("at")))
 
 
 def default_experiment_path(experiment_id: str) -> Path:
@@ -56,8 +61,7 @@ class _ExperimentTarget:
         return columns, rows
 
     def after_write(self, conn: Connection, simulation_id: str) -> None:
-        conn.execute(update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == simulation_id)
-                     .values(heartbeat_at=catalog.now()))
+        conn.execute(_HEARTBEAT, {"simulation": simulation_id, "at": catalog.now()})
 
 
 class SimulationContext(SimulationRecorder):

@@ -423,7 +423,12 @@ class ExperimentDataLogger:
 
 
 def _row_exists(table: Table, columns: tuple[str, ...], row: tuple) -> Callable[[Connection], bool]:
-    """A check whether ``row`` (of ``columns``) is in ``table``, by its primary key."""
-    key = [(table.c[c.name], row[columns.index(c.name)]) for c in table.primary_key.columns if c.name in columns]
-    query = select(literal(1)).select_from(table).where(*(c == value for c, value in key)).limit(1)
-    return lambda conn: conn.execute(query).first() is not None
+    """A check whether ``row`` (of ``columns``) is in ``table``, by its primary key (its query
+    is built only if it is asked: after a connection lost during a commit)."""
+
+    def landed(conn: Connection) -> bool:
+        key = [(table.c[c.name], row[columns.index(c.name)]) for c in table.primary_key.columns if c.name in columns]
+        query = select(literal(1)).select_from(table).where(*(c == value for c, value in key)).limit(1)
+        return conn.execute(query).first() is not None
+
+    return landed

@@ -196,6 +196,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+#: ``json.dumps(value, default=_json_default)``, without making a new encoder for every value
+#: (the logger serialises one per action it is given).
+_encode_json = json.JSONEncoder(default=_json_default).encode
+
+
 def json_text(value: Any, field: str) -> str | None:
     """JSON text for a JSON column (numpy values allowed); None stays SQL NULL, and text is
     taken to be JSON already.  Raises ValueError naming ``field`` if it cannot be stored."""
@@ -208,6 +213,6 @@ def json_text(value: Any, field: str) -> str | None:
             raise ValueError(f"{field} is text but not JSON: {value[:60]!r}") from None
         return value
     try:
-        return json.dumps(value, default=_json_default)
+        return _encode_json(value)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{field} cannot be stored as JSON: {e}") from None

@@ -486,7 +486,7 @@ class _Model:
             "current_max_generation": max((a.generation for a in self.agents), default=0),
             "resource_efficiency": round(self.rng.random(), 6), "resource_distribution_entropy": 1.0,
             "average_agent_health": round(sum(a.health for a in self.agents) / n, 6) if n else 0.0,
-            "average_agent_age": int(sum(a.age for a in self.agents) / n) if n else 0,
+            "average_agent_age": round(sum(a.age for a in self.agents) / n, 6) if n else 0,  # a mean, as AgentFarm writes it
             "average_reward": round(sum(a.reward for a in self.agents) / n, 6) if n else 0.0,
             "combat_encounters": 0, "successful_attacks": 0, "resources_shared": 0.0,
             "resources_shared_this_step": 0.0, "combat_encounters_this_step": 0, "successful_attacks_this_step": 0,

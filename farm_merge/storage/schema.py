@@ -27,6 +27,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -44,6 +45,11 @@ Integer = _Integer().with_variant(BigInteger(), "postgresql")
 #: ``null`` by default, so a run's absent ``results_summary`` (SQL NULL in the run file)
 #: came back from a merge, an upgrade or a split as the text ``'null'``.
 JSON = _JSON(none_as_null=True)
+
+#: A column AgentFarm declares INTEGER but fills with fractions (``average_agent_age`` is a
+#: mean): INTEGER on SQLite, whose INTEGER affinity keeps a fraction as it is given and a whole
+#: number as an integer, DOUBLE PRECISION on PostgreSQL, which would refuse the fractions.
+IntegerOrFraction = _Integer().with_variant(Double(), "postgresql")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -230,7 +236,7 @@ class SimulationStepModel(Base):
     resource_efficiency = Column(Float)
     resource_distribution_entropy = Column(Float)
     average_agent_health = Column(Float)
-    average_agent_age = Column(Integer)
+    average_agent_age = Column(IntegerOrFraction)
     average_reward = Column(Float)
     combat_encounters = Column(Integer)
     successful_attacks = Column(Integer)

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Benchmark: AgentFarm's own logger against farm-merge's, on the workload of AgentFarm's real run.
+
+The workload is the recording in ``tests/data/agentfarm`` (every call AgentFarm's
+``run_simulation`` made on its database and logger: 10 agents, 100 steps, about 9,600 rows;
+see ``scripts/record_agentfarm.py``), replayed call for call, each contender in a child
+process of its own, best of N alternating rounds:
+
+  agentfarm          AgentFarm's ``setup_db``: its SimulationDatabase and DataLogger, its per-run file
+  farm-merge         farm-merge's ``DatabaseFactory`` into a new experiment database
+  farm-merge (open)  the same into an experiment database that already holds a simulation
+  farm-merge file    farm-merge's logger into a per-run file in AgentFarm's layout
+
+Throughput counts the rows each wrote, over the time from the database being opened to its
+close (the logging); opening (creating the schema) is shown apart, as is the whole.  Target
+(issue 10): farm-merge at least 4x AgentFarm's throughput, peak memory at most 100 MiB.
+
+  python scripts/bench_agentfarm.py --agentfarm /path/to/AgentFarm   # needs AgentFarm's dependencies
+  python scripts/bench_agentfarm.py                                  # farm-merge's contenders only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tests"))
+import agentfarm_fixture as fixture  # noqa: E402  (tests/agentfarm_fixture.py)
+import children  # noqa: E402  (scripts/children.py)
+
+TARGET_RATIO = 4.0
+TARGET_RSS_MIB = 100
+CONTENDERS = ("agentfarm", "farm-merge", "farm-merge (open)", "farm-merge file")
+
+
+def child(name: str, work: Path, agentfarm: str | None) -> None:
+    result, sys.stdout = sys.stdout, sys.stderr  # AgentFarm's log lines go to stderr; the result to stdout
+    records = list(fixture.read_calls())
+    sim = fixture.RECORDED_SIMULATION_ID
+    run_file = work / f"simulation_{sim}.db"
+    experiment = work / "experiment.db"
+    if name == "agentfarm":
+        sys.path.insert(0, agentfarm)
+        import logging
+
+        logging.disable(logging.WARNING)
+        from farm.database.utilities import setup_db
+    else:
+        from farm_merge import DatabaseFactory
+
+        os.environ.update(USE_EXPERIMENT_DB="0" if name == "farm-merge file" else "1", EXPERIMENT_ID="bench",
+                          EXPERIMENT_DB_PATH=str(experiment))
+        if name == "farm-merge (open)":
+            DatabaseFactory.create(simulation_id="earlier", use_experiment_db=True, experiment_id="bench",
+                                   db_path=str(experiment)).close()
+        setup_db = DatabaseFactory().setup_db
+    opened = {}
+
+    def timed_setup(*args, **kwargs):
+        started = time.perf_counter()
+        handle = setup_db(*args, **kwargs)
+        opened.update(at=time.perf_counter(), seconds=time.perf_counter() - started)
+        return handle
+
+    started = time.perf_counter()
+    fixture.replay(timed_setup, records, {"db": str(experiment), "run": str(run_file)}, check=False)
+    ended = time.perf_counter()
+    written = experiment if name.startswith("farm-merge") and name != "farm-merge file" else run_file
+    con = sqlite3.connect(written)
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if t in fixture.DIGESTED_TABLES]
+    where = " WHERE simulation_id = ?" if written == experiment else ""
+    rows = sum(con.execute(f"SELECT count(*) FROM {t}{where}", (sim,) if where else ()).fetchone()[0] for t in tables)
+    con.close()
+    print(json.dumps({"rows": rows, "open_s": opened["seconds"], "log_s": ended - opened["at"],
+                      "whole_s": ended - started}), file=result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agentfarm", type=Path, help="an AgentFarm checkout (its dependencies installed)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, Path(args.work), str(args.agentfarm) if args.agentfarm else None)
+        return
+    contenders = [c for c in CONTENDERS if c != "agentfarm" or args.agentfarm]
+    best: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for name in contenders:
+                work = Path(tmp) / f"{round_}_{name.replace(' ', '_')}"
+                work.mkdir()
+                extra = ["--agentfarm", str(args.agentfarm.resolve())] if args.agentfarm else []
+                result = children.run(__file__, "--child", name, "--work", str(work), *extra)
+                if name not in best or result["log_s"] < best[name]["log_s"]:
+                    best[name] = result
+                best[name]["peak_rss_mib"] = max(best[name]["peak_rss_mib"], result["peak_rss_mib"])
+    expected = json.loads(fixture.EXPECTED.read_text())
+    print(f"workload: AgentFarm {expected['agentfarm_commit'][:8]}'s run_simulation, {expected['run']['agents']} agents "
+          f"x {expected['run']['steps']} steps, replayed from its recording ({expected['records']} accesses); "
+          f"machine: {os.cpu_count()} cores; best of {args.rounds} alternating rounds\n")
+    print(f"{'contender':<20} {'rows':>7} {'open s':>8} {'log s':>8} {'rows/s':>9} {'whole s':>8} {'peak RSS':>9}")
+    for name, r in best.items():
+        print(f"{name:<20} {r['rows']:>7} {r['open_s']:>8.3f} {r['log_s']:>8.3f} {r['rows'] / r['log_s']:>9,.0f} "
+              f"{r['whole_s']:>8.3f} {r['peak_rss_mib']:>5.0f} MiB")
+    if "agentfarm" in best:
+        af = best["agentfarm"]["rows"] / best["agentfarm"]["log_s"]
+        fm = best["farm-merge"]["rows"] / best["farm-merge"]["log_s"]
+        print(f"\nfarm-merge / AgentFarm throughput: {fm / af:.2f}x   (target >= {TARGET_RATIO:g})")
+        whole = best["agentfarm"]["whole_s"] / best["farm-merge"]["whole_s"]
+        print(f"whole replay, opening included: {whole:.2f}x")
+    print(f"peak memory of farm-merge: {best['farm-merge']['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
+
+
+if __name__ == "__main__":
+    main()
