@@ -264,7 +264,7 @@ UNDECODABLE = "malformed: damaged schema (SQLite's error message about it is not
 def _reason(e: sqlite3.Error | UnicodeDecodeError) -> str:
     if isinstance(e, UnicodeDecodeError):
         return UNDECODABLE
-    message = str(e)
+    message = " ".join(str(e).split())  # one line: SQLite quotes a damaged schema's text, newlines and all
     if "malformed" in message or "corrupt" in message:
         return f"malformed: {message}"
     if "unsupported file format" in message:
@@ -288,6 +288,7 @@ def _read(con: sqlite3.Connection, source: SourceFile, size: int, uri: str) -> S
         found = con.execute("SELECT version_num FROM farm_merge_version").fetchone()
         revision = found[0] if found else None
     table_names = [n for n in table_names if n not in RESERVED_TABLES]
+    _check_names(con, source, table_names)
 
     columns = {t: _columns(con, t) for t in table_names}
     era = detect_era({t: list(cols) for t, (cols, _) in columns.items()})
@@ -356,6 +357,21 @@ def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[s
         newest = data if i == 0 else newest
         configs.setdefault(None if sim_id is None else str(sim_id), data)
     return newest, configs
+
+
+def _check_names(con: sqlite3.Connection, source: SourceFile, tables: list[str]) -> None:
+    """Refuse a table or column whose name is not UTF-8 text (a damaged schema): SQL can only
+    name it by its decoded form, which names nothing, and SQLite reads a double-quoted name
+    that names no column as a string, so its values would be copied as that string."""
+    def check(found, what: str) -> None:
+        for name, raw in found:
+            if name.encode("utf-8", "surrogatepass").hex().upper() != raw:
+                raise SourceError(str(source.path), f"malformed: {what} has a name that is not UTF-8 text "
+                                                    f"(bytes {raw[:32]}); it cannot be copied by name")
+
+    check(con.execute("SELECT name, hex(name) FROM sqlite_master WHERE type = 'table'"), "a table")
+    for table in tables:
+        check(con.execute("SELECT name, hex(name) FROM pragma_table_info(?)", (table,)), f"a column of {table}")
 
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:
