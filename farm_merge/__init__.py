@@ -3,8 +3,9 @@
 Merge per-run files with :func:`merge` (``farm-merge merge``); bring a database to the
 current schema in place with :func:`upgrade`; log new runs straight into an experiment
 database with :class:`DatabaseFactory`, :class:`ExperimentManager` or
-:class:`ExperimentDatabase`; query it with :class:`ExperimentQueryTool` or with the ORM
-models, which keep AgentFarm's names (:class:`AgentStateModel`, :class:`Simulation`, ...).
+:class:`ExperimentDatabase` (AgentFarm's own simulation: :mod:`farm_merge.agentfarm`); query
+it with :class:`ExperimentQueryTool` or with the ORM models, which keep AgentFarm's names
+(:class:`AgentStateModel`, :class:`Simulation`, ...).
 
 The names below are imported when first used, so that ``import farm_merge`` (and every
 ``farm-merge`` command) loads only the parts it needs.  How the package is laid out:

@@ -165,3 +165,18 @@ class DatabaseUnavailable(FarmMergeError):
     def __init__(self, target: str, reason: str):
         self.target, self.reason = target, reason
         super().__init__(f"cannot connect to {target}: {reason}")
+
+
+class OutOfScope(FarmMergeError):
+    """A session handed to a simulator's code tried to read or change rows that are not its
+    simulation's (see :mod:`farm_merge.logging.session`)."""
+
+
+class AgentFarmNotInstalled(FarmMergeError):
+    """Something that uses AgentFarm's own code (its repositories, its simulation) was asked
+    for where AgentFarm cannot be imported."""
+
+    def __init__(self, purpose: str, error: ImportError):
+        self.purpose = purpose
+        super().__init__(f"{purpose} needs AgentFarm, which cannot be imported here ({error}); install it, or run "
+                         "from its checkout (its folder on sys.path)")

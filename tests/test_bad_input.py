@@ -58,6 +58,30 @@ def _no_agentfarm_tables(path: Path) -> None:
     con.close()
 
 
+def _damaged_schema(path: Path) -> None:
+    """A table whose stored CREATE statement is broken across lines: SQLite's error quotes it."""
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE agents (agent_id TEXT PRIMARY KEY, x FLOAT)")
+    con.commit()
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = 'CREATE TABLE agents (\n\tagent_id TEXT PRIMARY KEY, `\n\tx FLOAT\n)' "
+                "WHERE name = 'agents'")
+    con.commit()
+    con.close()
+
+
+def _name_not_utf8(path: Path) -> None:
+    """An AgentFarm table whose column name is a byte that is not UTF-8 (a bit flip in the schema)."""
+    samples.write_run_file(path, "2024-12", seed=3, **SMALL)
+    con = sqlite3.connect(path)
+    (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE name = 'health_incidents'").fetchone()
+    damaged = sql.encode().replace(b"cause VARCHAR", b"\xa0 VARCHAR")
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = CAST(? AS TEXT) WHERE name = 'health_incidents'", (damaged,))
+    con.commit()
+    con.close()
+
+
 BAD_SOURCES = {
     "not_sqlite": (_not_sqlite, "not a SQLite database"),
     "empty": (_empty, "empty file (0 bytes)"),
@@ -65,6 +89,12 @@ BAD_SOURCES = {
     "truncated_header": (_truncated_header, "truncated: 18 bytes, shorter than a SQLite header"),
     "malformed": (_malformed, "malformed: database disk image is malformed"),
     "no_agentfarm_tables": (_no_agentfarm_tables, "none of AgentFarm's tables (found: recipes)"),
+    # one line, though SQLite's message quotes the schema's text with its newlines
+    "damaged_schema": (_damaged_schema,
+                       'malformed: malformed database schema (agents) - unrecognized token: "` x FLOAT )"'),
+    # SQLite would read the decoded name, which names no column, as a string: every value lost
+    "name_not_utf8": (_name_not_utf8, "malformed: a column of health_incidents has a name that is not UTF-8 text "
+                                      "(bytes A0); it cannot be copied by name"),
 }
 
 

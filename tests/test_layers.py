@@ -7,7 +7,8 @@ The layers, bottom up (each subpackage's ``__init__`` says the same in words):
 * ``storage``, with the revision scripts (``alembic/versions``, shipped as ``farm_merge._alembic``);
 * ``consolidate`` and ``logging``, side by side, neither importing the other;
 * ``query`` (which may read ``logging.liveness``) and ``samples``, side by side;
-* the command line, the package's public names, and the Alembic environment on top.
+* the command line, the AgentFarm entry point (``farm_merge.agentfarm``), the package's public names,
+  and the Alembic environment on top.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ALLOWED = {
     "top": {"*"},
 }
 BASE = {"farm_merge.errors", "farm_merge._version", "farm_merge._lazy", "farm_merge.progress"}
-TOP = {"farm_merge", "farm_merge.cli", "farm_merge.__main__", "farm_merge._alembic.env"}
+TOP = {"farm_merge", "farm_merge.cli", "farm_merge.__main__", "farm_merge.agentfarm", "farm_merge._alembic.env"}
 
 
 def module_files() -> dict[str, Path]:

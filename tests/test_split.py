@@ -8,6 +8,7 @@ database content.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
+import farm_merge
 from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
@@ -308,3 +310,88 @@ def test_split_into_the_database_itself_is_refused(tmp_path):
     assert result.exit_code == 1
     assert result.output == f"Error: {target} is the experiment database itself; choose another --output\n"
     assert target.read_bytes() == before
+
+
+def test_a_null_results_summary_stays_null_through_merge_upgrade_and_split(runs_dir, backend, tmp_path):
+    """A run that never finished has SQL NULL in results_summary, in every era that has the
+    column; SQLAlchemy's JSON type would store Python None as the JSON text 'null'."""
+    files = [p for p in sorted(runs_dir.glob("*.db"))
+             if "simulations" in legacy.era(p.stem.split("_", 2)[2]).tables]
+    assert len(files) == len(legacy.ERAS) - 1  # every era but 2024-11
+    for path in files:
+        con = sqlite3.connect(path)
+        con.execute("UPDATE simulations SET results_summary = NULL")
+        con.commit()
+        con.close()
+    target = backend.target()
+    merge(files, target)
+    assert rows(target, "SELECT count(*) FROM simulations WHERE results_summary IS NULL") == [(len(files),)]
+    with ExperimentQueryTool(target) as tool:
+        split = tool.split(tmp_path / "split")
+    for written in split.files:
+        assert rows(Path(written.path), "SELECT typeof(results_summary) FROM simulations") == [("null",)]
+    upgraded = tmp_path / "upgraded.db"
+    shutil.copy(files[-1], upgraded)
+    farm_merge.upgrade(upgraded, backup=False)
+    assert rows(upgraded, "SELECT typeof(results_summary) FROM simulations") == [("null",)]
+
+
+#: What AgentFarm's models declared (read off farm/database/models.py at each era's commit),
+#: for three eras: its first models, the one that added simulation ids, today's.
+AGENTFARM_FOREIGN_KEYS = {
+    "2024-11": {
+        "agents": {"parent_id>agents.agent_id"}, "agent_states": {"agent_id>agents.agent_id"},
+        "agent_actions": {"agent_id>agents.agent_id"}, "health_incidents": {"agent_id>agents.agent_id"},
+        "learning_experiences": {"agent_id>agents.agent_id"},
+    },
+    "2025-03": {
+        "agents": {"simulation_id>simulations.simulation_id"},
+        "agent_states": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "agent_actions": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id",
+                          "action_target_id>agents.agent_id", "state_before_id>agent_states.id",
+                          "state_after_id>agent_states.id"},
+        "health_incidents": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "learning_experiences": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "reproduction_events": {"simulation_id>simulations.simulation_id", "parent_id>agents.agent_id",
+                                "offspring_id>agents.agent_id"},
+        "social_interactions": {"simulation_id>simulations.simulation_id", "initiator_id>agents.agent_id",
+                                "recipient_id>agents.agent_id"},
+        "resource_states": {"simulation_id>simulations.simulation_id"},
+        "simulation_steps": {"simulation_id>simulations.simulation_id"},
+        "simulation_config": {"simulation_id>simulations.simulation_id"},
+        "simulations": {"experiment_id>experiments.experiment_id"},
+    },
+    "2025-11": {
+        "agents": {"simulation_id>simulations.simulation_id"},
+        "agent_states": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "agent_actions": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "health_incidents": {"simulation_id>simulations.simulation_id", "agent_id>agents.agent_id"},
+        "resource_states": {"simulation_id>simulations.simulation_id"},
+        "simulation_steps": {"simulation_id>simulations.simulation_id"},
+        "simulation_config": {"simulation_id>simulations.simulation_id"},
+        "simulations": {"experiment_id>experiments.experiment_id"},
+    },
+}
+
+
+def test_split_files_have_agentfarms_foreign_keys_page_size_and_journal(trip):
+    split = {f.simulation_id: f for f in trip["split"].files}
+    by_era = {r.era: Path(split[r.simulation_ids[0]].path)
+              for r in trip["merge"].results if Path(r.path).name.startswith("run_")}
+    assert sorted(by_era) == sorted(era.name for era in legacy.ERAS)
+    for era, path in by_era.items():
+        con = sqlite3.connect(path)
+        try:
+            # AgentFarm's connections: 4 KiB pages; a rollback journal until 2024-12, WAL since 2025-02
+            assert con.execute("PRAGMA page_size").fetchone() == (4096,), era
+            journal = "delete" if era.startswith("2024") else "wal"
+            assert con.execute("PRAGMA journal_mode").fetchone() == (journal,), era
+            tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            declared = {t: {f"{r[3]}>{r[2]}.{r[4]}" for r in con.execute(f"PRAGMA foreign_key_list({t})")}
+                        for t in tables}
+            if era in AGENTFARM_FOREIGN_KEYS:
+                assert {t: fks for t, fks in declared.items() if fks} == AGENTFARM_FOREIGN_KEYS[era], era
+            assert con.execute("PRAGMA foreign_key_check").fetchall() == [], era  # what it references is there
+        finally:
+            con.close()
+        assert not Path(f"{path}-wal").exists()

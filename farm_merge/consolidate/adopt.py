@@ -11,8 +11,10 @@ Two kinds are recognised (:func:`farm_merge.storage.versions.describe`):
   told apart by ``simulation_id``, but single-column keys and no version table.  The
   per-run layout holds one simulation (``simulation_steps`` is keyed by ``step_number``
   alone), so its tables are rebuilt in the layout of ``0002_simulation_keys`` and the file
-  is stamped there.  Where two simulations collided on a single-column key, the file
-  kept one row; that row is kept, and the collision reported.
+  is stamped there.  Rows AgentFarm wrote without an id (its death incidents) go to the
+  one simulation whose rows name their agent; the rest (its experiment-level
+  configuration) to a simulation of their own.  Where two simulations collided on a
+  single-column key, the file kept one row; that row is kept, and the collision reported.
 
 The layouts are not written out here: they are read off the migrations themselves, run
 once on an in-memory database, so an adopted file is exactly what its revision describes.
@@ -22,6 +24,7 @@ Everything happens on the caller's connection, inside the caller's transaction.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 
 from alembic.operations import Operations
@@ -29,7 +32,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, insert, update
 
 from farm_merge.consolidate import records
-from farm_merge.consolidate.sources import RESERVED_TABLES, SourceInfo
+from farm_merge.consolidate.sources import AGENT_TABLES, RESERVED_TABLES, SourceInfo
 from farm_merge.storage import db, migrations, versions
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import Simulation
@@ -103,10 +106,12 @@ class Adoption:
     simulation_id: str  # one simulation: the id of every row; several: the id of rows that have none
     recorded_id: str | None  # one simulation: the id the file itself records
     simulation_ids: list[str]
-    orphans: dict[str, int]  # several simulations: rows without simulation_id, per table
+    orphans: dict[str, int]  # several simulations: rows without simulation_id no agent attributes, per table
     expected: dict[str, dict[str, int]]  # rows per table and simulation once upgraded
     added_columns: list[str] = field(default_factory=list)
     collisions: list[Collision] = field(default_factory=list)
+    attributed: dict[str, int] = field(default_factory=dict)  # rows without an id given to their agent's simulation
+    agent_owners: dict[str, str] = field(default_factory=dict)  # agent id -> its simulation, for those rows
 
     @property
     def several(self) -> bool:
@@ -116,7 +121,7 @@ class Adoption:
         return {
             "kind": self.kind, "era": self.era, "stamped_at": self.revision, "simulation_ids": self.simulation_ids,
             "recorded_id": self.recorded_id, "orphans": self.orphans,
-            "orphans_simulation_id": self.simulation_id if self.orphans else None,
+            "orphans_simulation_id": self.simulation_id if self.orphans else None, "attributed": self.attributed,
             "added_columns": self.added_columns, "collisions": [str(c) for c in self.collisions],
         }
 
@@ -125,8 +130,9 @@ def plan(info: SourceInfo, simulation_id: str | None = None) -> Adoption:
     """Decide ids and layout for a foreign file.
 
     One simulation: its rows get ``simulation_id``, else the id the file records, else its
-    file stem (as a merge would name it).  Several: each keeps its own id; rows without one
-    get ``simulation_id``, else the file stem.
+    file stem (as a merge would name it).  Several: each keeps its own id; a row without one
+    goes to the simulation that alone has its agent (as a merge decides it,
+    :meth:`SourceInfo.rows_of`), the others get ``simulation_id``, else the file stem.
     """
     recorded = info.recorded_simulation_ids
     era = info.era.label if info.era else None
@@ -137,16 +143,21 @@ def plan(info: SourceInfo, simulation_id: str | None = None) -> Adoption:
         expected = {t.name: {chosen: t.rows} for t in info.tables.values()}
         return Adoption(kind, era, PER_RUN_REVISION, chosen, own, [chosen], {}, expected)
     orphan_id = simulation_id or info.path.stem
-    orphans, expected = {}, {}
+    orphans, attributed, expected = {}, {}, {}
     for table in info.tables.values():
         counts: dict[str, int] = {}
-        for sim, n in table.counts.items():
-            counts[orphan_id if sim is None else sim] = counts.get(orphan_id if sim is None else sim, 0) + n
+        for sim, n in [*((s, n) for s, n in table.counts.items() if s is not None), *table.attributed.items()]:
+            counts[sim] = counts.get(sim, 0) + n
+        left = table.counts.get(None, 0) - sum(table.attributed.values())
+        if left:
+            counts[orphan_id] = counts.get(orphan_id, 0) + left
+            orphans[table.name] = left
+        if table.attributed:
+            attributed[table.name] = sum(table.attributed.values())
         expected[table.name] = counts
-        if table.counts.get(None):
-            orphans[table.name] = table.counts[None]
     ids = sorted(set(recorded) | ({orphan_id} if orphans else set()))
-    return Adoption(kind, era, SEVERAL_SIMULATIONS_REVISION, orphan_id, None, ids, orphans, expected)
+    return Adoption(kind, era, SEVERAL_SIMULATIONS_REVISION, orphan_id, None, ids, orphans, expected,
+                    attributed=attributed, agent_owners=dict(info.agent_owners))
 
 
 def adopt(conn: Connection, info: SourceInfo, adoption: Adoption, *, indexes: bool = True) -> None:
@@ -200,8 +211,14 @@ def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adop
             for column in old_columns:
                 targets.append(db.quote(column))
                 if column == "simulation_id" and adoption.several and table.name in DATA_TABLE_KEYS:
-                    sources.append("coalesce(simulation_id, ?)")
-                    params.append(adoption.simulation_id)
+                    if adoption.agent_owners and table.name in AGENT_TABLES and "agent_id" in old_columns:
+                        # the row's agent's simulation (see plan), else the simulation of rows without one
+                        sources.append("coalesce(simulation_id, "
+                                       "(SELECT value FROM json_each(?) WHERE key = agent_id), ?)")
+                        params += [json.dumps(adoption.agent_owners), adoption.simulation_id]
+                    else:
+                        sources.append("coalesce(simulation_id, ?)")
+                        params.append(adoption.simulation_id)
                 else:
                     sources.append(db.quote(column))
             if adoption.several and table.name in DATA_TABLE_KEYS and "simulation_id" not in old_columns:

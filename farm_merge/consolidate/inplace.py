@@ -68,9 +68,13 @@ class UpgradeReport:
                          f"{total:,} rows kept" if self.adoption else "")]
         if self.adoption:
             a = self.adoption
+            if a.attributed:
+                tables = ", ".join(f"{t} {n}" for t, n in a.attributed.items())
+                lines.append(f"rows without a simulation_id ({tables}) went to the simulation that has their agent")
             if a.orphans:
                 tables = ", ".join(f"{t} {n}" for t, n in a.orphans.items())
-                lines.append(f"rows without a simulation_id ({tables}) are kept under simulation {a.simulation_id!r}")
+                lines.append(f"rows without a simulation_id that no agent ties to one simulation ({tables}) are "
+                             f"kept under simulation {a.simulation_id!r}")
             if a.added_columns:
                 lines.append(f"kept what the schema lacks: {', '.join(a.added_columns)}")
             lines += [f"collision: {c}" for c in a.collisions]

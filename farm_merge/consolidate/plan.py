@@ -56,9 +56,11 @@ def simulation_ids(info: SourceInfo, template: str | None) -> list[tuple[str | N
     if len(recorded) > 1:
         orphans = info.orphan_rows()
         if orphans:
-            table, count = next(iter(orphans.items()))
-            raise SourceError(str(info.path), f"holds {len(recorded)} simulations and {count} rows of {table} "
-                                              "without a simulation_id; cannot tell whose they are")
+            rows = ", ".join(f"{n} of {table}" for table, n in orphans.items())
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations and rows without a simulation_id "
+                                              f"that no agent ties to one of them ({rows}); cannot tell whose they "
+                                              "are (farm-merge upgrade keeps them under a simulation of their own: "
+                                              "upgrade a copy, then merge it)")
         if template is not None and "{simulation_id}" not in template:
             raise SourceError(str(info.path), f"holds {len(recorded)} simulations; an --id-template for it "
                                               "must contain {simulation_id}")

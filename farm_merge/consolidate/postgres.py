@@ -144,9 +144,9 @@ class PostgresTarget(MergeTarget):
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
             kinds = [self.kinds[table.name][c] for c in columns]
-            expected = table.rows if single else table.counts.get(theirs, 0)
+            expected = table.rows if single else info.rows_expected(table.name, theirs)
             selected = ", ".join(_source_expression(c, k) for c, k in zip(columns, kinds)) or "NULL"
-            where, params = ("", ()) if single else (" WHERE simulation_id = ?", (theirs,))
+            where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             cursor = source.execute(f"SELECT {selected} FROM {db.quote(table.name)}{where}", params)
             digest = db.RowHash() if verify else None
             got = copy_rows(self.conn, table.name, ["simulation_id", *columns],

@@ -23,6 +23,8 @@ from farm_merge.storage.legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch,
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Tables of ours that a source must never write into.
 RESERVED_TABLES = frozenset({"merge_ledger", "farm_merge_version", "alembic_version"})
+#: Tables whose ``agent_id`` names the agent a row is about (an agent of the row's simulation).
+AGENT_TABLES = ("agents", "agent_states", "agent_actions", "health_incidents", "learning_experiences")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class SourceTable:
     columns: dict[str, str]  # name -> declared type
     primary_key: tuple[str, ...]
     counts: dict[str | None, int]  # rows per recorded simulation_id (None: no id / NULL)
+    attributed: dict[str, int] = field(default_factory=dict)  # rows without an id whose agent is this simulation's
 
     @property
     def has_simulation_id(self) -> bool:
@@ -72,6 +75,9 @@ class SourceInfo:
     configs: dict[str | None, str] = field(default_factory=dict)  # newest config JSON per recorded simulation id
     revision: str | None = None  # the schema revision of a farm-merge experiment database used as a source
     active: bool = False  # a non-empty -wal beside it (merged with include_active): a writer may still commit
+    #: Several simulations: agent id -> the one simulation whose rows name it, for the agents of
+    #: rows without a simulation_id (AgentFarm's update_agent_death wrote its incidents so).
+    agent_owners: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -93,8 +99,26 @@ class SourceInfo:
         return sorted(ids)
 
     def orphan_rows(self) -> dict[str, int]:
-        """Rows without a simulation_id, per table, in tables that have the column."""
-        return {t.name: t.counts[None] for t in self.tables.values() if t.has_simulation_id and t.counts.get(None)}
+        """Rows without a simulation_id, per table, in tables that have the column, that no
+        agent ties to one simulation (:attr:`agent_owners`)."""
+        found = {t.name: t.counts.get(None, 0) - sum(t.attributed.values())
+                 for t in self.tables.values() if t.has_simulation_id}
+        return {name: n for name, n in found.items() if n}
+
+    def rows_of(self, table: str, simulation: str) -> tuple[str, tuple]:
+        """`` WHERE …`` and its parameters selecting simulation ``simulation``'s rows of
+        ``table`` in a file of several: those with its id, and those without one whose
+        agent only it has."""
+        if not self.tables[table].attributed.get(simulation):
+            return " WHERE simulation_id = ?", (simulation,)
+        agents = json.dumps([agent for agent, owner in self.agent_owners.items() if owner == simulation])
+        return (" WHERE simulation_id = ? OR (simulation_id IS NULL AND agent_id IN (SELECT value FROM json_each(?)))",
+                (simulation, agents))
+
+    def rows_expected(self, table: str, simulation: str) -> int:
+        """How many rows :meth:`rows_of` selects."""
+        t = self.tables[table]
+        return t.counts.get(simulation, 0) + t.attributed.get(simulation, 0)
 
 
 def expand(patterns: list[str]) -> tuple[list[SourceFile], list[str]]:
@@ -240,7 +264,7 @@ UNDECODABLE = "malformed: damaged schema (SQLite's error message about it is not
 def _reason(e: sqlite3.Error | UnicodeDecodeError) -> str:
     if isinstance(e, UnicodeDecodeError):
         return UNDECODABLE
-    message = str(e)
+    message = " ".join(str(e).split())  # one line: SQLite quotes a damaged schema's text, newlines and all
     if "malformed" in message or "corrupt" in message:
         return f"malformed: {message}"
     if "unsupported file format" in message:
@@ -264,6 +288,7 @@ def _read(con: sqlite3.Connection, source: SourceFile, size: int, uri: str) -> S
         found = con.execute("SELECT version_num FROM farm_merge_version").fetchone()
         revision = found[0] if found else None
     table_names = [n for n in table_names if n not in RESERVED_TABLES]
+    _check_names(con, source, table_names)
 
     columns = {t: _columns(con, t) for t in table_names}
     era = detect_era({t: list(cols) for t, (cols, _) in columns.items()})
@@ -284,8 +309,38 @@ def _read(con: sqlite3.Connection, source: SourceFile, size: int, uri: str) -> S
             simulations[str(row.get("simulation_id"))] = row
     experiments = _rows(con, "experiments") if "experiments" in columns else []
     config_json, configs = _configs(con, columns)
-    return SourceInfo(source, size, "", uri, era, tables, simulations, experiments, config_json, ignored,
+    info = SourceInfo(source, size, "", uri, era, tables, simulations, experiments, config_json, ignored,
                       configs, revision)
+    if len(info.recorded_simulation_ids) > 1 and info.orphan_rows():
+        _attribute_by_agent(con, info)
+    return info
+
+
+def _attribute_by_agent(con: sqlite3.Connection, info: SourceInfo) -> None:
+    """Find the simulation of rows without a simulation_id through their ``agent_id``: an
+    agent that the rows of exactly one simulation name is that simulation's.
+
+    AgentFarm's ``update_agent_death`` writes a death's health incident without the id
+    (into an experiment file of several simulations as into a run file); each agent id of
+    a seeded run is that run's, unless runs numbered their agents alike.
+    """
+    tables = [info.tables[t] for t in AGENT_TABLES
+              if t in info.tables and info.tables[t].has_simulation_id and "agent_id" in info.tables[t].columns]
+    orphaned = [t for t in tables if t.counts.get(None)]
+    if not orphaned:
+        return
+    orphans = " UNION ".join(f"SELECT agent_id FROM {db.quote(t.name)} WHERE simulation_id IS NULL" for t in orphaned)
+    named = " UNION ALL ".join(f"SELECT agent_id, simulation_id FROM {db.quote(t.name)} WHERE simulation_id IS NOT "
+                               "NULL AND agent_id IN (SELECT agent_id FROM orphans)" for t in tables)
+    info.agent_owners = {agent: str(owner) for agent, owner in con.execute(
+        f"WITH orphans AS ({orphans}) SELECT agent_id, min(simulation_id) FROM ({named}) "
+        "GROUP BY agent_id HAVING count(DISTINCT simulation_id) = 1")}
+    for table in orphaned:
+        for agent, n in con.execute(
+                f"SELECT agent_id, count(*) FROM {db.quote(table.name)} WHERE simulation_id IS NULL GROUP BY 1"):
+            owner = info.agent_owners.get(agent)
+            if owner is not None:
+                table.attributed[owner] = table.attributed.get(owner, 0) + n
 
 
 def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[str | None, str]]:
@@ -302,6 +357,21 @@ def _configs(con: sqlite3.Connection, columns: dict) -> tuple[str | None, dict[s
         newest = data if i == 0 else newest
         configs.setdefault(None if sim_id is None else str(sim_id), data)
     return newest, configs
+
+
+def _check_names(con: sqlite3.Connection, source: SourceFile, tables: list[str]) -> None:
+    """Refuse a table or column whose name is not UTF-8 text (a damaged schema): SQL can only
+    name it by its decoded form, which names nothing, and SQLite reads a double-quoted name
+    that names no column as a string, so its values would be copied as that string."""
+    def check(found, what: str) -> None:
+        for name, raw in found:
+            if name.encode("utf-8", "surrogatepass").hex().upper() != raw:
+                raise SourceError(str(source.path), f"malformed: {what} has a name that is not UTF-8 text "
+                                                    f"(bytes {raw[:32]}); it cannot be copied by name")
+
+    check(con.execute("SELECT name, hex(name) FROM sqlite_master WHERE type = 'table'"), "a table")
+    for table in tables:
+        check(con.execute("SELECT name, hex(name) FROM pragma_table_info(?)", (table,)), f"a column of {table}")
 
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:

@@ -97,10 +97,11 @@ class SqliteTarget(MergeTarget):
         counts = {}
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
-            expected = table.rows if single else table.counts.get(theirs, 0)
+            expected = table.rows if single else info.rows_expected(table.name, theirs)
             q = db.quote(table.name)
             col_sql = "".join(f", {db.quote(c)}" for c in columns)
-            where, params = ("", (ours,)) if single else (" WHERE simulation_id = ?", (ours, theirs))
+            where, mine = ("", ()) if single else info.rows_of(table.name, theirs)
+            params = (ours, *mine)
             if info.active:
                 # A writer may have committed since the inspection; this transaction reads
                 # the source in one snapshot (BEGIN IMMEDIATE opened it), so count that.
@@ -122,7 +123,7 @@ class SqliteTarget(MergeTarget):
             columns = [c for c in table.columns if c != "simulation_id"]
             expr = ", ".join(db.hash_expr(db.quote(c)) for c in columns) or "1"
             q = db.quote(table.name)
-            where, params = ("", ()) if single else (" WHERE simulation_id = ?", (theirs,))
+            where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             source = self.conn.exec_driver_sql(
                 f"SELECT farm_merge_rowhash({expr}) FROM src.{q}{where}", params).scalar()
             merged = self.conn.exec_driver_sql(

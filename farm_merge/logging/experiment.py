@@ -17,6 +17,7 @@ when the experiment is next opened (:mod:`farm_merge.logging.liveness`).
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -78,6 +79,18 @@ class SimulationContext(SimulationRecorder):
         self.parent_db = database
         self.experiment_id = database.experiment_id
         self.owns_database = owns_database
+
+    def update_simulation_record(self, simulation_id: str, *, status: str | None = None,
+                                 end_time: datetime | None = None, results_summary: Mapping | None = None,
+                                 simulation_db_path: str | None = None) -> None:
+        """Update the given fields of the simulation's row; None leaves a field as it is.
+
+        ``simulation_db_path`` is not taken: in an experiment database it is where the
+        simulation's rows are, this database (AgentFarm's ``run_simulation`` sets it to the
+        run file it would have persisted an in-memory database to, even when it did not).
+        """
+        super().update_simulation_record(simulation_id, status=status, end_time=end_time,
+                                         results_summary=results_summary)
 
     def _configuration_saved(self, conn: Connection, config_json: str) -> None:
         # A merged run file's configuration becomes its simulation's parameters; a logged

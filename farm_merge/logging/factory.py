@@ -1,10 +1,14 @@
 """Choosing where a simulation logs: the experiment database or its own run file.
 
 ``DatabaseFactory.create(...)`` is the one line a simulator changes (or, with the
-environment variables, none at all)::
+environment variables, none at all, for a simulator that calls it or is given
+``DatabaseFactory`` as its ``db_factory``)::
 
     USE_EXPERIMENT_DB=1 EXPERIMENT_ID=exp_001 EXPERIMENT_DB_PATH=experiments/exp_001.db \\
-        python run_simulation.py
+        python my_simulation.py
+
+AgentFarm's ``run_simulation`` does neither: :mod:`farm_merge.agentfarm` puts the factory
+into it (``python -m farm_merge.agentfarm run_simulation.py``).
 
 Arguments win over the environment.  With the experiment database on, the simulation
 logs into ``EXPERIMENT_DB_PATH`` (default ``experiments/<EXPERIMENT_ID>.db``, a path or a
@@ -66,15 +70,45 @@ def resolve(simulation_id: str | None, use_experiment_db: bool | None = None, ex
         raise ConfigurationError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
     if use_experiment_db is None:
         use_experiment_db = _flag(env, USE_EXPERIMENT_DB)
-    experiment_id = experiment_id or env.get(EXPERIMENT_ID) or None
     if not use_experiment_db:
-        return Destination(False, str(db_path or f"{simulation_id}.db"), experiment_id)
+        return Destination(False, str(db_path or f"{simulation_id}.db"),
+                           experiment_id or env.get(EXPERIMENT_ID) or None)
+    return experiment_destination(experiment_id, db_path, environ=env, null_pool=null_pool)
+
+
+def experiment_destination(experiment_id: str | None = None, db_path: str | os.PathLike | None = None, *,
+                           environ: Mapping[str, str] | None = None, null_pool: bool | None = None) -> Destination:
+    """The experiment database to log into: arguments, else ``EXPERIMENT_ID``,
+    ``EXPERIMENT_DB_PATH`` (default ``experiments/<id>.db``) and ``EXPERIMENT_DB_NULL_POOL``."""
+    env = os.environ if environ is None else environ
+    experiment_id = experiment_id or env.get(EXPERIMENT_ID) or None
     if not experiment_id:
         raise ConfigurationError(f"the experiment database is on but no experiment is named: pass experiment_id=... "
                                  f"or set {EXPERIMENT_ID}")
     path = db_path or env.get(EXPERIMENT_DB_PATH) or default_experiment_path(experiment_id)
     return Destination(True, str(path), experiment_id, _flag(env, EXPERIMENT_DB_NULL_POOL) if null_pool is None
                        else null_pool)
+
+
+def in_memory_requested(config: Mapping[str, Any] | None) -> bool:
+    """Whether an AgentFarm configuration (``config.to_dict()``: ``database.use_in_memory_db``
+    as a dotted key, or nested, or at the top as older releases had it) asks for its
+    in-memory database."""
+    if not isinstance(config, Mapping):
+        return False
+    nested = config.get("database")
+    values = (config.get("database.use_in_memory_db"), nested.get("use_in_memory_db") if isinstance(nested, Mapping)
+              else None, config.get("use_in_memory_db"))
+    return any(v is True or (isinstance(v, str) and v.strip().lower() in _TRUE) for v in values)
+
+
+#: Why a configuration asking for AgentFarm's in-memory database is refused.
+IN_MEMORY_REFUSED = (
+    "AgentFarm's configuration asks for its in-memory database (database.use_in_memory_db, on in its development "
+    "and testing environments): run_simulation would put it in place of farm-merge's once the environment is "
+    "built, and nothing would reach {where}; set config.database.use_in_memory_db = False, or start the script "
+    "with python -m farm_merge.agentfarm (or call farm_merge.agentfarm.install() before importing "
+    "run_simulation), which turns it off")
 
 
 def parameters_of(config: Any) -> dict | None:
@@ -123,17 +157,33 @@ class DatabaseFactory:
         context.owns_database = True
         return context
 
-    def setup_db(self, db_path: str | os.PathLike | None, simulation_id: str,
-                 config: Mapping[str, Any] | None = None) -> SimulationContext | SimulationDatabase | None:
-        """AgentFarm's ``DatabaseFactoryProtocol``: ``Environment(db_factory=DatabaseFactory())``.
+    @staticmethod
+    def setup_db(db_path: str | os.PathLike | None, simulation_id: str, config: Mapping[str, Any] | None = None, *,
+                 use_experiment_db: bool | None = None, experiment_id: str | None = None,
+                 experiment_db_path: str | os.PathLike | None = None, logging_config: DataLoggingConfig | None = None,
+                 null_pool: bool | None = None) -> SimulationContext | SimulationDatabase | None:
+        """AgentFarm's ``DatabaseFactoryProtocol``: ``Environment(db_factory=DatabaseFactory)``
+        (the class or an instance, ``DatabaseFactory()``, alike).
 
-        The environment variables decide as in :meth:`create`; ``db_path`` is the run file
-        the simulator asked for, used when the experiment database is off (None: no database,
-        as in AgentFarm).
+        The keywords and otherwise the environment variables decide as in :meth:`create`
+        (``experiment_db_path`` is :meth:`create`'s ``db_path``); ``db_path`` is the run file
+        the simulator asked for, used when the experiment database is off (None: no
+        database, as in AgentFarm).  A ``config`` that asks for AgentFarm's in-memory
+        database is refused (:class:`ConfigurationError`) before anything is written:
+        AgentFarm's ``run_simulation`` would swap it in and log nothing here.
         """
-        if not resolve(simulation_id).use_experiment_db:
+        where = resolve(simulation_id, use_experiment_db, experiment_id, experiment_db_path, null_pool=null_pool)
+        if in_memory_requested(config):
+            raise ConfigurationError(IN_MEMORY_REFUSED.format(where=where.db_path if where.use_experiment_db
+                                                              else "a run file"))
+        if not where.use_experiment_db:
             if db_path is None:
                 return None
-            return self.create(config=config, simulation_id=simulation_id, use_experiment_db=False,
-                               db_path=Path(db_path))
-        return self.create(config=config, simulation_id=simulation_id)
+            if str(db_path) in ("", ":memory:"):
+                raise ConfigurationError(f"db_path {str(db_path)!r} names no run file; farm-merge writes a file "
+                                         "(turn the experiment database on to log into one)")
+            return DatabaseFactory.create(config=config, simulation_id=simulation_id, use_experiment_db=False,
+                                          db_path=Path(db_path), logging_config=logging_config)
+        return DatabaseFactory.create(config=config, simulation_id=simulation_id, use_experiment_db=True,
+                                      experiment_id=where.experiment_id, db_path=where.db_path,
+                                      logging_config=logging_config, null_pool=where.null_pool)

@@ -235,6 +235,16 @@ class ExperimentDataLogger:
         self._pending += 1
         self._add_serial("health_incidents", incident)
 
+    def log_agent_state(self, step_number: int, agent_state: Sequence) -> None:
+        """Buffer one agent's state at a step outside :meth:`log_step` (AgentFarm's
+        ``update_agent_state``); the agent must have been logged by this logger."""
+        step = check_step(step_number)
+        rows = self._agent_state_rows(step, [agent_state])
+        if rows[0][3] not in self._agents:
+            raise ValueError(f"agent {rows[0][3]!r} is not logged for simulation {self.simulation_id!r}")
+        self._add("agent_states", rows)
+        self._flush_if_full()
+
     def discard_pending_agents(self, agent_ids: Iterable[str]) -> int:
         """Drop buffered rows about these agents (AgentFarm calls this when adding an agent
         failed half-way); return how many rows were dropped."""
@@ -371,6 +381,14 @@ class ExperimentDataLogger:
         self._deaths = []
         self._pending = 0
         self._last_flush = time.monotonic()
+
+    def flush_action_buffer(self) -> None:
+        """AgentFarm's per-buffer flush: every buffer goes in the one transaction of a flush."""
+        self.flush_all_buffers()
+
+    def flush_health_buffer(self) -> None:
+        """AgentFarm's per-buffer flush: every buffer goes in the one transaction of a flush."""
+        self.flush_all_buffers()
 
     def close(self) -> None:
         """Flush what is left."""

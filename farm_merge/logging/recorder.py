@@ -4,15 +4,19 @@ AgentFarm's simulator holds a ``SimulationDatabase`` and calls ``db.logger.log_*
 ``add_simulation_record``, ``save_configuration``, ``update_agent_death``,
 ``update_simulation_record``, ``flush_all_buffers`` and ``close`` on it (``farm/core/
 simulation.py``, ``environment.py``); its tools call ``get_configuration``,
-``get_table_row_count`` and ``export_data``.  :class:`SimulationRecorder` implements that
-interface once, for both places a simulation can be written to: a simulation inside an
-experiment database (:class:`~farm_merge.logging.experiment.SimulationContext`) and a per-run file
-in AgentFarm's layout (:class:`~farm_merge.logging.runfile.SimulationDatabase`).
+``get_table_row_count`` and ``export_data``; its environment runs functions of a session
+(``_execute_in_transaction``), and its repositories take the handle as their session
+manager (``execute_with_retry``).  :class:`SimulationRecorder` implements that interface
+once (it passes AgentFarm's ``isinstance(db, DatabaseProtocol)``), for both places a
+simulation can be written to: a simulation inside an experiment database
+(:class:`~farm_merge.logging.experiment.SimulationContext`) and a per-run file in AgentFarm's
+layout (:class:`~farm_merge.logging.runfile.SimulationDatabase`).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import time
 from datetime import datetime, timezone
@@ -21,8 +25,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, column, func, insert, inspect, select, table, update
 
+from farm_merge.errors import AgentFarmNotInstalled
 from farm_merge.logging.logger import ExperimentDataLogger
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, LogTarget, json_text
+from farm_merge.logging.session import Scope, simulation_session
 from farm_merge.storage.writer import write_transaction
 
 T = TypeVar("T")
@@ -33,6 +39,12 @@ EXPORT_TYPES = {"metrics": "simulation_steps", "agents": "agent_states", "resour
 EXPORT_FORMATS = ("csv", "json")
 #: Tables ``get_table_row_count`` counts this simulation's rows in.
 COUNTABLE_TABLES = (*WRITE_TABLES, "simulations")
+#: AgentFarm's repositories (``get_*_repository``): module and class.
+REPOSITORIES = {
+    "agent": ("farm.database.repositories.agent_repository", "AgentRepository"),
+    "action": ("farm.database.repositories.action_repository", "ActionRepository"),
+    "resource": ("farm.database.repositories.resource_repository", "ResourceRepository"),
+}
 
 
 def naive_utc(moment: datetime | None) -> datetime | None:
@@ -44,6 +56,9 @@ def naive_utc(moment: datetime | None) -> datetime | None:
 
 class SimulationRecorder:
     """AgentFarm's ``SimulationDatabase`` interface for one simulation."""
+
+    #: The experiment this simulation belongs to (if known); a session's scope includes its row.
+    experiment_id: str | None = None
 
     def __init__(self, target: LogTarget, simulation_id: str, db_path: str,
                  logging_config: DataLoggingConfig | None = None):
@@ -142,6 +157,78 @@ class SimulationRecorder:
     def flush_all_buffers(self) -> None:
         self.logger.flush_all_buffers()
 
+    def update_agent_state(self, agent_id: str, step_number: int, state_data: Mapping[str, Any]) -> None:
+        """One agent-state row for ``agent_id`` at ``step_number``, with the next flush.
+
+        ``state_data`` has AgentFarm's keys (``position``, ``resource_level``,
+        ``current_health``, ``starting_health``, ``starvation_counter``, ``is_defending``,
+        ``total_reward``); a missing one is 0 as in AgentFarm, and the age is the step.
+        An agent this simulation never logged is a ``ValueError`` (AgentFarm logs an error
+        and writes nothing).
+        """
+        position = state_data.get("position", (0.0, 0.0))
+        if not isinstance(position, (tuple, list)) or len(position) < 2:
+            raise ValueError(f"state_data['position'] must be (x, y), got {position!r}")
+        self.logger.log_agent_state(step_number, (
+            agent_id, position[0], position[1], state_data.get("resource_level", 0.0),
+            state_data.get("current_health", 0.0), state_data.get("starting_health", 0.0),
+            state_data.get("starvation_counter", 0), state_data.get("is_defending", False),
+            state_data.get("total_reward", 0.0), step_number))
+
+    # --- AgentFarm's session hooks ---------------------------------------------------------
+    def _execute_in_transaction(self, func: Callable[[Any], T]) -> T:
+        """``func(session)`` in one write transaction on this database; its result.
+
+        The session sees and changes only this simulation's rows, whatever ORM models
+        ``func`` uses (:mod:`farm_merge.logging.session`): reads are limited to them, new
+        objects get the simulation's id, and an UPDATE or DELETE never reaches another
+        simulation's row.  Buffered rows are flushed first, so ``func`` sees everything
+        logged so far.  The transaction is farm-merge's (``BEGIN IMMEDIATE``, retried while
+        other writers hold the lock, or after a lost connection); any other error is raised
+        and nothing ``func`` did is kept.  What it returns stays readable once the session
+        is closed (the attributes it loaded).
+        """
+        self.logger.flush_all_buffers()
+        scope = Scope(self.simulation_id, self.experiment_id)
+
+        def work(conn: Connection) -> T:
+            with simulation_session(conn, scope) as session:
+                return func(session)
+
+        return self._write(work)
+
+    def execute_with_retry(self, operation: Callable[[Any], T], max_retries: int = 3) -> T:
+        """AgentFarm's ``SessionManager.execute_with_retry``, so that its repositories can use
+        this handle as their session manager: :meth:`_execute_in_transaction`.  What is
+        retried is what farm-merge retries (lock contention, lost connections, until the
+        retry deadline); ``max_retries`` is accepted and not used."""
+        return self._execute_in_transaction(operation)
+
+    def get_agent_repository(self) -> Any:
+        """AgentFarm's ``AgentRepository`` over this simulation's rows (needs AgentFarm)."""
+        return self._repository("agent")
+
+    def get_action_repository(self) -> Any:
+        """AgentFarm's ``ActionRepository`` over this simulation's rows (needs AgentFarm)."""
+        return self._repository("action")
+
+    def get_resource_repository(self) -> Any:
+        """AgentFarm's ``ResourceRepository`` over this simulation's rows (needs AgentFarm)."""
+        return self._repository("resource")
+
+    def _repository(self, kind: str) -> Any:
+        module, name = REPOSITORIES[kind]
+        try:
+            repository = getattr(importlib.import_module(module), name)
+        except ImportError as e:
+            raise AgentFarmNotInstalled(f"get_{kind}_repository()", e) from e
+        return repository(self)  # every query it runs goes through execute_with_retry, in our scope
+
+    def update_notes(self, notes_data: Mapping[str, Any]) -> None:
+        """AgentFarm's ``update_notes``: ``session.merge`` each value (ORM objects) in this
+        simulation's session (its experiment's ``experiments`` row is in its scope)."""
+        self._execute_in_transaction(lambda session: [session.merge(value) for value in notes_data.values()])
+
     # --- reading back --------------------------------------------------------------------
     def get_table_row_count(self, table_name: str) -> int:
         """Rows this simulation has in ``table_name`` (buffered rows are flushed first)."""
@@ -236,6 +323,10 @@ class SimulationRecorder:
         finally:
             self.closed = True
             self._release()
+
+    def cleanup(self) -> None:
+        """AgentFarm's ``cleanup()``: :meth:`close`."""
+        self.close()
 
     def _release(self) -> None:
         """Hook: free what this handle owns once it is closed."""

@@ -3,9 +3,9 @@ layout of the AgentFarm era it came from.
 
 The era is the one the merge recorded (``simulations.era``: ``2025-03``, or
 ``~2025-03`` for a near match); a simulation logged directly has none and gets the
-current layout (:data:`farm_merge.storage.legacy.CURRENT_ERA`).  Tables and indexes are those of
-the era (:meth:`LegacyTable.create_sql`); rows are copied with INSERT…SELECT through
-ATTACH.  Writing into the era's own column types undoes the merge's one conversion: an
+current layout (:data:`farm_merge.storage.legacy.CURRENT_ERA`).  Tables, indexes and foreign
+keys are those of the era (:meth:`LegacyTable.create_sql`), and so are the page size and
+the journal (WAL from 2025-02 on); rows are copied with INSERT…SELECT through ATTACH.  Writing into the era's own column types undoes the merge's one conversion: an
 id the experiment schema holds as TEXT goes back into an INTEGER column as an integer.
 
 Nothing that holds a value is dropped for not fitting the era:
@@ -173,6 +173,9 @@ class _RunFileWriter:
         remove_partial(self.path)
         partial = partial_name(self.path)
         try:
+            # AgentFarm's file format as well as its tables: its page size and its era's journal
+            # (a file ATTACH creates would get the rollback journal whatever the era).
+            db.initialize_sqlite(partial, page_size=legacy.PAGE_SIZE, journal_mode=self.era.journal_mode)
             with attached(self.conn, partial):
                 with self.conn.begin():  # one snapshot of the simulation, one transaction on the file
                     for table in self.era.tables:

@@ -129,8 +129,10 @@ def write_agentfarm_experiment(
     The era's run-file layout (AgentFarm's models, ``create_all``: single-column keys,
     ``simulation_steps`` keyed by ``(step_number, simulation_id)``, no version table); an
     ``experiments`` row; a ``simulations`` row per simulation (the last one still
-    ``running``); every data row tagged with its simulation's id; and the configuration
-    saved at experiment level, with no simulation id (``ExperimentDatabase`` has none).
+    ``running``); every data row tagged with its simulation's id, except the health
+    incident of each death, which AgentFarm's ``update_agent_death`` writes without one;
+    and the configuration saved at experiment level, with no simulation id
+    (``ExperimentDatabase`` has none).
 
     ``shared_agent_ids=True``: every simulation numbers its agents alike (as seeded runs
     do), so they collide on ``agents.agent_id`` and the file keeps the first simulation's
@@ -157,7 +159,8 @@ def write_agentfarm_experiment(
         config = _Writer(con, era, None, 0, shared=True)
         for i, sim in enumerate(ids):
             prefix = "agent_" if shared_agent_ids else f"agent_{i:02d}_"
-            model = _Model(rng, era, sim, agents=agents, resources=resources, agent_prefix=prefix)
+            model = _Model(rng, era, sim, agents=agents, resources=resources, agent_prefix=prefix,
+                           death_incidents=True)
             if i == 0:
                 config.insert("simulation_config", [model.config_row(seed, steps)])
             running = i == simulations - 1
@@ -173,9 +176,11 @@ def write_agentfarm_experiment(
                 for table, step_rows in model.step(step).items():
                     writer.insert(table, step_rows)
             writer.insert("agents", model.agent_rows())
-            rows[sim] = dict(writer.counts)
-        rows[None] = dict(config.counts)
         con.commit()
+        for table in era.tables:
+            if table in DATA_TABLE_KEYS:
+                for sim, n in con.execute(f"SELECT simulation_id, count(*) FROM {table} GROUP BY 1"):
+                    rows.setdefault(sim, {})[table] = n
         return ExperimentFile(path, era.name, experiment_id, ids, rows)
     finally:
         con.close()
@@ -237,9 +242,10 @@ class _Model:
     """A small seeded agent-based model whose output looks like AgentFarm's."""
 
     def __init__(self, rng: random.Random, era: Era, simulation_id: str | None, *, agents: int, resources: int,
-                 agent_prefix: str = "agent_"):
+                 agent_prefix: str = "agent_", death_incidents: bool = False):
         self.rng, self.era, self.simulation_id = rng, era, simulation_id
         self.agent_prefix = agent_prefix
+        self.death_incidents = death_incidents  # AgentFarm's update_agent_death: one more, without simulation_id
         self.integer_ids = era.tables["agents"].column("agent_id").type == "INTEGER"
         self.text_resource_ids = era.tables["resource_states"].column("resource_id").type != "INTEGER"
         self.size = 40
@@ -387,6 +393,10 @@ class _Model:
                 self.agents.remove(a)
                 if a.resources <= 0:
                     out["health_incidents"].append(self._incident(step, a, a.health, 0.0, "starvation"))
+                if self.death_incidents:
+                    out["health_incidents"].append({**self._incident(step, a, 0.0, 0.0, "unknown"),
+                                                    "details": json.dumps({"final_state": "dead"}),
+                                                    "simulation_id": None})
         for a in self.agents:
             out["agent_states"].append(self._state(step, a))
             if self.integer_ids and rng.random() < 0.03:

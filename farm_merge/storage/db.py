@@ -221,12 +221,13 @@ def create_engine_for(
     return engine
 
 
-def initialize_sqlite(path: Path) -> None:
-    """Give a new, empty SQLite file its page size and WAL mode before any table exists."""
+def initialize_sqlite(path: Path, *, page_size: int = PAGE_SIZE, journal_mode: str = "wal") -> None:
+    """Give a new, empty SQLite file its page size and journal mode (WAL unless told)
+    before any table exists."""
     con = sqlite3.connect(path, isolation_level=None)
     try:
-        con.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        con.execute("PRAGMA journal_mode = WAL")
+        con.execute(f"PRAGMA page_size = {int(page_size)}")
+        con.execute(f"PRAGMA journal_mode = {journal_mode}")
     finally:
         con.close()
 

@@ -16,6 +16,11 @@ simulator version created, with the columns of that moment:
 * ``simulation_steps`` replaced ``system_agents``/``independent_agents``/
   ``control_agents`` by ``agent_type_counts`` (JSON) in 2025-11.
 
+Each layout keeps the ``FOREIGN KEY`` clauses AgentFarm's models declared at that commit
+(its ``create_all`` wrote them; its connections switch ``foreign_keys`` on), and the file
+format AgentFarm gave its files: 4 KiB pages throughout, a rollback journal until
+2024-12 and WAL from 2025-02 on (:data:`PAGE_SIZE`, :attr:`Era.journal_mode`).
+
 Mapping rule: a source table maps onto the experiment table of the same name and a
 source column onto the target column of the same name.  ``simulations`` and
 ``experiments`` are catalogue tables, handled by the merge engine; every other known
@@ -24,8 +29,12 @@ table is a *data table* whose key becomes ``(simulation_id, original key)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Iterable, Mapping
+
+from farm_merge.storage.layout import Era, LegacyColumn, LegacyTable  # noqa: F401 (the layouts' types, used here)
+from farm_merge.storage.layout import changed_table as _with
+from farm_merge.storage.layout import new_table as _table
 
 #: Data tables and their original (per-run) primary key.
 DATA_TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -48,105 +57,9 @@ CATALOG_TABLES = ("simulations", "experiments")
 #: Every table name AgentFarm ever created in a run file.
 KNOWN_TABLES = frozenset(DATA_TABLE_KEYS) | frozenset(CATALOG_TABLES)
 
-
-@dataclass(frozen=True)
-class LegacyColumn:
-    name: str
-    type: str  # the declared SQL type, as AgentFarm's create_all wrote it
-    not_null: bool = False
-
-
-@dataclass(frozen=True)
-class LegacyTable:
-    name: str
-    columns: tuple[LegacyColumn, ...]
-    primary_key: tuple[str, ...]
-    indexes: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    def column(self, name: str) -> LegacyColumn:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-    def create_sql(self, schema: str | None = None) -> list[str]:
-        """CREATE TABLE and CREATE INDEX statements for this layout (SQLite), in the
-        attached database ``schema`` if given."""
-        prefix = f"{schema}." if schema else ""
-        cols = [f'{c.name} {c.type}{" NOT NULL" if c.not_null else ""}' for c in self.columns]
-        cols.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
-        statements = [f"CREATE TABLE {prefix}{self.name} (\n\t" + ", \n\t".join(cols) + "\n)"]
-        for index_name, index_cols in self.indexes:
-            statements.append(f"CREATE INDEX {prefix}{index_name} ON {self.name} ({', '.join(index_cols)})")
-        return statements
-
-
-@dataclass(frozen=True)
-class Era:
-    """One layout of AgentFarm's per-run database."""
-
-    name: str
-    commit: str
-    description: str
-    tables: Mapping[str, LegacyTable] = field(hash=False)
-
-    def evolve(self, name: str, commit: str, description: str, **changes: LegacyTable | None) -> "Era":
-        tables = dict(self.tables)
-        for table_name, table in changes.items():
-            if table is None:
-                tables.pop(table_name, None)
-            else:
-                tables[table_name] = table
-        return Era(name, commit, description, tables)
-
-    @property
-    def has_simulation_id(self) -> bool:
-        return "simulation_id" in self.tables["agents"].column_names
-
-
-def _table(name: str, spec: str, *, pk: str, indexes: str = "") -> LegacyTable:
-    """Build a layout from ``"col TYPE, col TYPE!, ..."`` (``!`` = NOT NULL)."""
-    columns = []
-    for part in spec.split(","):
-        col_name, col_type = part.split()
-        not_null = col_type.endswith("!")
-        columns.append(LegacyColumn(col_name, col_type.rstrip("!"), not_null))
-    return LegacyTable(name, tuple(columns), tuple(pk.split(",")), _indexes(indexes))
-
-
-def _indexes(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Parse ``"name(col, col); name(col)"``."""
-    result = []
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        index_name, cols = part.split("(")
-        result.append((index_name.strip(), tuple(c.strip() for c in cols.rstrip(")").split(","))))
-    return tuple(result)
-
-
-def _with(table: LegacyTable, *, add: str = "", drop: str = "", retype: str = "",
-          pk: str | None = None, indexes: str | None = None, after: Mapping[str, str] | None = None) -> LegacyTable:
-    """A later version of ``table``: columns added (at the end, or after a named column),
-    dropped, or retyped; optionally a new key or index list."""
-    columns = [c for c in table.columns if c.name not in set(drop.replace(",", " ").split())]
-    retypes = dict(p.split() for p in retype.split(",") if p.strip())
-    columns = [replace(c, type=retypes[c.name].rstrip("!"), not_null=retypes[c.name].endswith("!"))
-               if c.name in retypes else c for c in columns]
-    if add:
-        new = _table(table.name, add, pk=table.primary_key[0]).columns
-        for col in new:
-            anchor = (after or {}).get(col.name)
-            if anchor is None:
-                columns.append(col)
-            elif anchor == "^":
-                columns.insert(0, col)
-            else:
-                columns.insert([c.name for c in columns].index(anchor) + 1, col)
-    new_indexes = table.indexes if indexes is None else _indexes(indexes)
-    return LegacyTable(table.name, tuple(columns), tuple(pk.split(",")) if pk else table.primary_key, new_indexes)
+#: The page size of AgentFarm's run files: SQLite's default, which its default pragma
+#: profile ("balanced") also sets.
+PAGE_SIZE = 4096
 
 
 # --- 2024-11: the first layout with a models module ------------------------------------
@@ -158,6 +71,7 @@ _AGENT_ACTIONS = _table(
     pk="action_id",
     indexes="idx_agent_actions_step_number(step_number); idx_agent_actions_agent_id(agent_id); "
             "idx_agent_actions_action_type(action_type)",
+    fks="agent_id>agents.agent_id",
 )
 _AGENT_STATES = _table(
     "agent_states",
@@ -167,6 +81,7 @@ _AGENT_STATES = _table(
     pk="id",
     indexes="idx_agent_states_agent_id(agent_id); idx_agent_states_step_number(step_number); "
             "idx_agent_states_composite(step_number, agent_id)",
+    fks="agent_id>agents.agent_id",
 )
 _AGENTS = _table(
     "agents",
@@ -176,6 +91,7 @@ _AGENTS = _table(
     pk="agent_id",
     indexes="idx_agents_agent_type(agent_type); idx_agents_birth_time(birth_time); "
             "idx_agents_death_time(death_time)",
+    fks="parent_id>agents.agent_id",
 )
 _HEALTH = _table(
     "health_incidents",
@@ -183,6 +99,7 @@ _HEALTH = _table(
     "health_after FLOAT, cause VARCHAR(50)!, details VARCHAR(512)",
     pk="incident_id",
     indexes="idx_health_incidents_step_number(step_number); idx_health_incidents_agent_id(agent_id)",
+    fks="agent_id>agents.agent_id",
 )
 _LEARNING = _table(
     "learning_experiences",
@@ -191,6 +108,7 @@ _LEARNING = _table(
     pk="experience_id",
     indexes="idx_learning_experiences_step_number(step_number); "
             "idx_learning_experiences_agent_id(agent_id); idx_learning_experiences_module_type(module_type)",
+    fks="agent_id>agents.agent_id",
 )
 _RESOURCES = _table(
     "resource_states",
@@ -222,6 +140,7 @@ _SIMULATIONS = _table(
 ERA_2024_11 = Era(
     "2024-11", "d49f0b4d", "November 2024: integer ids, positions and learning states as text",
     {t.name: t for t in (_AGENT_ACTIONS, _AGENT_STATES, _AGENTS, _HEALTH, _LEARNING, _RESOURCES, _CONFIG, _STEPS)},
+    journal_mode="delete",
 )
 
 # --- 2024-12-int: early December 2024, still integer agent ids ------------------------
@@ -231,6 +150,7 @@ ERA_2024_12_INT = ERA_2024_11.evolve(
         ERA_2024_11.tables["agent_actions"], drop="position_before, position_after",
         add="state_before_id INTEGER, state_after_id INTEGER",
         after={"state_before_id": "action_target_id", "state_after_id": "state_before_id"},
+        add_fks="action_target_id>agents.agent_id, state_before_id>agent_states.id, state_after_id>agent_states.id",
     ),
     agent_states=_with(ERA_2024_11.tables["agent_states"], add="position_z FLOAT", after={"position_z": "position_y"}),
     learning_experiences=_with(
@@ -266,7 +186,7 @@ ERA_2024_12 = ERA_2024_12_INT.evolve(
 
 # --- 2025-02: reproduction events, the (agent, step) index -----------------------------
 ERA_2025_02 = ERA_2024_12.evolve(
-    "2025-02", "32fb4f36", "February 2025: reproduction events",
+    "2025-02", "32fb4f36", "February 2025: reproduction events", journal_mode="wal",
     agent_states=_with(
         ERA_2024_12.tables["agent_states"],
         indexes="idx_agent_states_agent_id(agent_id); idx_agent_states_step_number(step_number); "
@@ -281,15 +201,17 @@ ERA_2025_02 = ERA_2024_12.evolve(
         pk="event_id",
         indexes="idx_reproduction_events_step_number(step_number); idx_reproduction_events_parent_id(parent_id); "
                 "idx_reproduction_events_success(success)",
+        fks="parent_id>agents.agent_id, offspring_id>agents.agent_id",
     ),
 )
 
 # --- 2025-03: simulation_id in every table, experiments, social interactions -------------
 _SIM = "simulation_id VARCHAR(64)"
+_SIM_FK = "simulation_id>simulations.simulation_id"
 
 
 def _add_sim_id(table: LegacyTable, after: str = "^") -> LegacyTable:
-    return _with(table, add=_SIM, after={"simulation_id": after})
+    return _with(table, add=_SIM, after={"simulation_id": after}, add_fks=_SIM_FK)
 
 
 _e = ERA_2025_02.tables
@@ -311,10 +233,11 @@ ERA_2025_03 = ERA_2025_02.evolve(
                "successful_attacks_this_step": "combat_encounters_this_step"},
         pk="step_number,simulation_id",
         indexes="idx_simulation_steps_step_number(step_number); idx_simulation_steps_simulation_id(simulation_id)",
+        add_fks=_SIM_FK,
     ),
     simulations=_with(
         _e["simulations"], retype="simulation_id VARCHAR(64)!", add="experiment_id VARCHAR(64)",
-        after={"experiment_id": "simulation_id"},
+        after={"experiment_id": "simulation_id"}, add_fks="experiment_id>experiments.experiment_id",
     ),
     experiments=_table(
         "experiments",
@@ -335,6 +258,7 @@ ERA_2025_03 = ERA_2025_02.evolve(
                 "idx_social_interactions_initiator_id(initiator_id); "
                 "idx_social_interactions_recipient_id(recipient_id); "
                 "idx_social_interactions_interaction_type(interaction_type)",
+        fks=f"{_SIM_FK}, initiator_id>agents.agent_id, recipient_id>agents.agent_id",
     ),
 )
 
@@ -358,6 +282,7 @@ ERA_2025_09 = ERA_2025_03.evolve(
         pk="interaction_id",
         indexes="idx_interactions_step_number(step_number); idx_interactions_source(source_type, source_id); "
                 "idx_interactions_target(target_type, target_id); idx_interactions_type(interaction_type)",
+        fks=_SIM_FK,
     ),
 )
 
@@ -372,6 +297,7 @@ ERA_2025_11 = ERA_2025_09.evolve(
         add="module_type VARCHAR(50), module_id VARCHAR(64)",
         indexes="idx_agent_actions_step_number(step_number); idx_agent_actions_agent_id(agent_id); "
                 "idx_agent_actions_action_type(action_type); idx_agent_actions_module_type(module_type)",
+        fks=f"{_SIM_FK}, agent_id>agents.agent_id",
     ),
     agents=_with(_e["agents"], drop="starvation_counter"),
     resource_states=_with(_e["resource_states"], retype="resource_id VARCHAR(64)"),

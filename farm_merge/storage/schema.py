@@ -21,8 +21,8 @@ The migrations in ``alembic/versions`` build exactly this schema; a test compare
 
 from __future__ import annotations
 
+from sqlalchemy import JSON as _JSON
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -40,6 +40,11 @@ from sqlalchemy.orm import declarative_base
 #: SQLite's INTEGER holds 64 bits; on PostgreSQL, whose INTEGER holds 32, it is BIGINT, so
 #: that a source's large values (file sizes, timestamps, ids) fit there too.
 Integer = _Integer().with_variant(BigInteger(), "postgresql")
+
+#: JSON whose Python None is SQL NULL.  SQLAlchemy's JSON stores None as the JSON text
+#: ``null`` by default, so a run's absent ``results_summary`` (SQL NULL in the run file)
+#: came back from a merge, an upgrade or a split as the text ``'null'``.
+JSON = _JSON(none_as_null=True)
 
 #: A column AgentFarm declares INTEGER but fills with fractions (``average_agent_age`` is a
 #: mean): INTEGER on SQLite, whose INTEGER affinity keeps a fraction as it is given and a whole

@@ -1,0 +1,1 @@
+"""Stand-in for AgentFarm's package (see ../README.md)."""
