@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
 import farm_merge
+from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_types, rows, table_names, write_runs
 from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
