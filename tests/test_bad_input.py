@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import SMALL, folder_state, rows
 from farm_merge import samples
 from farm_merge.cli import cli
-from farm_merge.storage import migrations, versions
+from farm_merge.storage import db, migrations, versions
 
 
 def run_cli(*args: str):
@@ -170,7 +170,7 @@ def test_target_that_is_not_a_database_at_all(tmp_path, runs_dir):
 def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_dir):
     target = tmp_path / "old.db"
     versions.create_database(target)
-    engine = migrations.db.create_engine_for(target)
+    engine = db.create_engine_for(target)
     with engine.connect() as conn, conn.begin():
         from alembic import command
         command.downgrade(migrations.alembic_config(conn), "0002_simulation_keys")
