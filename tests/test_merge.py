@@ -333,3 +333,32 @@ def test_a_known_source_whose_id_another_source_takes_is_reported_with_it(runs_d
     report = merge([source, copy], target)
     assert [r.status for r in report.results] == ["failed", "failed"]
     assert all("also comes from" in r.reason for r in report.results)
+
+
+def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path):
+    """1,000 sources in one merge (tiny copies of a file of every era, told apart by
+    --id-template): every one is merged whole, with its rows and its ledger row, the
+    indexes are all there, and a re-run skips all of them."""
+    eras = write_runs(tmp_path / "eras", steps=2, agents=2, resources=1)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i in range(1000):
+        shutil.copy(eras[i % len(eras)].path, runs / f"r{i:04d}.db")
+    target = tmp_path / "exp.db"
+    report = merge([runs], target, id_template="{stem}")
+    assert [r.status for r in report.results] == ["merged"] * 1000
+    assert [r.simulation_ids for r in report.results] == [[f"r{i:04d}"] for i in range(1000)]
+    assert rows(target, "SELECT count(*), count(DISTINCT source_path) FROM merge_ledger") == [(1000, 1000)]
+    assert rows(target, "SELECT count(*) FROM simulations") == [(1000,)]
+    for table in DATA_TABLES:
+        expected = 0
+        for i, run in enumerate(eras):
+            copies = len(range(i, 1000, len(eras)))
+            present = rows(run.path, "SELECT count(*) FROM sqlite_master WHERE name = ?", (table,)) == [(1,)]
+            expected += copies * rows(run.path, f"SELECT count(*) FROM {table}")[0][0] if present else 0
+        assert rows(target, f"SELECT count(*) FROM {table}") == [(expected,)], table
+    for i in (0, 1, 2, 3, 4, 5, 6, 500, 999):
+        assert_same_rows(runs / f"r{i:04d}.db", target, f"r{i:04d}")
+    assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(target)
+    again = merge([runs], target, id_template="{stem}")
+    assert [r.status for r in again.results] == ["skipped"] * 1000
