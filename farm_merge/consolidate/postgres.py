@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
 
@@ -41,12 +42,16 @@ from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
 from farm_merge.consolidate.sources import SourceInfo
 from farm_merge.consolidate.target import MergeTarget, copy_failure
 from farm_merge.errors import FarmMergeError, SourceError
-from farm_merge.storage import db
+from farm_merge.progress import progress_bar
+from farm_merge.storage import db, indexes
 from farm_merge.storage.postgres import CHUNK_ROWS, column_type, copy_rows, kind_of, refusal
 from farm_merge.storage.writer import is_connection_lost
 
 #: Key of the advisory lock that makes merges into one database take turns.
 MERGE_LOCK_KEY = 0x6D657267  # "merg"
+
+#: Connections that build the secondary indexes at the end of a first merge.
+INDEX_CONNECTIONS = 2
 
 
 class PostgresTarget(MergeTarget):
@@ -67,6 +72,38 @@ class PostgresTarget(MergeTarget):
                 self.conn.commit()
         finally:
             super().__exit__(*exc)
+
+    def bulk_load_end(self, progress: bool | None) -> None:
+        """Build the missing secondary indexes on :data:`INDEX_CONNECTIONS` connections at
+        once: the client has nothing else to do by then, and the server's sorting then uses
+        both cores.  Each connection builds its share in one transaction; a kill leaves
+        whole indexes or none, and the next merge builds what is missing."""
+        if not self.bulk:
+            return
+        with self.conn.begin():
+            missing = indexes.missing(self.conn)
+            sizes = dict(self.conn.exec_driver_sql(
+                "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relkind = 'r'").fetchall())
+        shares: list[list] = [[] for _ in range(INDEX_CONNECTIONS)]
+        load = [0] * INDEX_CONNECTIONS
+        for index in sorted(missing, key=lambda ix: -sizes.get(ix.table.name, 0)):  # biggest first, to the least loaded
+            lightest = load.index(min(load))
+            shares[lightest].append(index)
+            load[lightest] += sizes.get(index.table.name, 0)
+        bar = progress_bar(progress, "indexing", len(missing), unit="index")
+
+        def build(share: list) -> None:
+            with self.engine.connect() as conn, conn.begin():
+                for index in share:
+                    index.create(conn)
+                    bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=INDEX_CONNECTIONS) as pool:
+            futures = [pool.submit(build, share) for share in shares if share]
+        bar.close()
+        for future in futures:
+            future.result()  # the first failure, once every share is done
+        self.bulk = False
 
     def _load_columns(self) -> None:
         inspector = inspect(self.conn)
