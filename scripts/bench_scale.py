@@ -70,11 +70,11 @@ def make_sources(folder: Path, files: int, distinct: int, min_mb: float, max_mb:
 
 
 def make_big(path: Path, megabytes: float) -> Path:
-    """A 2025-11 run file of about ``megabytes`` MB: a generated one whose rows are copied again
-    and again with their keys moved on (integers shifted, text keys suffixed)."""
+    """A 2025-11 run file of one simulation, about ``megabytes`` MB: a generated one whose rows
+    are copied again and again with their keys moved on (integers shifted, text keys suffixed)."""
     from farm_merge import samples
 
-    if path.exists() and path.stat().st_size >= megabytes * 1e6 * 0.95:
+    if path.exists() and path.stat().st_size >= megabytes * 1e6 * 0.95 and _simulations(path) == 1:
         return path
     base = path.with_name("big_base.db")
     base.unlink(missing_ok=True)
@@ -102,7 +102,7 @@ def make_big(path: Path, megabytes: float) -> Path:
                 name = f'"{c[1]}"'
                 if c[1] in span:
                     values.append(f"{name} + {copy * span[c[1]]}")
-                elif c[5]:
+                elif c[5] and c[1] != "simulation_id":  # one simulation, however large
                     values.append(f"{name} || '#{copy}'")
                 else:
                     values.append(name)
@@ -112,6 +112,14 @@ def make_big(path: Path, megabytes: float) -> Path:
     con.close()
     base.unlink()
     return path
+
+
+def _simulations(path: Path) -> int:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(DISTINCT simulation_id) FROM simulation_steps").fetchone()[0]
+    finally:
+        con.close()
 
 
 # --- the merges, each in a child process: bench_scale.py --child SPEC ---------------------------
@@ -166,53 +174,64 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-scale-"))
     try:
-        t0 = time.perf_counter()
-        sources = make_sources(workdir, args.files, min(args.distinct, args.files), args.min_mb, args.max_mb)
-        total = sum(p.stat().st_size for p in sources)
-        print(f"{len(sources)} run files of {args.min_mb:g}-{args.max_mb:g} MB (copies of {args.distinct} generated "
-              f"ones, mixed eras), {total / 1e6:,.0f} MB in all (ready in {time.perf_counter() - t0:.0f}s); "
-              f"machine: {os.cpu_count()} cores, shared (load average {children.load_average()} at the start)")
-        target = new_target(workdir / "merged.db")
-        spec = {"sources": [str(s) for s in sources], "target": target, "id_template": "{stem}"}
-        first = run(spec)
-        assert first["merged"] == len(sources), first["failed"][:3]
-        again = run(spec)
-        assert again["skipped"] == len(sources), again
-        size = Path(target).stat().st_size
-        hundred = max(1, len(sources) // 10)
-        head, tail = first["per_source"][:hundred], first["per_source"][-hundred:]
-        wall_drift = per_mb(tail, 1) / per_mb(head, 1)
-        cpu_drift = per_mb(tail, 2) / per_mb(head, 2)
-        print()
-        print(f"{'what':<40}{'seconds':>9}{'CPU s':>8}{'MB/s':>8}{'peak RSS':>11}")
-        print(f"{f'merge {len(sources)} files':<40}{first['seconds']:>9.1f}{first['cpu_s']:>8.1f}"
-              f"{total / 1e6 / first['seconds']:>8.1f}{first['peak_rss_mib']:>7.0f} MiB")
-        print(f"{f're-run, all {len(sources)} skipped':<40}{again['seconds']:>9.2f}{again['cpu_s']:>8.2f}{'':>8}"
-              f"{again['peak_rss_mib']:>7.0f} MiB")
-        print()
-        print(f"time per MB, first {hundred} sources: {per_mb(head, 1):.1f} ms wall, {per_mb(head, 2):.1f} ms CPU; "
-              f"last {hundred}: {per_mb(tail, 1):.1f} ms wall, {per_mb(tail, 2):.1f} ms CPU")
-        print(f"last {hundred} / first {hundred}: {wall_drift:.2f}x wall, {cpu_drift:.2f}x CPU   "
-              f"(target <= {TARGET_DRIFT})")
-        print(f"peak memory {first['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
-        print(f"re-run of {len(sources)} skipped sources: {again['seconds']:.2f} s   (target <= {TARGET_RERUN_S:g} s)")
-        print(f"merged size {size / 1e6:,.0f} MB / sources {total / 1e6:,.0f} MB = {size / total:.3f}x")
-        new_target(workdir / "merged.db")
+        if args.files:
+            thousand(args, workdir)
         if args.big_mb:
-            t0 = time.perf_counter()
-            big = make_big(workdir / "big.db", args.big_mb)
-            print()
-            print(f"one source of {big.stat().st_size / 1e6:,.0f} MB (ready in {time.perf_counter() - t0:.0f}s)")
-            target = new_target(workdir / "big_merged.db")
-            one = run({"sources": [str(big)], "target": target})
-            assert one["merged"] == 1, one["failed"]
-            print(f"merged in {one['seconds']:.1f} s (CPU {one['cpu_s']:.1f} s), "
-                  f"{big.stat().st_size / 1e6 / one['seconds']:.1f} MB/s; peak memory {one['peak_rss_mib']:.0f} MiB   "
-                  f"(target <= {TARGET_RSS_MIB} MiB)")
-            new_target(workdir / "big_merged.db")
+            big_one(args, workdir)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def thousand(args: argparse.Namespace, workdir: Path) -> None:
+    """Part 1 and 2: many files in one merge, then the same command again."""
+    t0 = time.perf_counter()
+    sources = make_sources(workdir, args.files, min(args.distinct, args.files), args.min_mb, args.max_mb)
+    total = sum(p.stat().st_size for p in sources)
+    print(f"{len(sources)} run files of {args.min_mb:g}-{args.max_mb:g} MB (copies of {args.distinct} generated "
+          f"ones, mixed eras), {total / 1e6:,.0f} MB in all (ready in {time.perf_counter() - t0:.0f}s); "
+          f"machine: {os.cpu_count()} cores, shared (load average {children.load_average()} at the start)")
+    target = new_target(workdir / "merged.db")
+    spec = {"sources": [str(s) for s in sources], "target": target, "id_template": "{stem}"}
+    first = run(spec)
+    assert first["merged"] == len(sources), first["failed"][:3]
+    again = run(spec)
+    assert again["skipped"] == len(sources), again
+    size = Path(target).stat().st_size
+    hundred = max(1, len(sources) // 10)
+    head, tail = first["per_source"][:hundred], first["per_source"][-hundred:]
+    wall_drift = per_mb(tail, 1) / per_mb(head, 1)
+    cpu_drift = per_mb(tail, 2) / per_mb(head, 2)
+    print()
+    print(f"{'what':<40}{'seconds':>9}{'CPU s':>8}{'MB/s':>8}{'peak RSS':>11}")
+    print(f"{f'merge {len(sources)} files':<40}{first['seconds']:>9.1f}{first['cpu_s']:>8.1f}"
+          f"{total / 1e6 / first['seconds']:>8.1f}{first['peak_rss_mib']:>7.0f} MiB")
+    print(f"{f're-run, all {len(sources)} skipped':<40}{again['seconds']:>9.2f}{again['cpu_s']:>8.2f}{'':>8}"
+          f"{again['peak_rss_mib']:>7.0f} MiB")
+    print()
+    print(f"time per MB, first {hundred} sources: {per_mb(head, 1):.1f} ms wall, {per_mb(head, 2):.1f} ms CPU; "
+          f"last {hundred}: {per_mb(tail, 1):.1f} ms wall, {per_mb(tail, 2):.1f} ms CPU")
+    print(f"last {hundred} / first {hundred}: {wall_drift:.2f}x wall, {cpu_drift:.2f}x CPU   "
+          f"(target <= {TARGET_DRIFT})")
+    print(f"peak memory {first['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
+    print(f"re-run of {len(sources)} skipped sources: {again['seconds']:.2f} s   (target <= {TARGET_RERUN_S:g} s)")
+    print(f"merged size {size / 1e6:,.0f} MB / sources {total / 1e6:,.0f} MB = {size / total:.3f}x")
+    new_target(workdir / "merged.db")
+
+
+def big_one(args: argparse.Namespace, workdir: Path) -> None:
+    """Part 3: one large source."""
+    t0 = time.perf_counter()
+    big = make_big(workdir / "big.db", args.big_mb)
+    print()
+    print(f"one source of {big.stat().st_size / 1e6:,.0f} MB (ready in {time.perf_counter() - t0:.0f}s)")
+    target = new_target(workdir / "big_merged.db")
+    one = run({"sources": [str(big)], "target": target})
+    assert one["merged"] == 1, one["failed"]
+    print(f"merged in {one['seconds']:.1f} s (CPU {one['cpu_s']:.1f} s), "
+          f"{big.stat().st_size / 1e6 / one['seconds']:.1f} MB/s; peak memory {one['peak_rss_mib']:.0f} MiB   "
+          f"(target <= {TARGET_RSS_MIB} MiB)")
+    new_target(workdir / "big_merged.db")
 
 
 if __name__ == "__main__":

@@ -362,3 +362,26 @@ def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path
     assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(target)
     again = merge([runs], target, id_template="{stem}")
     assert [r.status for r in again.results] == ["skipped"] * 1000
+
+
+def test_a_large_source_is_read_in_key_order_with_the_same_rows(runs_dir, tmp_path, monkeypatch):
+    """Sources from SORTED_FROM_BYTES on are copied ORDER BY the target's key (faster for big
+    files); every era's rows arrive exactly as without it (here every source counts as large)."""
+    from farm_merge.consolidate import sqlite as sqlite_target
+
+    monkeypatch.setattr(sqlite_target, "SORTED_FROM_BYTES", 0)
+    statements = []
+    target = tmp_path / "exp.db"
+    engine_connect = sqlite_target.SqliteTarget.__enter__
+
+    def enter(self):
+        entered = engine_connect(self)
+        self.raw.set_trace_callback(statements.append)
+        return entered
+
+    monkeypatch.setattr(sqlite_target.SqliteTarget, "__enter__", enter)
+    report = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in report.results] == ["merged"] * len(legacy.ERAS)
+    assert any("FROM src.\"agent_states\" ORDER BY CAST(\"id\" AS TEXT)" in s for s in statements)
+    for result in report.results:
+        assert_same_rows(Path(result.path), target, result.simulation_ids[0])

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import Text
+
 from farm_merge.consolidate.plan import Plan
 from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
-from farm_merge.consolidate.sources import SourceInfo
+from farm_merge.consolidate.sources import SourceInfo, SourceTable
 from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
 from farm_merge.errors import SourceError
 from farm_merge.storage import db
+from farm_merge.storage.legacy import DATA_TABLE_KEYS
+from farm_merge.storage.schema import DATA_TABLES
 
 
 class SqliteTarget(MergeTarget):
@@ -108,7 +112,8 @@ class SqliteTarget(MergeTarget):
             # The simulation is new (or its rows were just deleted by --replace), so the rows
             # this INSERT wrote are all the target holds for it.
             got = self.conn.exec_driver_sql(
-                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}", params
+                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}"
+                f"{_key_order(info, table)}", params
             ).rowcount
             if got != expected:
                 raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
@@ -132,3 +137,26 @@ class SqliteTarget(MergeTarget):
                                                   f"(source {source}, target {merged})")
             checksums[table.name] = merged
         return checksums
+
+
+
+#: Sources from this size on are read in the target's key order.  A small source's rows land
+#: in a key range the page cache holds, in whatever order they come; a large one's rows,
+#: written in step order, would land all over a key range many times the cache (text keys
+#: such as ``agent-step`` ids do not grow with the step), and each insert would read and
+#: write pages at random: a 400 MB run file merged in 25 s unsorted, 19 s sorted (CPU 22 ->
+#: 13 s), while 5 MB files took the same time either way.
+SORTED_FROM_BYTES = 64 << 20
+
+
+def _key_order(info: SourceInfo, table: SourceTable) -> str:
+    """`` ORDER BY`` the target's key (as the target stores it) for a large source's table
+    whose key has a TEXT column, else nothing."""
+    key = DATA_TABLE_KEYS.get(table.name)
+    if info.size < SORTED_FROM_BYTES or not key or not all(k in table.columns for k in key):
+        return ""
+    columns = DATA_TABLES[table.name].c
+    if not any(isinstance(columns[k].type, Text) for k in key):
+        return ""
+    return " ORDER BY " + ", ".join(f"CAST({db.quote(k)} AS TEXT)" if isinstance(columns[k].type, Text)
+                                    else db.quote(k) for k in key)
