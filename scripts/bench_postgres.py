@@ -23,6 +23,7 @@ the script creates a database of its own per contender and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -124,6 +126,56 @@ class Server:
         self.admin.close()
 
 
+class ServerCpu:
+    """CPU seconds the PostgreSQL backends serving one database used, sampled from /proc
+    every 50 ms while a contender runs (Linux; the server is on this machine).  Its
+    background processes (WAL writer, checkpointer), shared with every other database,
+    are not counted; a backend's last 50 ms before it exits may be missed."""
+
+    def __init__(self, database: str):
+        self.needle = f" {database} ".encode()
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "ServerCpu":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                        if self.needle not in f.read().replace(b"\0", b" "):
+                            continue
+                    with open(f"/proc/{entry.name}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                used = (int(fields[11]) + int(fields[12])) / tick
+                self.seen[int(entry.name)] = max(self.seen.get(int(entry.name), 0.0), used)
+            if self.done.wait(0.05):
+                return
+
+
+def database_name(target: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    return make_url(target).database if "://" in target else None
+
+
 def new_sqlite(path: Path) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -139,6 +191,22 @@ def count_rows(target: str) -> int:
     try:
         with engine.connect() as conn:
             return sum(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in COUNTED)
+    finally:
+        engine.dispose()
+
+
+def data_rows(target: str) -> int:
+    """Rows in every data table of a target."""
+    from sqlalchemy import inspect, text
+
+    from farm_merge.storage import db
+    from farm_merge.storage.schema import DATA_TABLES
+
+    engine = db.create_engine_for(target)
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            return sum(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in DATA_TABLES if t in present)
     finally:
         engine.dispose()
 
@@ -164,12 +232,16 @@ def size_of(target: str) -> int:
 
 # --- the runs -------------------------------------------------------------------------------
 
-def run_merge(target: str, sources: list[Path], verify: bool = False) -> dict:
-    started = time.perf_counter()
-    result = finish(start_child({"kind": "merge", "target": target, "sources": [str(s) for s in sources],
-                                 "verify": verify}))
-    result["seconds"] = time.perf_counter() - started
+def run_merge(target: str, sources: list[Path], verify: bool = False, tree: Path | None = None) -> dict:
+    name = database_name(target)
+    with ServerCpu(name) if name else contextlib.nullcontext() as server:
+        started = time.perf_counter()
+        result = finish(children.start(__file__, "--child", json.dumps(
+            {"kind": "merge", "target": target, "sources": [str(s) for s in sources], "verify": verify}), tree=tree))
+        result["seconds"] = time.perf_counter() - started
+    result["server_cpu_s"] = server.seconds if server else 0.0
     result["size"] = size_of(target)
+    result["data_rows"] = data_rows(target)
     if result["merged"] != len(sources):
         raise SystemExit(f"merge into {target} failed: {result['failed'][:3]}")
     return result
@@ -197,7 +269,16 @@ def run_loggers(target: str, workdir: Path, processes: int, args, insert: str = 
 
 
 def best(runs: list[dict]) -> dict:
-    return min(runs, key=lambda r: r["seconds"])
+    """The run with the best wall time, with the best CPU times of all the runs."""
+    fastest = dict(min(runs, key=lambda r: r["seconds"]))
+    for key in ("cpu_s", "server_cpu_s"):
+        if all(key in r for r in runs):
+            fastest[key] = min(r[key] for r in runs)
+    return fastest
+
+
+#: Target (issue 12): merging into PostgreSQL at least this fraction of the SQLite merge's throughput.
+TARGET_RATIO = 0.6
 
 
 def main() -> None:
@@ -210,6 +291,10 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=50)
     parser.add_argument("--processes", default="1,4,8", help="logger process counts")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the best time counts")
+    parser.add_argument("--merge-only", action="store_true", help="skip the logger half")
+    parser.add_argument("--no-verify", action="store_true", help="skip the --verify merge")
+    parser.add_argument("--compare-with", type=Path, metavar="TREE",
+                        help="also merge with farm-merge from another checkout (say, before a change), side by side")
     parser.add_argument("--workdir", type=Path, help="keep generated run files here (reused next time)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -225,28 +310,54 @@ def main() -> None:
         sources = generate(workdir / "runs", args.files, args.mb)
         total = sum(p.stat().st_size for p in sources)
         print(f"merge: {len(sources)} run files of mixed eras, {total / 1e6:.0f} MB in all (generated in "
-              f"{time.perf_counter() - t0:.0f}s); machine: {os.cpu_count()} cores; PostgreSQL on the same machine")
-        merges: dict[str, list[dict]] = {"sqlite": [], "postgresql": [], "postgresql --verify": []}
+              f"{time.perf_counter() - t0:.0f}s); machine: {os.cpu_count()} cores, shared (load average "
+              f"{children.load_average()} at the start); PostgreSQL on the same machine; best of {args.rounds} "
+              "alternating rounds")
+        contenders = {"sqlite": (False, None), "postgresql": (False, None)}
+        if not args.no_verify:
+            contenders["postgresql --verify"] = (True, None)
+        if args.compare_with:
+            tree = args.compare_with.resolve()
+            contenders.update({f"sqlite {args.compare_with}": (False, tree),
+                               f"postgresql {args.compare_with}": (False, tree)})
+        merges: dict[str, list[dict]] = {label: [] for label in contenders}
         for r in range(args.rounds):
-            merges["sqlite"].append(run_merge(new_sqlite(workdir / "merged.db"), sources))
-            merges["postgresql"].append(run_merge(server.database(f"merge_{r}"), sources))
-            merges["postgresql --verify"].append(run_merge(server.database(f"verify_{r}"), sources, verify=True))
+            for i, (label, (verify, tree)) in enumerate(contenders.items()):
+                target = (new_sqlite(workdir / "merged.db") if label.startswith("sqlite")
+                          else server.database(f"merge_{r}_{i}"))
+                merges[label].append(run_merge(target, sources, verify=verify, tree=tree))
         print()
-        print(f"{'merge into':<24}{'seconds':>9}{'MB/s':>8}{'rows/s':>11}{'peak RSS':>11}{'ms/MB first 10':>16}"
-              f"{'last 10':>9}{'size':>9}")
+        print(f"{'merge into':<26}{'seconds':>8}{'MB/s':>7}{'rows/s':>10}{'CPU s':>7}{'server':>8}{'peak RSS':>10}"
+              f"{'ms/MB first 10':>15}{'last 10':>8}{'size':>8}")
         results = {}
         for label, runs in merges.items():
             m = results[label] = best(runs)
             first, last = statistics.mean(m["per_mb"][:10]) * 1000, statistics.mean(m["per_mb"][-10:]) * 1000
-            print(f"{label:<24}{m['seconds']:>9.2f}{total / 1e6 / m['seconds']:>8.1f}{m['rows'] / m['seconds']:>11,.0f}"
-                  f"{m['peak_rss_mib']:>7.0f} MiB{first:>16.1f}{last:>9.1f}{m['size'] / 1e6:>6.0f} MB")
-        sq, pg, pgv = results["sqlite"], results["postgresql"], results["postgresql --verify"]
+            server_cpu = f"{m['server_cpu_s']:>8.2f}" if not label.startswith("sqlite") else f"{'':>8}"
+            print(f"{label:<26}{m['seconds']:>8.2f}{total / 1e6 / m['seconds']:>7.1f}{m['rows'] / m['seconds']:>10,.0f}"
+                  f"{m['cpu_s']:>7.2f}{server_cpu}{m['peak_rss_mib']:>6.0f} MiB{first:>15.1f}{last:>8.1f}"
+                  f"{m['size'] / 1e6:>5.0f} MB")
+        sq, pg = results["sqlite"], results["postgresql"]
         print()
         print(f"merge throughput PostgreSQL / SQLite: {sq['seconds'] / pg['seconds']:.2f}x "
-              f"({total / 1e6 / pg['seconds']:.1f} vs {total / 1e6 / sq['seconds']:.1f} MB/s)")
-        print(f"--verify on PostgreSQL costs {pgv['seconds'] / pg['seconds'] - 1:.0%} more time")
+              f"({total / 1e6 / pg['seconds']:.1f} vs {total / 1e6 / sq['seconds']:.1f} MB/s)   "
+              f"(target >= {TARGET_RATIO})")
+        print(f"CPU: SQLite merge {sq['cpu_s']:.2f} s; PostgreSQL merge {pg['cpu_s']:.2f} s here + "
+              f"{pg['server_cpu_s']:.2f} s in the server = {pg['cpu_s'] + pg['server_cpu_s']:.2f} s")
+        if args.compare_with:
+            sq0, pg0 = results[f"sqlite {args.compare_with}"], results[f"postgresql {args.compare_with}"]
+            print(f"  {args.compare_with}: PostgreSQL / SQLite {sq0['seconds'] / pg0['seconds']:.2f}x; PostgreSQL merge "
+                  f"{pg0['cpu_s']:.2f} s here + {pg0['server_cpu_s']:.2f} s in the server")
+        if "postgresql --verify" in results:
+            print(f"--verify on PostgreSQL costs {results['postgresql --verify']['seconds'] / pg['seconds'] - 1:.0%} "
+                  "more time")
         print(f"PostgreSQL merge: last ten files {statistics.mean(pg['per_mb'][-10:]) / statistics.mean(pg['per_mb'][:10]):.2f}x "
               f"the time per MB of the first ten; peak memory {pg['peak_rss_mib']:.0f} MiB")
+        lost = {label: sq["data_rows"] - m["data_rows"] for label, m in results.items()}
+        print(f"rows in the data tables: {sq['data_rows']:,} in the SQLite merge; rows missing from the others: "
+              + ", ".join(f"{label} {n}" for label, n in lost.items() if label != "sqlite"))
+        if args.merge_only:
+            return
 
         counts = [int(n) for n in args.processes.split(",")]
         total_rows = rows_per_step(args.agents, args.resources) * args.steps

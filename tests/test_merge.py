@@ -266,3 +266,122 @@ def test_secondary_indexes_exist_after_a_bulk_merge(runs_dir, backend):
     expected = {ix.name for table in DATA_TABLES.values() for ix in table.indexes}
     assert expected <= indexes
     assert all(name.startswith("ix_") for name in indexes)
+
+
+def test_a_rerun_skips_known_content_without_inspecting_it_and_still_sees_every_change(runs_dir, backend,
+                                                                                        monkeypatch):
+    """A source the ledger knows by path and size is hashed, not opened: identical content is
+    skipped as before; a byte changed behind an unchanged size and modification time is
+    still found (the hash of the whole file is compared), and the source inspected and failed."""
+    from farm_merge.consolidate import engine
+
+    target = backend.target()
+    first = merge([runs_dir / "*.db"], target)
+    opened, real_inspect = [], engine.inspect_source
+
+    def inspect(source, **kwargs):
+        opened.append(source.path.name)
+        return real_inspect(source, **kwargs)
+
+    monkeypatch.setattr(engine, "inspect_source", inspect)
+    again = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in again.results] == ["skipped"] * len(legacy.ERAS)
+    assert all(r.reason == "already merged (identical content)" for r in again.results)
+    assert opened == []
+    # The result is the one the full path gives.
+    assert [(r.path, r.simulation_ids, r.era, r.size, r.rows) for r in again.results] == [
+        (r.path, r.simulation_ids, r.era, r.size, 0) for r in first.results]
+
+    source = runs_dir / "run_02_2024-12.db"
+    stat = source.stat()
+    con = sqlite3.connect(source)
+    con.execute("UPDATE agent_actions SET reward = reward + 1 WHERE rowid = 1")  # same size
+    con.commit()
+    con.close()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    third = merge([runs_dir / "*.db"], target)
+    assert opened == [source.name]
+    (changed,) = [r for r in third.results if r.path == str(source)]
+    assert changed.status == "failed" and "with different content" in changed.reason
+    assert sorted(r.status for r in third.results) == ["failed"] + ["skipped"] * (len(legacy.ERAS) - 1)
+
+
+def test_a_rerun_with_a_path_template_skips_known_content_and_a_new_template_merges_anew(runs_dir, backend,
+                                                                                          monkeypatch):
+    from farm_merge.consolidate import engine
+
+    target = backend.target()
+    merge([runs_dir / "*.db"], target, id_template="{stem}_x")
+    opened, real_inspect = [], engine.inspect_source
+    monkeypatch.setattr(engine, "inspect_source", lambda source, **kw: opened.append(source) or real_inspect(source, **kw))
+    again = merge([runs_dir / "*.db"], target, id_template="{stem}_x")
+    assert [r.status for r in again.results] == ["skipped"] * len(legacy.ERAS)
+    assert opened == []
+    other = merge([runs_dir / "*.db"], target, id_template="{parent}_{stem}")
+    assert [r.status for r in other.results] == ["merged"] * len(legacy.ERAS)
+
+
+def test_a_known_source_whose_id_another_source_takes_is_reported_with_it(runs_dir, backend, tmp_path):
+    """The shortcut leaves clashes to the full path: a copy of a merged file under another
+    name lands on the same recorded id, and both are reported, as without the shortcut."""
+    target = backend.target()
+    source = runs_dir / "run_06_2025-11.db"
+    merge([source], target)
+    copy = tmp_path / "copy.db"
+    shutil.copy(source, copy)
+    report = merge([source, copy], target)
+    assert [r.status for r in report.results] == ["failed", "failed"]
+    assert all("also comes from" in r.reason for r in report.results)
+
+
+def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path):
+    """1,000 sources in one merge (tiny copies of a file of every era, told apart by
+    --id-template): every one is merged whole, with its rows and its ledger row, the
+    indexes are all there, and a re-run skips all of them."""
+    eras = write_runs(tmp_path / "eras", steps=2, agents=2, resources=1)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for i in range(1000):
+        shutil.copy(eras[i % len(eras)].path, runs / f"r{i:04d}.db")
+    target = tmp_path / "exp.db"
+    report = merge([runs], target, id_template="{stem}")
+    assert [r.status for r in report.results] == ["merged"] * 1000
+    assert [r.simulation_ids for r in report.results] == [[f"r{i:04d}"] for i in range(1000)]
+    assert rows(target, "SELECT count(*), count(DISTINCT source_path) FROM merge_ledger") == [(1000, 1000)]
+    assert rows(target, "SELECT count(*) FROM simulations") == [(1000,)]
+    for table in DATA_TABLES:
+        expected = 0
+        for i, run in enumerate(eras):
+            copies = len(range(i, 1000, len(eras)))
+            present = rows(run.path, "SELECT count(*) FROM sqlite_master WHERE name = ?", (table,)) == [(1,)]
+            expected += copies * rows(run.path, f"SELECT count(*) FROM {table}")[0][0] if present else 0
+        assert rows(target, f"SELECT count(*) FROM {table}") == [(expected,)], table
+    for i in (0, 1, 2, 3, 4, 5, 6, 500, 999):
+        assert_same_rows(runs / f"r{i:04d}.db", target, f"r{i:04d}")
+    assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(target)
+    again = merge([runs], target, id_template="{stem}")
+    assert [r.status for r in again.results] == ["skipped"] * 1000
+
+
+def test_a_large_source_is_read_in_key_order_with_the_same_rows(runs_dir, tmp_path, monkeypatch):
+    """Sources from SORTED_FROM_BYTES on are copied ORDER BY the target's key (faster for big
+    files); every era's rows arrive exactly as without it (here every source counts as large)."""
+    from farm_merge.consolidate import sqlite as sqlite_target
+
+    monkeypatch.setattr(sqlite_target, "SORTED_FROM_BYTES", 0)
+    statements = []
+    target = tmp_path / "exp.db"
+    engine_connect = sqlite_target.SqliteTarget.__enter__
+
+    def enter(self):
+        entered = engine_connect(self)
+        self.raw.set_trace_callback(statements.append)
+        return entered
+
+    monkeypatch.setattr(sqlite_target.SqliteTarget, "__enter__", enter)
+    report = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in report.results] == ["merged"] * len(legacy.ERAS)
+    assert any('FROM src."agent_states" ORDER BY "id"' in s for s in statements)
+    for result in report.results:
+        assert_same_rows(Path(result.path), target, result.simulation_ids[0])

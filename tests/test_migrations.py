@@ -364,3 +364,35 @@ def test_a_legacy_file_upgraded_step_by_step_has_each_revisions_exact_layout(tmp
             assert rows(run.path, "SELECT count(*), count(simulation_id) FROM agent_states") == expected
         else:
             assert_same_rows(original, run.path, sim)
+
+
+def test_the_stored_head_schema_is_what_the_migrations_build():
+    """A new SQLite database replays farm_merge.storage.sqlite_head instead of running the
+    migrations; after a change to a revision, regenerate it: python -m farm_merge.storage.sqlite_head"""
+    from farm_merge.storage import sqlite_head
+
+    assert sqlite_head.REVISION == migrations.script_directory().get_current_head() == versions.HEAD_REVISION
+    assert list(sqlite_head.STATEMENTS) == migrations.migrated_sqlite_statements()
+
+
+def test_a_new_database_holds_exactly_what_the_migrations_leave(tmp_path):
+    versions.create_database(tmp_path / "replayed.db")
+    migrated = tmp_path / "migrated.db"
+    db.initialize_sqlite(migrated)
+    engine = db.create_engine_for(migrated)
+    with engine.begin() as conn:
+        migrations.create_schema(conn)
+    engine.dispose()
+
+    def contents(path):
+        con = sqlite3.connect(path)
+        try:
+            master = con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+            version = con.execute(f"SELECT * FROM {versions.VERSION_TABLE}").fetchall()
+            pragmas = [con.execute(f"PRAGMA {p}").fetchone() for p in ("page_size", "journal_mode", "user_version")]
+            return master, version, pragmas
+        finally:
+            con.close()
+
+    assert contents(tmp_path / "replayed.db") == contents(migrated)
+    assert schema_of(tmp_path / "replayed.db") == schema_of(migrated)

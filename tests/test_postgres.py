@@ -298,3 +298,47 @@ def test_a_merge_that_loses_its_server_stops_in_one_line_and_a_rerun_completes_i
     assert sorted(r.status for r in report.results) == ["merged", "merged", "skipped", "skipped"]
     for result in report.results:
         assert_same_rows(Path(result.path), url, result.simulation_ids[0])
+
+
+def test_rows_go_in_binary_copy_and_a_source_binary_cannot_take_goes_in_text(tmp_path, url, monkeypatch):
+    """Tables without a TIMESTAMP column are sent in COPY's binary format; a source with a
+    value of another type than its column (a BOOLEAN 't', a whole REAL in an INTEGER
+    column, a number in a JSON column) is merged again in text, which converts it as always."""
+    from farm_merge.consolidate import postgres as pgmerge
+
+    plain = samples.write_run_file(tmp_path / "plain.db", "2025-09", seed=1, **SMALL).path
+    odd = samples.write_run_file(tmp_path / "odd.db", "2025-11", seed=2, **SMALL).path
+    con = sqlite3.connect(odd)
+    con.execute("UPDATE agent_states SET is_defending = 't' WHERE rowid = 1")
+    con.execute("UPDATE agents SET birth_time = 3.0 WHERE rowid = 1")
+    con.execute("UPDATE simulation_steps SET agent_type_counts = 7 WHERE rowid = 1")
+    con.commit()
+    con.close()
+    formats, real_copy = [], pgmerge.copy_rows
+
+    def record(conn, table, columns, rows, binary_types=None):
+        formats.append((table, binary_types is not None))
+        return real_copy(conn, table, columns, rows, binary_types)
+
+    monkeypatch.setattr(pgmerge, "copy_rows", record)
+    report = consolidate.merge([str(plain)], url, progress=False)
+    assert [r.status for r in report.results] == ["merged"]
+    assert ("agent_states", True) in formats and ("interactions", False) in formats  # interactions has a timestamp
+    assert ("agent_states", False) not in formats
+    formats.clear()
+    report = consolidate.merge([str(odd)], url, progress=False)
+    assert [r.status for r in report.results] == ["merged"], report.results[0].reason
+    assert ("agent_states", True) in formats and ("agent_states", False) in formats  # tried, then text
+    assert [r.status for r in consolidate.merge([str(plain), str(odd)], url, progress=False).results] == ["skipped"] * 2
+    (sim,) = consolidate.merge([str(plain)], url, progress=False, dry_run=True).results[0].simulation_ids
+    assert_same_rows(plain, url, sim)
+    (sim,) = report.results[0].simulation_ids
+    # What the text path always made of them: 't' is true, 3.0 is 3, 7 is the JSON 7.
+    source = sqlite3.connect(odd)
+    defending = source.execute("SELECT count(*) FROM agent_states WHERE is_defending IN (1, 't')").fetchall()
+    born = source.execute("SELECT count(*) FROM agents WHERE birth_time = 3").fetchall()
+    source.close()
+    assert rows(url, "SELECT count(*) FROM agent_states WHERE simulation_id = ? AND is_defending", (sim,)) == defending
+    assert rows(url, "SELECT count(*) FROM agents WHERE simulation_id = ? AND birth_time = 3", (sim,)) == born
+    assert rows(url, "SELECT count(*) FROM simulation_steps WHERE simulation_id = ? AND agent_type_counts::text = '7'",
+                (sim,)) == [(1,)]

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
+from farm_merge.consolidate import rerun
 from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_ids, simulation_ids
 from farm_merge.consolidate.report import FAILED, PLANNED, SKIPPED, MergeReport, SourceResult
 from farm_merge.consolidate.sources import SourceFile, expand, inspect_source
@@ -85,7 +86,19 @@ def merge(
         sidecars = {Path(f"{target_real}{s}") for s in ("", "-wal", "-shm", "-journal")}
         files = [f for f in files if f.path.resolve() not in sidecars]
 
-    plans = _inspect_all(files, report, include_active=include_active, id_template=id_template, progress=progress)
+    # A re-run: a source the ledger knows by path and size is hashed and, if its content is
+    # the one merged, skipped without being inspected (see consolidate.rerun).
+    known = rerun.skip_known_content(files, rerun.ledger_by_path(into) if not replace else {},
+                                     id_template=id_template, replace=replace, threads=INSPECT_THREADS)
+    plans = _inspect_all([f for f in files if f not in known], report, include_active=include_active,
+                         id_template=id_template, progress=progress)
+    clashing = {sim for p in plans for sim in p.target_ids} & {sim for r in known.values() for sim in r.simulation_ids}
+    if clashing:  # another source lands on one of their ids: inspected, so that both are reported as ever
+        again = [f for f, r in known.items() if clashing & set(r.simulation_ids)]
+        plans += _inspect_all(again, report, include_active=include_active, id_template=id_template, progress=False)
+        for f in again:
+            del known[f]
+    report.results += known.values()
     reject_duplicate_ids(plans, report)
 
     if dry_run and (not target_path.exists() if target_path is not None else versions.state_of(into).kind == "new"):
@@ -99,8 +112,7 @@ def merge(
         with target_class(engine, experiment_id) as target:
             target.ensure_experiment(name, description, dry_run=dry_run)
             todo = []
-            for plan in plans:
-                decision = target.decide(plan, replace=replace)
+            for plan, decision in zip(plans, target.decide_all(plans, replace=replace)):
                 if decision is None:
                     todo.append(plan)
                 else:

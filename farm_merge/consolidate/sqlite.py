@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import Text
+
 from farm_merge.consolidate.plan import Plan
 from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
-from farm_merge.consolidate.sources import SourceInfo
+from farm_merge.consolidate.sources import SourceInfo, SourceTable
 from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
 from farm_merge.errors import SourceError
 from farm_merge.storage import db
+from farm_merge.storage.legacy import DATA_TABLE_KEYS, affinity
+from farm_merge.storage.schema import DATA_TABLES
 
 
 class SqliteTarget(MergeTarget):
@@ -109,7 +113,8 @@ class SqliteTarget(MergeTarget):
             # The simulation is new (or its rows were just deleted by --replace), so the rows
             # this INSERT wrote are all the target holds for it.
             got = self.conn.exec_driver_sql(
-                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}", params
+                f"INSERT INTO main.{q} (simulation_id{col_sql}) SELECT ?{col_sql} FROM src.{q}{where}"
+                f"{_key_order(info, table)}", params
             ).rowcount
             if got != expected:
                 raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
@@ -133,3 +138,27 @@ class SqliteTarget(MergeTarget):
                                                   f"(source {source}, target {merged})")
             checksums[table.name] = merged
         return checksums
+
+
+
+#: Sources from this size on are read in the target's key order.  A small source's rows land
+#: in a key range the page cache holds, in whatever order they come; a large one's rows,
+#: written in step order, would land all over a key range many times the cache (text keys
+#: such as ``agent-step`` ids do not grow with the step), and each insert would read and
+#: write pages at random: a 2 GB run file merged in 194 s in the order of its rows, 77 s
+#: sorted, while 5 MB files take the same time either way.
+SORTED_FROM_BYTES = 64 << 20
+
+
+def _key_order(info: SourceInfo, table: SourceTable) -> str:
+    """`` ORDER BY`` the key, for a large source's table whose key is TEXT in the target and
+    in the source, and is the source's own primary key: SQLite then walks the source's key
+    index (memory stays flat; a sort of the whole table would hold hundreds of MB), and that
+    order (text, byte by byte) is the target's.  Otherwise nothing."""
+    key = DATA_TABLE_KEYS.get(table.name)
+    if info.size < SORTED_FROM_BYTES or not key or table.primary_key != key:
+        return ""
+    columns = DATA_TABLES[table.name].c
+    if not all(isinstance(columns[k].type, Text) and affinity(table.columns[k]) == "TEXT" for k in key):
+        return ""
+    return " ORDER BY " + ", ".join(db.quote(k) for k in key)

@@ -65,3 +65,18 @@ def upgrade_engine(engine: Engine, revision: str = "head", *, simulation_id: str
 def create_schema(connection: Connection) -> None:
     """Build the schema at head on an empty database, in the caller's transaction."""
     command.upgrade(alembic_config(connection), "head")
+
+
+def migrated_sqlite_statements() -> list[str]:
+    """The ``sqlite_master`` statements a new SQLite database holds after every migration,
+    in creation order: what :data:`farm_merge.storage.sqlite_head.STATEMENTS` must be."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            create_schema(conn)
+            return [sql for (sql,) in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")]
+    finally:
+        engine.dispose()

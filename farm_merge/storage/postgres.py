@@ -62,11 +62,13 @@ def kind_of(sql_type: Any) -> str:
     return "text"
 
 
-def copy_statement(table: str, columns: Sequence[str]) -> str:
-    return f"COPY {db.quote(table)} ({', '.join(db.quote(c) for c in columns)}) FROM STDIN"
+def copy_statement(table: str, columns: Sequence[str], *, binary: bool = False) -> str:
+    return (f"COPY {db.quote(table)} ({', '.join(db.quote(c) for c in columns)}) FROM STDIN"
+            + (" (FORMAT BINARY)" if binary else ""))
 
 
-def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence],
+              binary_types: Sequence[str] | None = None) -> int:
     """Send ``rows`` (tuples in ``columns`` order) with one COPY; return the rows copied.
 
     Runs in the connection's current transaction.  psycopg formats each row in C and
@@ -74,14 +76,23 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterab
     psycopg's errors come out as SQLAlchemy's, as from any statement on ``conn`` (a
     constraint violation as :class:`~sqlalchemy.exc.IntegrityError`; a lost connection
     invalidates ``conn``, so that its next use connects anew).
+
+    ``binary_types`` (psycopg's type names, one per column) sends the rows in COPY's binary
+    format: each value is packed as the server stores it, where the text format prints it
+    here and has the server parse it.  Nothing is converted on the way: a value that does
+    not fit its column's binary form (text for an ``int8``, a float for ``text``) raises
+    :class:`TypeError` (or the server refuses it), and the caller decides what then.
     """
-    statement = copy_statement(table, columns)
+    statement = copy_statement(table, columns, binary=binary_types is not None)
     dbapi_connection = conn.connection.dbapi_connection
     try:
         with dbapi_connection.cursor() as cursor:
             with cursor.copy(statement) as copy:
+                if binary_types is not None:
+                    copy.set_types(binary_types)
+                write = copy.write_row
                 for row in rows:
-                    copy.write_row(row)
+                    write(row)
             return cursor.rowcount
     except conn.dialect.loaded_dbapi.Error as e:
         lost = conn.dialect.is_disconnect(e, dbapi_connection, None)

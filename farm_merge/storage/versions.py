@@ -8,8 +8,9 @@ row of our version table, and the revisions this release ships are listed here (
 checks the list against the scripts, :mod:`farm_merge.storage.migrations` runs them).  So
 ``farm-merge current`` starts in a fraction of the time the migrations take to load.
 
-:func:`open_engine` opens a database only at head (creating a new one through the
-migrations, the one thing here that loads Alembic).
+:func:`open_engine` opens a database only at head, creating a new one if asked: a SQLite
+file from the statements the migrations leave (:mod:`farm_merge.storage.sqlite_head`), a
+server database through the migrations (the one thing here that loads Alembic).
 """
 
 from __future__ import annotations
@@ -267,13 +268,25 @@ def open_engine(
             with engine.connect().execution_options(immediate=True) as conn, conn.begin():
                 catalog_lock(conn)
                 if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
-                    from farm_merge.storage import migrations  # Alembic, only to build a schema
-
-                    migrations.create_schema(conn)
+                    _create_schema(conn, sqlite=path is not None)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _create_schema(conn: Any, *, sqlite: bool) -> None:
+    """Build the schema at head on a new database, in the transaction that is open: on
+    SQLite by replaying what the migrations leave (:mod:`farm_merge.storage.sqlite_head`;
+    a test keeps the two equal), elsewhere through the migrations (Alembic)."""
+    if sqlite:
+        from farm_merge.storage import sqlite_head
+
+        sqlite_head.create(conn, VERSION_TABLE)
+        return
+    from farm_merge.storage import migrations
+
+    migrations.create_schema(conn)
 
 
 @contextmanager
@@ -292,6 +305,6 @@ def open_checked(target: str | os.PathLike, *, create: bool = False,
 
 
 def create_database(target: str | os.PathLike) -> None:
-    """Create a new experiment database at head (through the migrations)."""
+    """Create a new experiment database at head (see :func:`open_engine`)."""
     with open_checked(target, create=True):
         pass
