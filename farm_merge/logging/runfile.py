@@ -28,7 +28,7 @@ from farm_merge.logging.recorder import SimulationRecorder
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, json_text
 from farm_merge.storage import db
 from farm_merge.storage.catalog import now
-from farm_merge.storage.legacy import CURRENT_ERA, ERAS, LegacyTable
+from farm_merge.storage.legacy import CURRENT_ERA, ERAS, PAGE_SIZE, LegacyTable
 from farm_merge.storage.writer import CACHE_MIB
 
 
@@ -108,7 +108,7 @@ class SimulationDatabase(SimulationRecorder):
             raise RunFileExists(str(path))
         params = json_text(dict(parameters or {}), "parameters")
         path.parent.mkdir(parents=True, exist_ok=True)
-        db.initialize_sqlite(path)
+        db.initialize_sqlite(path, page_size=PAGE_SIZE)  # AgentFarm's
         engine = db.create_engine_for(path, busy_timeout_s=busy_timeout_s, poolclass=QueuePool, cache_mib=CACHE_MIB)
         try:
             with engine.begin() as conn:

@@ -220,14 +220,15 @@ def probe_file(path: Path) -> str | None:
 
 def open_engine(
     target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
-    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None, page_size: int = db.PAGE_SIZE,
 ) -> Engine:
     """An engine on an experiment database at head, created (with ``create``) if it is new;
     the caller disposes of it.
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
     :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written
-    (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`).  Several
+    (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`; ``page_size``
+    that of a SQLite file this creates).  Several
     processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
     and checks again there, so exactly one of them builds the schema.
     """
@@ -245,7 +246,7 @@ def open_engine(
         # an empty file to read it must not write to it.
         if create and (not path.exists() or path.stat().st_size == 0):
             path.parent.mkdir(parents=True, exist_ok=True)
-            db.initialize_sqlite(path)
+            db.initialize_sqlite(path, page_size=page_size)
     engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib)
     try:
         try:
