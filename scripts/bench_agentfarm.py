@@ -10,6 +10,13 @@ process of its own, best of N alternating rounds:
   farm-merge         farm-merge's ``DatabaseFactory`` into a new experiment database
   farm-merge (open)  the same into an experiment database that already holds a simulation
   farm-merge file    farm-merge's logger into a per-run file in AgentFarm's layout
+  sqlite3 floor      no logger: the statements farm-merge's run sent, with their parameters
+                     already built, sent again in the same transactions through sqlite3 alone
+                     into a copy of the database as it was when logging began
+
+The floor is what SQLite itself costs for these rows in this schema, committed when
+AgentFarm asks for it (its 44 flushes): no logger writing the same rows in the same
+transactions can be faster, so floor / AgentFarm is the most any logger could reach here.
 
 Throughput counts the rows each wrote, over the time from the database being opened to its
 close (the logging); opening (creating the schema) is shown apart, as is the whole.  Target
@@ -38,7 +45,7 @@ import children  # noqa: E402  (scripts/children.py)
 
 TARGET_RATIO = 4.0
 TARGET_RSS_MIB = 100
-CONTENDERS = ("agentfarm", "farm-merge", "farm-merge (open)", "farm-merge file")
+CONTENDERS = ("agentfarm", "farm-merge", "farm-merge (open)", "farm-merge file", "sqlite3 floor")
 
 
 def child(name: str, work: Path, agentfarm: str | None) -> None:
@@ -58,6 +65,9 @@ def child(name: str, work: Path, agentfarm: str | None) -> None:
 
         os.environ.update(USE_EXPERIMENT_DB="0" if name == "farm-merge file" else "1", EXPERIMENT_ID="bench",
                           EXPERIMENT_DB_PATH=str(experiment))
+        if name == "sqlite3 floor":
+            floor(records, work, result)
+            return
         if name == "farm-merge (open)":
             DatabaseFactory.create(simulation_id="earlier", use_experiment_db=True, experiment_id="bench",
                                    db_path=str(experiment)).close()
@@ -74,14 +84,68 @@ def child(name: str, work: Path, agentfarm: str | None) -> None:
     fixture.replay(timed_setup, records, {"db": str(experiment), "run": str(run_file)}, check=False)
     ended = time.perf_counter()
     written = experiment if name.startswith("farm-merge") and name != "farm-merge file" else run_file
-    con = sqlite3.connect(written)
-    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-              if t in fixture.DIGESTED_TABLES]
-    where = " WHERE simulation_id = ?" if written == experiment else ""
-    rows = sum(con.execute(f"SELECT count(*) FROM {t}{where}", (sim,) if where else ()).fetchone()[0] for t in tables)
-    con.close()
+    rows = count_rows(written, sim, experiment=written == experiment)
     print(json.dumps({"rows": rows, "open_s": opened["seconds"], "log_s": ended - opened["at"],
                       "whole_s": ended - started}), file=result)
+
+
+def floor(records: list, work: Path, result) -> None:
+    """The "sqlite3 floor" contender: farm-merge logs the recording once, untimed, while every
+    statement of its committed transactions is kept; then they run again, timed, through
+    sqlite3 alone on a copy of the database taken when the factory had opened it."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from farm_merge import DatabaseFactory
+    from farm_merge.storage.writer import CACHE_MIB
+
+    scratch, copy = work / "experiment.db", work / "floor.db"
+    transactions: list[list] = []
+    current: dict[int, list] = {}
+    logging = False
+    event.listen(Engine, "begin", lambda conn: current.__setitem__(id(conn), []))
+    event.listen(Engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, params, context, many: logging and id(conn) in current
+                 and not sql.startswith("BEGIN") and current[id(conn)].append((sql, params, many)))
+    event.listen(Engine, "commit", lambda conn: logging and transactions.append(current.pop(id(conn), [])))
+    event.listen(Engine, "rollback", lambda conn: current.pop(id(conn), None))
+
+    def setup_db(*args, **kwargs):
+        nonlocal logging
+        handle = DatabaseFactory().setup_db(*args, **kwargs)
+        with sqlite3.connect(scratch) as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        logging = True
+        return handle
+
+    fixture.replay(setup_db, records, {"db": str(scratch), "run": str(work / "run.db")}, check=False)
+    con = sqlite3.connect(copy, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA synchronous = NORMAL")  # as farm-merge's engines have it
+    con.execute(f"PRAGMA cache_size = -{CACHE_MIB * 1024}")
+    started = time.perf_counter()
+    for statements in transactions:
+        con.execute("BEGIN IMMEDIATE")
+        for sql, params, many in statements:
+            (con.executemany if many else con.execute)(sql, params)
+        con.execute("COMMIT")
+    con.close()
+    ended = time.perf_counter()
+    print(json.dumps({"rows": count_rows(copy, fixture.RECORDED_SIMULATION_ID, experiment=True), "open_s": 0.0,
+                      "log_s": ended - started, "whole_s": ended - started, "transactions": len(transactions)}),
+          file=result)
+
+
+def count_rows(path: Path, simulation_id: str, *, experiment: bool) -> int:
+    """Rows of the digested tables in ``path`` (of the one simulation, in an experiment database)."""
+    con = sqlite3.connect(path)
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if t in fixture.DIGESTED_TABLES]
+    where = " WHERE simulation_id = ?" if experiment else ""
+    rows = sum(con.execute(f"SELECT count(*) FROM {t}{where}", (simulation_id,) if where else ()).fetchone()[0]
+               for t in tables)
+    con.close()
+    return rows
 
 
 def main() -> None:
@@ -120,6 +184,11 @@ def main() -> None:
         print(f"\nfarm-merge / AgentFarm throughput: {fm / af:.2f}x   (target >= {TARGET_RATIO:g})")
         whole = best["agentfarm"]["whole_s"] / best["farm-merge"]["whole_s"]
         print(f"whole replay, opening included: {whole:.2f}x")
+        bound = best["sqlite3 floor"]["rows"] / best["sqlite3 floor"]["log_s"]
+        print(f"sqlite3 floor / AgentFarm: {bound / af:.2f}x   (the most any logger of these rows in these "
+              f"{best['sqlite3 floor']['transactions']} transactions could reach)")
+    fm, bound = (best[n]["rows"] / best[n]["log_s"] for n in ("farm-merge", "sqlite3 floor"))
+    print(f"farm-merge / sqlite3 floor: {fm / bound:.2f}x")
     print(f"peak memory of farm-merge: {best['farm-merge']['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
 
 
