@@ -12,7 +12,9 @@ an experiment database, with every attribute AgentFarm touches on the database o
 its logger recorded.  The script then compares, table by table, B's simulation with A's
 file as AgentFarm wrote it and with A's file merged by ``farm-merge merge``; ``--prove``
 also splits B back into a run file and reads it with AgentFarm's own reading code
-(repositories, validation) beside A's file.  It writes the recording and A's per-table
+(repositories, validation) beside A's file, and runs two simulations (seeds SEED and
+SEED+1) into one file through AgentFarm's own ``ExperimentDatabase`` and merges that file,
+checking that every simulation and row arrives.  It writes the recording and A's per-table
 digests to ``tests/data/agentfarm/`` (see ``tests/agentfarm_fixture.py``), which the replay
 test checks in CI, where AgentFarm is not installed.  Nothing of AgentFarm's code is copied.
 """
@@ -35,6 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import agentfarm_fixture as fixture  # noqa: E402  (tests/agentfarm_fixture.py)
 
 SIMULATION_ID = fixture.RECORDED_SIMULATION_ID
+#: The simulations run into one file through AgentFarm's own ExperimentDatabase (``--prove``).
+EXPERIMENT_RUNS = ("sim_a", "sim_b")
+#: Where an upgrade puts the rows of that file that belong to no one simulation.
+CONFIG_SIMULATION = "agentfarm_experiment_config"
 EXPERIMENT_ID = "agentfarm_replay"
 #: Columns whose values AgentFarm itself does not repeat from run to run with one seed:
 #: a Python object's id() and wall-clock times.
@@ -107,18 +113,24 @@ class Recorder:
         return Proxy()
 
 
-def run_child(args: argparse.Namespace) -> None:
-    """One run of AgentFarm's ``run_simulation``, in its checkout (its configs are relative)."""
-    os.chdir(args.agentfarm)
-    sys.path.insert(0, str(args.agentfarm))
-    import farm.core.simulation as simulation
-    import farm.database.utilities as utilities
+def agentfarm_config(args: argparse.Namespace):
     from farm.config import SimulationConfig
 
     config = SimulationConfig.from_centralized_config(environment="development")
     config.population.system_agents, config.population.independent_agents, config.population.control_agents = (
         int(n) for n in args.agents.split(","))
     config.database.use_in_memory_db = False  # development's default keeps nothing on disk
+    return config
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """One run of AgentFarm's ``run_simulation``, in its checkout (its configs are relative)."""
+    os.chdir(args.agentfarm)
+    sys.path.insert(0, str(args.agentfarm))
+    import farm.core.simulation as simulation
+    import farm.database.utilities as utilities
+
+    config = agentfarm_config(args)
     out = Path(args.out)
     recorder = None
     if args.mode == "farm-merge":
@@ -196,14 +208,14 @@ def main() -> None:
     parser.add_argument("--agents", default="4,3,3", help="system,independent,control agents")
     parser.add_argument("--output", type=Path, default=fixture.DATA, help="where the fixture goes")
     parser.add_argument("--prove", action="store_true", help="also split run B and read it with AgentFarm's code")
-    parser.add_argument("--child", choices=["native", "farm-merge", "read"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["native", "farm-merge", "read", "experiment"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.agentfarm = args.agentfarm.resolve()
     if args.child:
         args.mode = args.child
-        (read_child if args.child == "read" else run_child)(args)
+        {"read": read_child, "experiment": experiment_child}.get(args.child, run_child)(args)
         return
 
     from farm_merge import merge
@@ -223,6 +235,7 @@ def main() -> None:
         ok &= compare("A merged by farm-merge against A:", tables, merged)
         if args.prove:
             ok &= prove(args, work, run_file)
+            ok &= prove_experiment_file(args, work)
         if not ok:
             raise SystemExit("run B differs from run A: not recording")
         args.output.mkdir(parents=True, exist_ok=True)
@@ -266,6 +279,96 @@ def prove(args: argparse.Namespace, work: Path, run_file: Path) -> bool:
         if isinstance(value, dict) and "error" in value:
             shown += f" (both: {value['error'][:70]})" if equal else ""
         print(f"  {name:<52} {shown}")
+    return same
+
+
+def experiment_child(args: argparse.Namespace) -> None:
+    """Two runs of ``run_simulation`` into one file through AgentFarm's own ``ExperimentDatabase``.
+
+    AgentFarm has no runner for it: its ``SimulationContext`` has the logger but none of the
+    rest ``run_simulation`` calls on a database (``save_configuration``,
+    ``update_simulation_record``, ``update_agent_death``, ...), so those go to the
+    ``ExperimentDatabase`` the context belongs to, as AgentFarm's classes write them."""
+    os.chdir(args.agentfarm)
+    sys.path.insert(0, str(args.agentfarm))
+    import farm.core.simulation as simulation
+    import farm.database.utilities as utilities
+    from farm.database.experiment_database import ExperimentDatabase
+
+    experiment = ExperimentDatabase(str(Path(args.out) / "experiment.db"), experiment_id=EXPERIMENT_ID)
+
+    class InExperiment:
+        def __init__(self, context):
+            self.context = context
+            self.logger = context.logger
+
+        def close(self):
+            self.context.close()  # flushes; the experiment file stays open for the next run
+
+        def __getattr__(self, name):
+            return getattr(self.context.parent_db, name)
+
+    utilities.setup_db = lambda db_path, simulation_id, parameters=None: InExperiment(
+        experiment.create_simulation_context(simulation_id, parameters))
+    for i, simulation_id in enumerate(EXPERIMENT_RUNS):
+        simulation.run_simulation(num_steps=args.steps, config=agentfarm_config(args), path=args.out,
+                                  seed=args.seed + i, simulation_id=simulation_id, disable_console_logging=True,
+                                  save_config=True)
+    experiment.close()
+    (Path(args.out) / "result.json").write_text("{}")
+
+
+def prove_experiment_file(args: argparse.Namespace, work: Path) -> bool:
+    """Merge the file of AgentFarm's own ``ExperimentDatabase``: every simulation and row arrives."""
+    import shutil
+    import sqlite3
+
+    from farm_merge import merge
+    from farm_merge.consolidate import inplace
+
+    run(args, "experiment", work / "E")
+    source = work / "E" / "experiment.db"
+    print("\ntwo simulations through AgentFarm's own ExperimentDatabase into one file, merged:")
+    report = merge([str(source)], str(work / "E_merged.db"), progress=False)
+    if report.failed:
+        # Its save_configuration writes the configuration without a simulation_id, which
+        # the merge will not guess; the README's answer is to upgrade a copy first.
+        print(f"  merge: {report.failed[0].reason}")
+        copy = work / "E" / "experiment_copy.db"
+        shutil.copyfile(source, copy)
+        upgraded = inplace.upgrade(copy, simulation_id=CONFIG_SIMULATION, backup=False)
+        print(f"  upgrade of a copy with --simulation-id {CONFIG_SIMULATION}: "
+              f"{sum(upgraded.rows.values()):,} rows kept")
+        report = merge([str(copy)], str(work / "E_merged.db"), progress=False)
+    con = sqlite3.connect(source)
+    merged = sqlite3.connect(work / "E_merged.db")
+    tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if t in fixture.DIGESTED_TABLES]
+    arrived = sorted(report.merged[0].simulation_ids) if report.merged else []
+    print(f"  merged simulations: {', '.join(arrived) or 'none'}")
+    print(f"{'table':<20} " + " ".join(f"{s + ' file':>12} {'merged':>7}" for s in EXPERIMENT_RUNS)
+          + f" {'all file':>9} {'merged':>7}")
+    same = set(EXPERIMENT_RUNS) <= set(arrived)
+    for table in tables:
+        columns = {c for (_, c, *_) in con.execute(f"PRAGMA table_info({table})")}
+        cells = []
+        for sim in EXPERIMENT_RUNS:
+            # The file's own rows of the simulation, and those AgentFarm left without an id
+            # (a death's health incident) that name one of its agents.
+            where = "simulation_id = ?"
+            if "agent_id" in columns and table != "agents":
+                where += (" OR (simulation_id IS NULL"
+                          " AND agent_id IN (SELECT agent_id FROM agents WHERE simulation_id = ?))")
+            want = con.execute(f"SELECT count(*) FROM {table} WHERE {where}", (sim,) * where.count("?")).fetchone()[0]
+            have = merged.execute(f"SELECT count(*) FROM {table} WHERE simulation_id = ?", (sim,)).fetchone()[0]
+            same &= want == have
+            cells.append(f"{want:>12} {have:>7}")
+        total, merged_total = (c.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for c in (con, merged))
+        same &= total == merged_total
+        print(f"{table:<20} " + " ".join(cells) + f" {total:>9} {merged_total:>7}")
+    con.close()
+    merged.close()
+    print("every simulation and row arrived" if same else "ROWS DIFFER")
     return same
 
 
