@@ -10,9 +10,10 @@ The ORM models here are stand-ins written for the test, keyed like AgentFarm's (
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import ForeignKey, Integer, String, Text, text
@@ -212,21 +213,14 @@ def test_repositories_without_agentfarm_say_so(two, monkeypatch):
         assert str(raised.value).endswith("); install it, or run from its checkout (its folder on sys.path)")
 
 
-@runtime_checkable
-class DatabaseInterface(Protocol):
-    """The members AgentFarm's runtime-checkable DatabaseProtocol asks for (a stand-in)."""
-
-    logger: Any
-
-    def log_step(self, step_number, agent_states, resource_states, metrics): ...
-    def export_data(self, filepath, format="csv", **kwargs): ...
-    def get_agent_repository(self): ...
-    def get_action_repository(self): ...
-    def get_resource_repository(self): ...
-    def _execute_in_transaction(self, func): ...
-    def close(self): ...
-    def get_configuration(self): ...
-    def save_configuration(self, config): ...
+def agentfarm_database_protocol() -> type:
+    """The stand-in's copy of the members AgentFarm's runtime-checkable ``DatabaseProtocol``
+    asks for, loaded by path so that the stand-in does not become ``farm`` here."""
+    path = Path(__file__).resolve().parent / "agentfarm_stub" / "farm" / "core" / "interfaces.py"
+    spec = importlib.util.spec_from_file_location("agentfarm_stub_interfaces", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DatabaseProtocol
 
 
 def test_both_handles_have_agentfarms_database_interface(two, tmp_path):
@@ -234,7 +228,7 @@ def test_both_handles_have_agentfarms_database_interface(two, tmp_path):
     run_file = SimulationDatabase(tmp_path / "run.db", "sim_r")
     try:
         for handle in (b, run_file):
-            assert isinstance(handle, DatabaseInterface)
+            assert isinstance(handle, agentfarm_database_protocol())
             for name in ("cleanup", "update_agent_state", "update_notes", "execute_with_retry", "update_agent_death"):
                 assert callable(getattr(handle, name))
             for name in ("flush_action_buffer", "flush_health_buffer", "flush_all_buffers"):
