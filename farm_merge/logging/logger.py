@@ -271,13 +271,15 @@ class ExperimentDataLogger:
         """Buffer an agent action; ``action_taken``/``action_taken_mapped`` go into ``details``
         as AgentFarm stores them."""
         step = check_step(step_number)
-        if details or action_taken is not None or action_taken_mapped is not None:
+        if action_taken is not None or action_taken_mapped is not None:
             detail = dict(as_mapping(details, "details"))
             if action_taken is not None:
                 detail["action_taken"] = action_taken
             if action_taken_mapped is not None:
                 detail["action_taken_mapped"] = action_taken_mapped
             detail_json = json_text(detail, "details")
+        elif details:
+            detail_json = json_text(as_mapping(details, "details"), "details")
         else:
             as_mapping(details, "details")
             detail_json = None
