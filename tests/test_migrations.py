@@ -176,6 +176,21 @@ def test_new_databases_use_wal_and_large_pages(tmp_path):
     assert rows(tmp_path / "exp.db", "PRAGMA page_size") == [(db.PAGE_SIZE,)]
 
 
+def test_a_logger_makes_its_new_databases_with_small_pages(tmp_path):
+    """Many small commits: 4 KiB pages for what a logger creates, 16 KiB for a merge's target;
+    a database that exists keeps its own."""
+    from farm_merge import DatabaseFactory, ExperimentDatabase
+
+    ExperimentDatabase(tmp_path / "logged.db", experiment_id="e").close()
+    DatabaseFactory.create(simulation_id="s", use_experiment_db=False, db_path=str(tmp_path / "run.db")).close()
+    versions.create_database(tmp_path / "merged.db")
+    ExperimentDatabase(tmp_path / "merged.db", experiment_id="e").close()
+    assert db.PAGE_SIZE == 16384
+    for name, size in (("logged.db", 4096), ("run.db", 4096), ("merged.db", db.PAGE_SIZE)):
+        assert rows(tmp_path / name, "PRAGMA page_size") == [(size,)], name
+        assert rows(tmp_path / name, "PRAGMA journal_mode") == [("wal",)], name
+
+
 # --- real databases of every historical revision, and of every legacy era ------------------
 
 def _at_revision(path, revision: str) -> None:
