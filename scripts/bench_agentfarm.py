@@ -15,7 +15,7 @@ process of its own, best of N alternating rounds:
                      into a copy of the database as it was when logging began
 
 The floor is what SQLite itself costs for these rows in this schema, committed when
-AgentFarm asks for it (its 44 flushes): no logger writing the same rows in the same
+AgentFarm asks for it (each of its flushes; the count is printed): no logger writing the same rows in the same
 transactions can be faster, so floor / AgentFarm is the most any logger could reach here.
 
 Throughput counts the rows each wrote, over the time from the database being opened to its
@@ -102,20 +102,20 @@ def floor(records: list, work: Path, result) -> None:
     scratch, copy = work / "experiment.db", work / "floor.db"
     transactions: list[list] = []
     current: dict[int, list] = {}
-    logging = False
+    capturing = False  # from the moment the factory has opened the database
     event.listen(Engine, "begin", lambda conn: current.__setitem__(id(conn), []))
     event.listen(Engine, "before_cursor_execute",
-                 lambda conn, cursor, sql, params, context, many: logging and id(conn) in current
+                 lambda conn, cursor, sql, params, context, many: capturing and id(conn) in current
                  and not sql.startswith("BEGIN") and current[id(conn)].append((sql, params, many)))
-    event.listen(Engine, "commit", lambda conn: logging and transactions.append(current.pop(id(conn), [])))
+    event.listen(Engine, "commit", lambda conn: capturing and transactions.append(current.pop(id(conn), [])))
     event.listen(Engine, "rollback", lambda conn: current.pop(id(conn), None))
 
     def setup_db(*args, **kwargs):
-        nonlocal logging
+        nonlocal capturing
         handle = DatabaseFactory().setup_db(*args, **kwargs)
         with sqlite3.connect(scratch) as source, sqlite3.connect(copy) as target:
             source.backup(target)
-        logging = True
+        capturing = True
         return handle
 
     fixture.replay(setup_db, records, {"db": str(scratch), "run": str(work / "run.db")}, check=False)
@@ -178,16 +178,16 @@ def main() -> None:
     for name, r in best.items():
         print(f"{name:<20} {r['rows']:>7} {r['open_s']:>8.3f} {r['log_s']:>8.3f} {r['rows'] / r['log_s']:>9,.0f} "
               f"{r['whole_s']:>8.3f} {r['peak_rss_mib']:>5.0f} MiB")
+    throughput = {name: r["rows"] / r["log_s"] for name, r in best.items()}
+    fm, bound = throughput["farm-merge"], throughput["sqlite3 floor"]
+    print()
     if "agentfarm" in best:
-        af = best["agentfarm"]["rows"] / best["agentfarm"]["log_s"]
-        fm = best["farm-merge"]["rows"] / best["farm-merge"]["log_s"]
-        print(f"\nfarm-merge / AgentFarm throughput: {fm / af:.2f}x   (target >= {TARGET_RATIO:g})")
+        af = throughput["agentfarm"]
+        print(f"farm-merge / AgentFarm throughput: {fm / af:.2f}x   (target >= {TARGET_RATIO:g})")
         whole = best["agentfarm"]["whole_s"] / best["farm-merge"]["whole_s"]
         print(f"whole replay, opening included: {whole:.2f}x")
-        bound = best["sqlite3 floor"]["rows"] / best["sqlite3 floor"]["log_s"]
         print(f"sqlite3 floor / AgentFarm: {bound / af:.2f}x   (the most any logger of these rows in these "
               f"{best['sqlite3 floor']['transactions']} transactions could reach)")
-    fm, bound = (best[n]["rows"] / best[n]["log_s"] for n in ("farm-merge", "sqlite3 floor"))
     print(f"farm-merge / sqlite3 floor: {fm / bound:.2f}x")
     print(f"peak memory of farm-merge: {best['farm-merge']['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
 

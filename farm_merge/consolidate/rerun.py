@@ -7,7 +7,7 @@ ledger knows by its path, at the size it had, is only hashed: the same sha256 me
 same bytes, hence the same simulations and rows, and it is skipped with the result the full
 path gives (``already merged (identical content)``).  Anything else is inspected as before.
 
-Content is what counts, as in :meth:`MergeTarget.decide`: the whole file is hashed, so a
+Content is what counts, as in :meth:`MergeTarget.decide_all`: the whole file is hashed, so a
 changed file is always noticed, whatever its size and times say (a stat shortcut on size
 and modification time would not be: they can be set back, and coarse clocks miss rewrites).
 

@@ -73,19 +73,16 @@ class MergeTarget:
             with self.conn.begin():
                 catalog.touch_experiment(self.conn, self.experiment_id)
 
-    def decide(self, plan: Plan, *, replace: bool) -> SourceResult | None:
-        """None if the source is to be merged, else its skipped/failed result."""
-        return self.decide_all([plan], replace=replace)[0]
-
     def decide_all(self, plans: list[Plan], *, replace: bool) -> list[SourceResult | None]:
-        """:meth:`decide` for every plan, reading the ledger and the simulations once for all
-        of them (a query or two per source cost more than the decision at a thousand)."""
+        """For each plan, None if the source is to be merged, else its skipped/failed result;
+        the ledger and the simulations are read once for all of them (a query or two per
+        source cost more than the decision at a thousand)."""
         with self.conn.begin():
             merged, logged = self._known(sorted({sim for plan in plans for sim in plan.target_ids}))
         return [self._decision(plan, merged, logged, replace=replace) for plan in plans]
 
     def _decide(self, plan: Plan, *, replace: bool) -> SourceResult | None:
-        """:meth:`decide` in the transaction that is open."""
+        """One plan's decision (as :meth:`decide_all`'s) in the transaction that is open."""
         merged, logged = self._known(plan.target_ids)
         return self._decision(plan, merged, logged, replace=replace)
 
