@@ -59,6 +59,26 @@ def prepare_connection(conn: sqlite3.Connection, database: str, datasette) -> No
 
 
 @hookimpl
+def asgi_wrapper(datasette):
+    """Every request but GET and HEAD is refused (405) before Datasette sees it: nothing a
+    page or a client sends can write (Datasette itself answers a POST to a read-only
+    canned query with a server error)."""
+
+    def wrap(app):
+        async def read_only(scope, receive, send):
+            if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+                await send({"type": "http.response.start", "status": 405,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET, HEAD")]})
+                await send({"type": "http.response.body", "body": b"farm-merge serve is read-only\n"})
+                return
+            await app(scope, receive, send)
+
+        return read_only
+
+    return wrap
+
+
+@hookimpl
 def register_routes():
     return [
         (r"^/$", experiment_page),

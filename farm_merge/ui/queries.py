@@ -158,7 +158,8 @@ def experiment_queries(metrics: Sequence[str], data_tables: Sequence[str], list_
             "title": "A simulation's parameters",
             "description": "Every parameter of simulation :simulation_id (nested ones by their path; lists whole).",
             "sql": (
-                "SELECT substr(j.fullkey, 3) AS parameter, j.type, "
+                # json_tree quotes some keys in its paths (those with "_" in older SQLite): shown bare.
+                "SELECT replace(substr(j.fullkey, 3), '\"', '') AS parameter, j.type, "
                 "CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' "
                 "ELSE j.value END AS value "
                 f"FROM simulations AS s, json_tree({_parameters_json('s.parameters')}) AS j "

@@ -178,8 +178,9 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def is_loopback(sock: socket.socket) -> bool:
-    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+def is_loopback_address(address: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1)."""
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
 
 
 def url_of(sock: socket.socket) -> str:
@@ -208,7 +209,7 @@ def serve(target: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 800
         ds = build_datasette(served, stale_after_s=stale_after_s)
         sock = stack.enter_context(listen(host, port))
         url = url_of(sock)
-        if not is_loopback(sock):
+        if not is_loopback_address(sock.getsockname()[0]):
             warn(f"warning: listening on {host}: anyone who can reach this address can read every row of "
                  f"{served.name}")
         say(f"serving {served.name} read-only at {url} (Ctrl-C to stop)")
