@@ -8,6 +8,9 @@ const EMBED_OPTIONS = {
   actions: { export: true, source: false, compiled: false, editor: false },
 };
 
+// Steps are whole numbers: no tick between two of them.
+const STEP_AXIS = { tickMinStep: 1, format: "d" };
+
 function numeric(value) {
   return typeof value === "number" ? value : Number.NaN;
 }
@@ -39,7 +42,7 @@ const SPECS = {
       data: { name: "rows", values: rows },
       mark: { type: "line", strokeWidth: 1.4, clip: true, interpolate: "linear" },
       encoding: {
-        x: { field: "step_number", type: "quantitative", title: "step" },
+        x: { field: "step_number", type: "quantitative", title: "step", axis: STEP_AXIS },
         y: { field: "value", type: "quantitative", title: options.metric },
         color: { field: "group", type: "nominal", scale: { domain: domain }, legend: legendFor(domain, options.by) },
         detail: { field: "simulation_id" },
@@ -77,7 +80,7 @@ const SPECS = {
       transform: [{ fold: ["births", "deaths"], as: ["event", "count"] }],
       mark: { type: "line", strokeWidth: 1.4 },
       encoding: {
-        x: { field: "step", type: "quantitative", title: "step" },
+        x: { field: "step", type: "quantitative", title: "step", axis: STEP_AXIS },
         y: { field: "count", type: "quantitative", title: "per step, all simulations" },
         color: { field: "event", type: "nominal", title: null,
                  scale: { domain: ["births", "deaths"], range: ["#2b8a3e", "#c92a2a"] } },
@@ -93,7 +96,7 @@ const SPECS = {
       concat: metrics.map((m) => ({
         width: 330, height: 150, title: m,
         mark: { type: "line", strokeWidth: 1.4 },
-        encoding: { x: { field: "step_number", type: "quantitative", title: "step" },
+        encoding: { x: { field: "step_number", type: "quantitative", title: "step", axis: STEP_AXIS },
                     y: { field: m, type: "quantitative", title: null },
                     tooltip: [{ field: "step_number", title: "step" }, { field: m }] },
       })),
@@ -105,7 +108,7 @@ const SPECS = {
       data: { name: "rows", values: rows },
       mark: { type: "area", opacity: 0.85 },
       encoding: {
-        x: { field: "step", type: "quantitative", title: "step" },
+        x: { field: "step", type: "quantitative", title: "step", axis: STEP_AXIS },
         y: { field: "agents", type: "quantitative", stack: "zero", title: "agents alive" },
         color: { field: "agent_type", type: "nominal", title: "agent type" },
         tooltip: [{ field: "step" }, { field: "agent_type" }, { field: "agents" }],
