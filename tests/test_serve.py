@@ -293,3 +293,34 @@ def test_long_series_are_thinned_in_sql_to_about_a_thousand_points(tmp_path, emp
 ])
 def test_the_shown_status_is_the_liveness_rule(status, heartbeat, shown):
     assert status_label(status, heartbeat, 600) == shown
+
+
+# --- a server database --------------------------------------------------------------------
+@pytest.mark.postgres
+def test_a_server_database_is_served_as_a_snapshot_and_says_when_it_was_taken(pg_server, _runs_template):
+    from farm_merge.consolidate import engine
+    from farm_merge.storage import db
+
+    url = pg_server.create(at_head=True)
+    try:
+        assert engine.merge([str(_runs_template / "*.db")], url, experiment_id="exp", progress=False).exit_code == 0
+        server = Server(url, name=db.server_url(url).database)
+        try:
+            note = server.process.stdout.readline()
+            assert note.startswith(f"A read-only snapshot of {db.display(url)} taken ")
+            listed = cli_json("list", url)
+            assert [(r["simulation_id"], r["status"], r["steps"]) for r in server.rows("simulations")] == [
+                (r["simulation_id"], r["status"], r["steps"]) for r in listed]
+            status, page = server.get("/")
+            assert status == 200 and "A read-only snapshot of" in page
+        finally:
+            code, _, err = server.stop(signal.SIGINT)
+        assert (code, err) == (0, "stopped\n")
+    finally:
+        pg_server.drop(url)
+
+
+def test_experiment_id_narrows_only_a_server_database(experiment):
+    result = CliRunner().invoke(cli, ["serve", str(experiment.path), "--experiment-id", "exp"])
+    assert (result.exit_code, result.output) == (
+        1, "Error: --experiment-id narrows the snapshot of a server database; a SQLite file is served whole\n")
