@@ -219,8 +219,8 @@ def test_a_port_in_use_gets_one_line(experiment):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "farm_merge", "serve", str(experiment.path), "--port", str(port)],
-                                capture_output=True, text=True, timeout=60)
+        command = [sys.executable, "-m", "farm_merge", "serve", str(experiment.path), "--port", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"Error: port {port} on 127.0.0.1 is already in use; choose another with --port\n"
 
