@@ -420,9 +420,11 @@ def split(database, output, simulation_ids, experiment_id, overwrite, as_json, q
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
 @click.option("--stale-after", type=click.FloatRange(min=0), default=STALE_AFTER_S, show_default=True,
               metavar="SECONDS", help="Show a running simulation with no heartbeat for this long as stale.")
+@click.option("--sql-time-limit", type=click.FloatRange(min=0.001), default=5.0, show_default=True, metavar="SECONDS",
+              help="Stop any query (of the SQL page or a chart) that runs longer.")
 @click.option("--experiment-id", help="On a server database: snapshot only this experiment's simulations.")
 @reports_errors
-def serve(database, port, host, open_browser, stale_after, experiment_id) -> None:
+def serve(database, port, host, open_browser, stale_after, sql_time_limit, experiment_id) -> None:
     """Browse an experiment database in a web page (Datasette, read-only; needs the ui extra).
 
     \b
@@ -440,7 +442,8 @@ def serve(database, port, host, open_browser, stale_after, experiment_id) -> Non
     from farm_merge.ui.serve import serve as run
 
     run(database, host=host, port=port, open_browser=open_browser, stale_after_s=stale_after,
-        experiment_id=experiment_id, say=click.echo, warn=lambda line: click.echo(line, err=True))
+        sql_time_limit_s=sql_time_limit, experiment_id=experiment_id, say=click.echo,
+        warn=lambda line: click.echo(line, err=True))
 
 
 def main() -> None:

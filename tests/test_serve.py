@@ -174,10 +174,15 @@ def test_posting_to_a_query_writes_nothing_and_no_other_plugin_is_loaded(server,
     assert [p["name"] for p in plugins] == ["farm_merge.ui.pages"]
 
 
-def test_sql_is_time_limited(server):
-    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
-    status, body = server.get(f"/{server.name}.json?" + urllib.parse.urlencode({"sql": endless}))
-    assert status == 400 and "took too long" in body.lower()
+def test_sql_is_time_limited(experiment):
+    server = Server(experiment.path, "--sql-time-limit", "0.3")
+    try:
+        endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+        status, body = server.get(f"/{server.name}.json?" + urllib.parse.urlencode({"sql": endless}))
+        assert status == 400 and "took too long" in body.lower()
+        assert server.json("-/settings.json")["sql_time_limit_ms"] == 300
+    finally:
+        server.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("address, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),

@@ -6,9 +6,9 @@ What is served, and how it stays safe:
   mutable file, not with ``--immutable``: immutable tells SQLite the file never changes,
   so it would take no locks and read a live sweep's pages half-written; ``mode=ro`` reads
   each request in a read transaction of its own and sees every commit).  Its SQL page runs
-  SELECT statements only, each stopped after :data:`SQL_TIME_LIMIT_MS`; no plugin but ours
-  is loaded (whatever else the environment has installed: a plugin could write or reach
-  the network), and ours has no writing query.  Responses are not cached, so a refresh
+  SELECT statements only, each stopped after :data:`SQL_TIME_LIMIT_S` (``--sql-time-limit``);
+  no plugin but ours is loaded (whatever else the environment has installed: a plugin could
+  write or reach the network); ours has no writing query and refuses anything but GET.  Responses are not cached, so a refresh
   shows what the loggers have committed since.
 * **Loopback by default.**  Another ``--host`` is allowed, with a warning that anyone who
   can reach it can read every row.
@@ -44,8 +44,9 @@ from farm_merge.errors import FarmMergeError, MissingDependency
 from farm_merge.logging import liveness
 from farm_merge.storage import db
 
-#: Longest a query of the SQL page (or a page's own query) may run.
-SQL_TIME_LIMIT_MS = 2000
+#: Longest a query of the SQL page (or a page's own query) may run, in seconds: five times
+#: what the slowest chart of the bench database takes, for a machine under load.
+SQL_TIME_LIMIT_S = 5.0
 
 #: Rows a query returns at most: a chart of every simulation needs up to ``TOTAL_POINTS``.
 MAX_RETURNED_ROWS = 200_000
@@ -125,7 +126,8 @@ def vega_bundle() -> Path:
     return Path(str(folder))
 
 
-def build_datasette(served: Served, *, stale_after_s: float = liveness.STALE_AFTER_S):
+def build_datasette(served: Served, *, stale_after_s: float = liveness.STALE_AFTER_S,
+                    sql_time_limit_s: float = SQL_TIME_LIMIT_S):
     """The Datasette instance that serves ``served``: its canned queries, ``simulation_id``
     as a facet of every data table, our pages, and no other plugin."""
     require_ui()
@@ -149,8 +151,8 @@ def build_datasette(served: Served, *, stale_after_s: float = liveness.STALE_AFT
         "plugins": {pages.PLUGIN: {"database": name, "stale_after_s": stale_after_s, "metrics": served.metrics,
                                    "data_tables": served.data_tables, "note": served.note}},
     }
-    settings = {"sql_time_limit_ms": SQL_TIME_LIMIT_MS, "max_returned_rows": MAX_RETURNED_ROWS,
-                "default_cache_ttl": 0, "allow_download": False}
+    settings = {"sql_time_limit_ms": max(1, round(sql_time_limit_s * 1000)),
+                "max_returned_rows": MAX_RETURNED_ROWS, "default_cache_ttl": 0, "allow_download": False}
     ds = Datasette([str(served.path)], metadata=metadata, settings=settings, template_dir=str(HERE / "templates"),
                    static_mounts=[("-/farm-merge/static", str(HERE / "static")),
                                   ("-/farm-merge/vega", str(vega_bundle()))])
@@ -197,8 +199,9 @@ def _stop(signum, frame) -> None:
 
 
 def serve(target: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8001, open_browser: bool = False,
-          stale_after_s: float = liveness.STALE_AFTER_S, experiment_id: str | None = None,
-          say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> None:
+          stale_after_s: float = liveness.STALE_AFTER_S, sql_time_limit_s: float = SQL_TIME_LIMIT_S,
+          experiment_id: str | None = None, say: Callable[[str], None] = print,
+          warn: Callable[[str], None] = print) -> None:
     """Serve ``target`` (a path or URL) until Ctrl-C or SIGTERM; ``say`` gets the URL line
     (and a snapshot's note), ``warn`` the warnings."""
     require_ui()
@@ -206,7 +209,7 @@ def serve(target: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 800
 
     with ExitStack() as stack:
         served = stack.enter_context(served_database(target, experiment_id))
-        ds = build_datasette(served, stale_after_s=stale_after_s)
+        ds = build_datasette(served, stale_after_s=stale_after_s, sql_time_limit_s=sql_time_limit_s)
         sock = stack.enter_context(listen(host, port))
         url = url_of(sock)
         if not is_loopback_address(sock.getsockname()[0]):

@@ -117,11 +117,19 @@ const SPECS = {
   },
 };
 
+// Datasette's error messages may hold markup (a link to the setting, the SQL in a
+// textarea): shown as text, without the SQL.
+function errorText(error) {
+  const parsed = new DOMParser().parseFromString(String(error), "text/html");
+  parsed.querySelectorAll("textarea, pre").forEach((element) => element.remove());
+  return (parsed.body.textContent || "").trim().slice(0, 300);
+}
+
 async function fetchRows(url) {
   const response = await fetch(url, { cache: "no-store" });
   const body = await response.json();
   if (!response.ok || body.ok === false) {
-    throw new Error(body.error || response.statusText);
+    throw new Error(errorText(body.error || response.statusText));
   }
   return body.rows.map((row) => Object.fromEntries(body.columns.map((c, i) => [c, row[i]])));
 }
