@@ -201,6 +201,8 @@ def test_a_step_logged_while_serving_shows_without_a_restart(_runs_template, tmp
             return row["steps"], [r["step_number"] for r in server.rows("metric_series", metric="total_agents", by="")
                                   if r["simulation_id"] == SCRIPT_ID]
 
+        (database,) = server.json("-/databases.json")
+        assert (database["is_mutable"], database["hash"]) == (True, None)  # read as it changes, not immutable
         assert steps() == (1, [0])
         live.log_another_step()
         live.log_another_step()
