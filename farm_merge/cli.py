@@ -411,5 +411,40 @@ def split(database, output, simulation_ids, experiment_id, overwrite, as_json, q
                    f"to {report.output} in {report.seconds:.1f}s")
 
 
+@cli.command()
+@click.argument("database")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port; the URL printed says which).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than loopback lets anyone who can reach it read every row.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+@click.option("--stale-after", type=click.FloatRange(min=0), default=STALE_AFTER_S, show_default=True,
+              metavar="SECONDS", help="Show a running simulation with no heartbeat for this long as stale.")
+@click.option("--sql-time-limit", type=click.FloatRange(min=0.001), default=5.0, show_default=True, metavar="SECONDS",
+              help="Stop any query (of the SQL page or a chart) that runs longer.")
+@click.option("--experiment-id", help="On a server database: snapshot only this experiment's simulations.")
+@reports_errors
+def serve(database, port, host, open_browser, stale_after, sql_time_limit, experiment_id) -> None:
+    """Browse an experiment database in a web page (Datasette, read-only; needs the ui extra).
+
+    \b
+    The landing page is the experiment: its simulations and their status, a metric
+    over steps coloured by a parameter, the final value per parameter value, births
+    and deaths; each simulation has a page; every table, the SQL page and the JSON or
+    CSV of every view are Datasette's.  While simulations log, the page refreshes.
+    A server database is served as a read-only SQLite snapshot taken on start.
+    Ctrl-C stops it (exit status 0).
+
+    \b
+    Example:
+      farm-merge serve experiments/exp_001.db --open
+    """
+    from farm_merge.ui.serve import serve as run
+
+    run(database, host=host, port=port, open_browser=open_browser, stale_after_s=stale_after,
+        sql_time_limit_s=sql_time_limit, experiment_id=experiment_id, say=click.echo,
+        warn=lambda line: click.echo(line, err=True))
+
+
 def main() -> None:
     cli(prog_name="farm-merge")

@@ -7,6 +7,7 @@ The layers, bottom up (each subpackage's ``__init__`` says the same in words):
 * ``storage``, with the revision scripts (``alembic/versions``, shipped as ``farm_merge._alembic``);
 * ``consolidate`` and ``logging``, side by side, neither importing the other;
 * ``query`` (which may read ``logging.liveness``) and ``samples``, side by side;
+* ``ui`` (the web page of ``farm-merge serve``), above ``query``;
 * the command line, the AgentFarm entry point (``farm_merge.agentfarm``), the package's public names,
   and the Alembic environment on top.
 """
@@ -32,6 +33,7 @@ ALLOWED = {
     "logging": {"base", "storage"},
     "query": {"base", "storage", "farm_merge.logging.liveness"},
     "samples": {"base", "storage", "logging"},
+    "ui": {"base", "storage", "query", "farm_merge.logging.liveness"},
     "top": {"*"},
 }
 BASE = {"farm_merge.errors", "farm_merge._version", "farm_merge._lazy", "farm_merge.progress"}
@@ -168,7 +170,7 @@ def test_the_layer_test_reads_imports_in_functions_and_lazy_exports():
 
 
 def test_each_part_says_what_lives_there_and_what_it_may_import():
-    for package in ("storage", "consolidate", "logging", "query", "samples"):
+    for package in ("storage", "consolidate", "logging", "query", "samples", "ui"):
         doc = ast.get_docstring(ast.parse((ROOT / "farm_merge" / package / "__init__.py").read_text()))
         assert doc and "May import" in doc, package
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,10 @@ def test_installed_wheel_upgrades_a_run_file_from_another_directory(tmp_path):
             shutil.copy(REPO / name, source / name)
     _run([sys.executable, "-m", "build", "--wheel", "--outdir", tmp_path / "dist", source])
     (wheel,) = (tmp_path / "dist").glob("farm_merge-*.whl")
+    with zipfile.ZipFile(wheel) as archive:  # what farm-merge serve reads from its package
+        shipped = set(archive.namelist())
+    assert {"farm_merge/ui/templates/farm_merge_experiment.html", "farm_merge/ui/templates/farm_merge_simulation.html",
+            "farm_merge/ui/static/farm-merge.js", "farm_merge/ui/static/farm-merge.css"} <= shipped
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
