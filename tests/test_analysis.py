@@ -106,7 +106,8 @@ def test_frame_of_a_whole_table_has_every_column_and_row(experiment):
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda t: t.frame("nope"), UnknownName, "unknown table 'nope'; valid tables: simulations, simulation_config, agents, "),
+    (lambda t: t.frame("nope"), UnknownName,
+     "unknown table 'nope'; valid tables: simulations, simulation_config, agents, "),
     (lambda t: t.frame("agents", columns=["agent_id", "mood"]), UnknownName,
      "unknown agents column 'mood'; valid agents columns: simulation_id, agent_id, "),
     (lambda t: t.frame("agents", steps=3), FarmMergeError, "agents has no step_number column"),
@@ -149,10 +150,12 @@ def test_dataframes_without_pandas_say_how_to_install_it(experiment, monkeypatch
     monkeypatch.setitem(sys.modules, "pandas", None)  # what an absent package looks like to import
     with ExperimentQueryTool(experiment.path) as tool:
         for call, name in [(lambda: tool.frame("agents"), "frame()"), (tool.list_simulations, "list_simulations()"),
-                           (tool.parameters, "parameters()"), (tool.get_simulation_summary, "get_simulation_summary()")]:
+                           (tool.parameters, "parameters()"),
+                           (tool.get_simulation_summary, "get_simulation_summary()")]:
             with pytest.raises(MissingDependency) as caught:
                 call()
-            assert str(caught.value) == f"{name} needs pandas, which is not installed: pip install 'farm-merge[analysis]'"
+            assert str(caught.value) == f"{name} needs pandas, which is not installed: " \
+                                        "pip install 'farm-merge[analysis]'"
         assert len(tool.summary_records()) == len(experiment.simulation_ids)  # the records need no pandas
     assert run("summary", experiment.path, "--by", "learning_rate").exit_code == 0
 
