@@ -387,20 +387,24 @@ def compare(database, metric, at, series, plot, by, experiment_id, simulation_id
 @simulations_option("The simulation to export (repeatable).")
 @click.option("--all", "export_all", is_flag=True, help="Export every simulation (of --experiment-id).")
 @click.option("--output", "-o", required=True, type=click.Path(),
-              help="Folder for CSV files; for sqlite the file to write (or a folder to write it in).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "sqlite"]), default="csv", show_default=True,
-              help="CSV files per table, or a standalone SQLite experiment database.")
+              help="Folder for CSV files or Parquet datasets; for sqlite the file to write (or a folder to write it "
+                   "in).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "sqlite", "parquet"]), default="csv", show_default=True,
+              help="CSV files per table, a standalone SQLite experiment database, or a Parquet dataset per table "
+                   "partitioned by simulation_id (needs the parquet extra).")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist.")
 @experiment_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @reports_errors
 def export(database, simulation_ids, export_all, output, fmt, overwrite, experiment_id, as_json) -> None:
-    """Export simulations to CSV files per table or to a standalone SQLite file.
+    """Export simulations to CSV files per table, a standalone SQLite file, or Parquet
+    datasets (DIR/TABLE/simulation_id=ID/part-0.parquet, for Spark, DuckDB, Polars, pandas).
 
     \b
     Examples:
       farm-merge export experiments/exp_001.db --simulation-id sim_001 --output ./data
       farm-merge export experiments/exp_001.db --all --format sqlite --output ./exp_copy.db
+      farm-merge export experiments/exp_001.db --all --format parquet --output ./parquet
     """
     if bool(simulation_ids) == export_all:
         raise click.UsageError("give --simulation-id ID (repeatable) or --all")
@@ -410,8 +414,9 @@ def export(database, simulation_ids, export_all, output, fmt, overwrite, experim
         click.echo(to_json(report.to_dict()))
         return
     rows = [[t.table, t.rows, t.path or ""] for t in report.tables]
-    click.echo(format_table(["table", "rows", "file"] if fmt == "csv" else ["table", "rows"],
-                            rows if fmt == "csv" else [r[:2] for r in rows]))
+    with_path = fmt in ("csv", "parquet")
+    headers = ["table", "rows", "file" if fmt == "csv" else "dataset"] if with_path else ["table", "rows"]
+    click.echo(format_table(headers, rows if with_path else [r[:2] for r in rows]))
     click.echo(f"exported {len(report.simulation_ids)} simulation{'s' if len(report.simulation_ids) != 1 else ''} "
                f"({report.rows} rows) to {report.output} in {report.seconds:.1f}s")
 

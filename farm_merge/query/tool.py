@@ -447,14 +447,18 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
     # --- export and split ----------------------------------------------------------
     def export_simulation_data(self, simulation_id: str, output_path: str | os.PathLike, *,
                                format: str = "csv", overwrite: bool = False):
-        """Export one simulation: CSV files per table, or a standalone SQLite file."""
-        from farm_merge.query.export import export
-
-        return export(self, output_path, simulation_ids=[simulation_id], format=format, overwrite=overwrite)
+        """Export one simulation: CSV files per table, a standalone SQLite file or Parquet datasets."""
+        return self.export(output_path, simulation_ids=[simulation_id], format=format, overwrite=overwrite)
 
     def export(self, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
                format: str = "csv", overwrite: bool = False):
-        """Export the given simulations (default: all in scope); see :func:`farm_merge.query.export.export`."""
+        """Export the given simulations (default: all in scope): ``csv`` or ``sqlite`` (see
+        :func:`farm_merge.query.export.export`), or ``parquet`` (see
+        :func:`farm_merge.query.parquet.export_parquet`)."""
+        if format == "parquet":
+            from farm_merge.query.parquet import export_parquet
+
+            return export_parquet(self, output, simulation_ids=simulation_ids, overwrite=overwrite)
         from farm_merge.query.export import export
 
         return export(self, output, simulation_ids=simulation_ids, format=format, overwrite=overwrite)
