@@ -71,8 +71,12 @@ def test_frame_reads_only_the_rows_asked_for_in_sql(experiment):
     first, second = experiment.simulation_ids[:2]
     statements = []
     with ExperimentQueryTool(experiment.path) as tool:
+        # Every statement sent: through SQLAlchemy, or (SQLite) on the sqlite3 connection itself.
         event.listen(tool.engine, "before_cursor_execute",
                      lambda conn, cursor, statement, *rest: statements.append(statement))
+        if experiment.backend == "sqlite":
+            tool.engine.dispose()
+            event.listen(tool.engine, "connect", lambda raw, record: raw.set_trace_callback(statements.append))
         frame = tool.frame("agent_states", [second, first], columns=["step_number", "agent_id", "current_health"],
                            steps=range(3, 6))
     assert list(frame.columns) == ["simulation_id", "step_number", "agent_id", "current_health"]
@@ -83,8 +87,8 @@ def test_frame_reads_only_the_rows_asked_for_in_sql(experiment):
         expected += sorted((sim, step, str(agent), health) for step, agent, health in rows)
     got = sorted((s, int(step), str(agent), health) for s, step, agent, health in frame.itertuples(index=False))
     assert got == expected and len(expected) > 0
-    (select,) = [s for s in statements if "FROM agent_states" in s]
-    assert "simulation_id IN" in select and "step_number >=" in select and "step_number <" in select
+    (select,) = {s for s in statements if "FROM agent_states" in s}
+    assert "simulation_id IN (" in select and "step_number >=" in select and "step_number <" in select
 
 
 def test_frame_of_a_whole_table_has_every_column_and_row(experiment):
@@ -102,7 +106,13 @@ def test_frame_of_a_whole_table_has_every_column_and_row(experiment):
         assert min(tool.frame("simulation_steps", [sim], steps=slice(9, None)).step_number) == 9
         empty = tool.frame("simulation_steps", [sim], columns=["births"], steps=SMALL["steps"] + 5)
         assert list(empty.columns) == ["simulation_id", "births"] and len(empty) == 0
-        assert list(tool.frame("simulations").simulation_id) == experiment.simulation_ids
+        simulations = tool.frame("simulations")
+        assert list(simulations.simulation_id) == experiment.simulation_ids
+        # Values as the column types give them, on SQLite as on PostgreSQL: times, JSON parsed.
+        assert str(simulations.start_time.dtype).startswith("datetime64")
+        assert all(isinstance(p, dict) for p in simulations.parameters)
+        counts = tool.frame("simulation_steps", columns=["agent_type_counts"]).agent_type_counts
+        assert all(v is None or isinstance(v, dict) for v in counts) and any(isinstance(v, dict) for v in counts)
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -115,7 +115,8 @@ def test_every_table_round_trips_with_its_rows_and_values(awkward, tmp_path):
 def test_rows_are_streamed_in_batches(awkward, tmp_path, monkeypatch):
     from farm_merge.query import parquet
 
-    monkeypatch.setattr(parquet, "BATCH_ROWS", 7)  # a simulation's rows span many batches
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 5)  # a simulation's rows span many batches
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 7)  # and row groups
     out = tmp_path / "small-batches"
     with ExperimentQueryTool(awkward) as tool:
         report = tool.export(out, simulation_ids=["0001", "100%"], format="parquet")

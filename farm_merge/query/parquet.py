@@ -11,8 +11,9 @@ hold the other columns.  Readers guess a partition column's type from the folder
 pyarrow.schema([("simulation_id", pyarrow.string())]), flavor="hive"))``.
 
 Rows are streamed: each table is read in key order (its key leads with ``simulation_id``,
-so no sort) in batches of :data:`BATCH_ROWS`, and each simulation's rows go to a
-``ParquetWriter`` of its own, closed when the next simulation starts, so memory stays flat
+so no sort) in batches of :data:`BATCH_ROWS`, turned into Arrow columns, and each
+simulation's rows go to a ``ParquetWriter`` of its own in row groups of up to
+:data:`ROW_GROUP_ROWS`, closed when the next simulation starts, so memory stays flat
 whatever the size of the table.  Column types are the schema's (those PostgreSQL enforces;
 SQLite's declared ones for a column the schema lacks): integers int64, reals float64, text
 string, booleans bool, times timestamp[us], blobs binary, JSON its text.  A value that does
@@ -43,8 +44,11 @@ from farm_merge.query.fromserver import snapshot
 from farm_merge.query.split import run_file_name
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
-#: Rows fetched and written at a time (a Parquet row group holds at most this many).
-BATCH_ROWS = 50_000
+#: Rows fetched at a time: as Python objects they take about 50 times the room they take in Arrow.
+BATCH_ROWS = 10_000
+
+#: Rows of a Parquet row group (fewer for a simulation's last one): what readers skip or read at once.
+ROW_GROUP_ROWS = 100_000
 
 PARTITION = "simulation_id"
 
@@ -106,33 +110,67 @@ def _write_dataset(conn: Connection, tool, table: str, explicit: list[str] | Non
 
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    writer, current, count = None, None, 0
+    part = _Partition(partial, schema, pa, pq)
+    count = 0
     try:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(query)
         for batch in result.partitions():
             for simulation_id, rows in itertools.groupby(batch, key=itemgetter(0)):
-                if simulation_id != current:
-                    if writer is not None:
-                        writer.close()
-                    current = simulation_id
-                    part = partial / partition_name(simulation_id)
-                    part.mkdir(parents=True)
-                    writer = pq.ParquetWriter(part / "part-0.parquet", schema)
                 rows = list(rows)
-                writer.write_table(_arrow_table(table, rows, columns, converters, schema, pa))
+                part.add(simulation_id, _arrow_table(table, rows, columns, converters, schema, pa))
                 count += len(rows)
-        if writer is not None:
-            writer.close()
-            writer = None
+        part.close()
         if count:
             if target.exists():  # --overwrite: the old dataset goes only once the new one is whole
                 shutil.rmtree(target)
             os.replace(partial, target)
     finally:
-        if writer is not None:
-            writer.close()
-        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            part.abandon()
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return count
+
+
+class _Partition:
+    """The ``ParquetWriter`` of the simulation being written, and its rows not yet written
+    (Arrow tables, fewer than :data:`ROW_GROUP_ROWS`)."""
+
+    def __init__(self, folder: Path, schema, pa, pq):
+        self.folder, self.schema, self.pa, self.pq = folder, schema, pa, pq
+        self.simulation_id: str | None = None
+        self.writer = None
+        self.pending: list = []
+        self.rows = 0
+
+    def add(self, simulation_id: str, rows) -> None:
+        if simulation_id != self.simulation_id:
+            self.close()
+            self.simulation_id = simulation_id
+            path = self.folder / partition_name(simulation_id)
+            path.mkdir(parents=True)
+            self.writer = self.pq.ParquetWriter(path / "part-0.parquet", self.schema)
+        self.pending.append(rows)
+        self.rows += rows.num_rows
+        while self.rows >= ROW_GROUP_ROWS:  # full row groups only, until the simulation's last
+            rows = self.pa.concat_tables(self.pending)
+            self.writer.write_table(rows.slice(0, ROW_GROUP_ROWS))
+            rest = rows.slice(ROW_GROUP_ROWS)
+            self.pending, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> None:
+        """Write what is pending and close the simulation's file."""
+        if self.writer is not None:
+            if self.pending:
+                self.writer.write_table(self.pa.concat_tables(self.pending))
+            self.abandon()
+
+    def abandon(self) -> None:
+        """Close the file without writing what is pending (the export failed)."""
+        self.pending, self.rows = [], 0
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
 
 
 def _value_type(model: sa.Table | None, column: sa.Column) -> sa.types.TypeEngine:
