@@ -320,3 +320,14 @@ def test_many_simulations_without_by_are_grey_lines_under_their_mean(tmp_path, b
                 for r in runs]
     assert list(mean.get_ydata()) == pytest.approx([statistics.fmean(step) for step in zip(*per_step)])
     assert png_size(tmp_path / "many.png") == (1000, 600)
+
+    # More groups than colours: an ordered colour map, and a bar naming the values instead of a legend.
+    with ExperimentQueryTool(target) as tool:
+        figure = tool.plot_metric("total_agents", tmp_path / "by_seed.png", by=["seed"])
+    axes, bar = figure.axes
+    assert axes.get_legend() is None and len(axes.lines) == 12
+    assert bar.get_ylabel() == "seed (12 groups; line: mean, band: ± 1 sd)"
+    seeds = sorted(source_config(r.path)["seed"] for r in runs)
+    assert [t.get_text() for t in bar.get_yticklabels()][0] == str(seeds[0])
+    assert [t.get_text() for t in bar.get_yticklabels()][-1] == str(seeds[-1])
+    assert png_size(tmp_path / "by_seed.png") == (1000, 600)

@@ -4,7 +4,8 @@ Three forms, each readable whatever the number of simulations:
 
 * grouped by parameters: one colour per group, its mean per step as a line over a band of
   ±1 sample standard deviation; the legend names each group and how many simulations it
-  has, and says what line and band are (so does the title);
+  has, and says what line and band are (so does the title); above :data:`COLOURS` groups,
+  an ordered colour map whose bar names the values instead of a legend;
 * up to :data:`COLOURS` simulations: one line each, named in the legend;
 * more simulations than colours (where lines would repeat colours and no legend could tell
   them apart): every simulation a thin grey line, the mean of all of them on top.
@@ -30,14 +31,15 @@ _FAINT = {"color": "0.55", "linewidth": 0.6, "alpha": 0.55}
 
 
 def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str | os.PathLike, *,
-                title: str | None = None, groups: Sequence[tuple[str, Sequence[str]]] | None = None,
+                title: str | None = None, groups: Sequence[tuple[str, str, Sequence[str]]] | None = None,
                 grouped_by: str | None = None):
     """Draw ``(simulation_id, step, value)`` rows, grouped by simulation, into a PNG of
     1000 x 600 pixels, and return the Figure.
 
     The rows must come grouped by simulation (as :meth:`ExperimentQueryTool.metric_series`
-    yields them).  ``groups``: ``(label, simulation ids)`` pairs, one colour each
-    (``grouped_by`` names the parameters in the title).  The axes' title says what is
+    yields them).  ``groups``: ``(label, values, simulation ids)``, one colour each, in
+    order of the values (``label`` for the legend, ``values`` for a colour bar's ticks;
+    ``grouped_by`` names the parameters).  The axes' title says what is
     drawn and how; the file is written whole or not at all.
     """
     # The object API, not pyplot: no global state, no GUI backend, safe in threads.
@@ -56,7 +58,7 @@ def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str
     heading = title or f"{metric} per step"
     handles = None
     if groups:
-        handles = _draw_groups(axes, runs, groups)
+        handles = _draw_groups(figure, axes, runs, groups, grouped_by or "group")
         heading = f"{heading} by {grouped_by or 'group'}\n({count} in {len(groups)} groups; " \
                   "line: the group's mean, band: mean ± 1 sample sd)"
     elif len(runs) > COLOURS:
@@ -73,7 +75,7 @@ def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str
     if handles:  # each group's line drawn over its band, as in the chart
         axes.legend(*zip(*handles), fontsize="small", loc="best", title="line: mean, band: ± 1 sd",
                     title_fontsize="small")
-    elif runs:
+    elif runs and not groups:
         axes.legend(fontsize="small", loc="best")
 
     path = Path(output)
@@ -87,26 +89,38 @@ def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str
     return figure
 
 
-def _draw_groups(axes, runs: dict[str, tuple[list[int], list[float]]],
-                 groups: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[tuple, str]]:
-    """Draw each group's band and mean; return the legend's ``((band, line), label)`` pairs."""
-    if len(groups) <= COLOURS:
-        colours = [f"C{i}" for i in range(len(groups))]
-    else:  # more groups than distinct colours: an ordered colour map (the groups come in order of value)
+def _draw_groups(figure, axes, runs: dict[str, tuple[list[int], list[float]]],
+                 groups: Sequence[tuple[str, str, Sequence[str]]], grouped_by: str) -> list[tuple[tuple, str]]:
+    """Draw each group's band and mean; return the legend's ``((band, line), label)`` pairs
+    (none above :data:`COLOURS` groups: a colour bar names them)."""
+    many = len(groups) > COLOURS
+    if many:  # more groups than distinct colours: an ordered colour map (the groups come in order of value)
         from matplotlib import colormaps
 
         cmap = colormaps["viridis"]
         colours = [cmap(i / max(1, len(groups) - 1)) for i in range(len(groups))]
+    else:
+        colours = [f"C{i}" for i in range(len(groups))]
     handles = []
-    for (label, members), colour in zip(groups, colours):
+    for (label, _, members), colour in zip(groups, colours):
         # The simulations' own lines are left out: under the bands they only blur the edges.
         drawn = [runs[m] for m in members if m in runs]
         steps, mean, sd = _mean_per_step(drawn)
         band = axes.fill_between(steps, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
                                  color=colour, alpha=0.18, linewidth=0)
-        (line,) = axes.plot(steps, mean, color=colour, linewidth=2.2)
+        (line,) = axes.plot(steps, mean, color=colour, linewidth=1.3 if many else 2.2)
         handles.append(((band, line), f"{label} ({len(drawn)} simulation{'s' if len(drawn) != 1 else ''})"))
-    return handles
+    if not many:
+        return handles
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    shown = sorted({round(i * (len(groups) - 1) / (COLOURS - 1)) for i in range(COLOURS)})
+    bar = figure.colorbar(ScalarMappable(BoundaryNorm(range(len(groups) + 1), len(groups)), ListedColormap(colours)),
+                          ax=axes, ticks=[i + 0.5 for i in shown])
+    bar.set_ticklabels([groups[i][1] for i in shown])
+    bar.set_label(f"{grouped_by} ({len(groups)} groups; line: mean, band: ± 1 sd)")
+    return []
 
 
 def _draw_overview(axes, runs: dict[str, tuple[list[int], list[float]]]) -> None:

@@ -400,7 +400,8 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
         grouped, grouped_by = None, None
         if by:
             names, found = self._groups(by, self._parameters(simulation_ids))
-            grouped = [(groups.label(names, values), members) for values, members in found]
+            grouped = [(groups.label(names, values), ", ".join(map(groups.value_text, values)), members)
+                       for values, members in found]
             grouped_by = ", ".join(names)
         return plot_series(self.metric_series(metric, simulation_ids=simulation_ids), metric, output,
                            title=f"{metric} per step, {self.db_path}", groups=grouped, grouped_by=grouped_by)
