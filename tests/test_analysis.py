@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import statistics
+import subprocess
 import sys
 
 import pytest
@@ -168,6 +169,20 @@ def test_dataframes_without_pandas_say_how_to_install_it(experiment, monkeypatch
                                         "pip install 'farm-merge[analysis]'"
         assert len(tool.summary_records()) == len(experiment.simulation_ids)  # the records need no pandas
     assert run("summary", experiment.path, "--by", "learning_rate").exit_code == 0
+
+
+@pytest.mark.parametrize("experiment", ["sqlite"], indirect=True)  # what a process imports
+def test_the_command_line_needs_no_pandas(experiment):
+    code = ("import sys\nfrom farm_merge.cli import cli\n"
+            "for args in (['list', '--json'], ['summary', '--csv'], ['summary', '--by', 'learning_rate'],\n"
+            "             ['compare', '--by', 'learning_rate', '--json']):\n"
+            "    try:\n        cli.main(args=[args[0], sys.argv[1], *args[1:]], prog_name='farm-merge')\n"
+            "    except SystemExit as e:\n        assert not e.code, args\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(experiment.path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "params.learning_rate" in result.stdout
+    assert sorted(m for m in result.stderr.split() if m.startswith(("pandas", "pyarrow", "numpy"))) == []
 
 
 # --- parameters as columns in list and summary ---------------------------------------------

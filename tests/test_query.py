@@ -432,7 +432,11 @@ def test_seed_methods_answer_like_the_seed(experiment):
         assert list(over_time.columns) == ["simulation_id", "step_number", "total_agents"]
         assert list(over_time["total_agents"]) == list(pivot[sim])
         final = tool.get_final_state(sim)
+        assert {"simulation_id", "final_step", "total_agents", "total_resources", "average_health",
+                "average_resources", "total_births", "total_deaths", "agent_distribution"} <= set(final)
         assert final["final_step"] == SMALL["steps"] - 1
+        assert (final["total_births"], final["total_deaths"]) == source_rows(
+            source, "SELECT births, deaths FROM simulation_steps WHERE step_number = ?", (SMALL["steps"] - 1,))[0]
         assert sum(final["agent_distribution"].values()) == source_value(
             source, "SELECT count(*) FROM agent_states WHERE step_number = ?", (SMALL["steps"] - 1,))
         types = tool.get_agent_types_distribution(sim)

@@ -417,7 +417,10 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def get_final_state(self, simulation_id: str) -> dict[str, Any]:
-        """The last step of a simulation and the types of the agents alive at it."""
+        """The last step of a simulation and the types of the agents alive at it: the seed's
+        keys (``final_step``, ``total_agents``, ``total_resources``, ``average_health``,
+        ``average_resources``, ``total_births``, ``total_deaths``, ``agent_distribution``),
+        and ``births`` and ``deaths``, the same counts under names that do not suggest a total."""
         (summary,) = self.summary_records(simulation_id)
         last = summary["last_step"]
         states, agents = AGENT_STATES, AGENTS
@@ -442,6 +445,9 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
             "average_resources": step.get("average_agent_resources"),
             "births": step.get("births"),
             "deaths": step.get("deaths"),
+            # The seed's names for the same two counts (of the final step, not of the whole run).
+            "total_births": step.get("births"),
+            "total_deaths": step.get("deaths"),
             "agent_distribution": distribution,
         }
 
