@@ -276,6 +276,8 @@ def test_experiment_id_restricts_every_answer(tmp_path, backend):
         (only,) = tool.list_records()
         assert [s["simulation_id"] for s in tool.summary_records()] == [only["simulation_id"]]
         assert len(tool.compare_metric("total_agents")) == 1
+        assert set(tool.frame("simulation_steps", steps=slice(2, 4)).simulation_id) == {only["simulation_id"]}
+        assert [g["simulations"] for g in tool.summary_by(["seed"])] == [1]
         info = tool.get_experiment_info()
         assert (info["experiment_id"], info["simulations"]["total"], info["sources"]["count"]) == ("exp_b", 1, 1)
         assert info["tables"]["simulation_steps"] == SMALL["steps"]
