@@ -210,6 +210,9 @@ def demo(directory, runs, quiet) -> None:
         sources = sum(p.stat().st_size for p in run_dir.glob("*.db"))
         click.echo(f"{target}: {human_bytes(target.stat().st_size)} from {human_bytes(sources)} of run files")
         click.echo(f"next: farm-merge summary {target}   (or info, list, compare --metric total_agents, split)")
+        click.echo(f"      farm-merge summary {target} --by learning_rate")
+        click.echo(f"      farm-merge compare {target} --metric total_agents --by learning_rate "
+                   "--plot agents_by_learning_rate.png")
     sys.exit(report.exit_code)
 
 
@@ -235,6 +238,15 @@ def experiment_option(func):
 
 def simulations_option(help_text: str):
     return click.option("--simulation-id", "simulation_ids", multiple=True, metavar="ID", help=help_text)
+
+
+def by_option(help_text: str):
+    return click.option("--by", "by", multiple=True, metavar="PARAM[,PARAM]", help=help_text)
+
+
+def parameter_names(by: tuple[str, ...]) -> list[str]:
+    """``--by a,b --by c`` as ``[a, b, c]``."""
+    return [name.strip() for option in by for name in option.split(",") if name.strip()]
 
 
 def chosen_format(as_json: bool, as_csv: bool) -> str:
@@ -270,7 +282,8 @@ def info(database, experiment_id, as_json, as_csv) -> None:
 @output_formats
 @reports_errors
 def list_(database, experiment_id, simulation_ids, stale_after, as_json, as_csv) -> None:
-    """One line per simulation: id, status, era, steps, agents, start and end, source file.
+    """One line per simulation: id, status, era, steps, agents that ever lived, start and
+    end, source file (--csv and --json: every field, a params.NAME column per parameter).
 
     A simulation still 'running' whose logger has not flushed for --stale-after seconds
     is shown as 'running (stale)': its process has most likely died.
@@ -281,8 +294,8 @@ def list_(database, experiment_id, simulation_ids, stale_after, as_json, as_csv)
     """
     fmt = chosen_format(as_json, as_csv)
     with open_query_tool(database, experiment_id) as tool:
-        rows = tool.list_simulations(simulation_ids or None, stale_after_s=stale_after)
-    click.echo(views.render_records(rows, fmt, views.list_view(rows)))
+        rows = tool.list_records(simulation_ids or None, stale_after_s=stale_after)
+    click.echo(views.render_records(rows, fmt, views.list_view(rows), parameter_columns=True))
     note = views.stale_note(rows, stale_after)
     if note and fmt == "table":
         click.echo(note)
@@ -292,20 +305,31 @@ def list_(database, experiment_id, simulation_ids, stale_after, as_json, as_csv)
 @click.argument("database")
 @experiment_option
 @simulations_option("Only this simulation (repeatable).")
+@by_option("One row per combination of values of these parameters (dotted names for nested ones): "
+           "how many simulations, mean, sd, min and max of each figure.")
 @output_formats
 @reports_errors
-def summary(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
+def summary(database, experiment_id, simulation_ids, by, as_json, as_csv) -> None:
     """Per simulation: final and peak agents, resources, health and reward, births,
-    deaths and parameters (the table shows the parameters that differ).
+    deaths and parameters (the table shows the parameters that differ; --csv and --json a
+    params.NAME column per parameter).  With --by, per group of simulations instead.
 
     \b
-    Example:
+    Examples:
       farm-merge summary experiments/exp_001.db
+      farm-merge summary experiments/exp_001.db --by learning_rate
     """
     fmt = chosen_format(as_json, as_csv)
+    names = parameter_names(by)
     with open_query_tool(database, experiment_id) as tool:
-        rows = tool.get_simulation_summary(simulation_ids=simulation_ids or None)
-    click.echo(views.render_records(rows, fmt, views.summary_view(rows)))
+        if names:
+            groups = tool.summary_by(names, simulation_ids=simulation_ids or None)
+            click.echo(views.render_records(groups, fmt, views.summary_by_view(groups, names)))
+            if fmt == "table" and groups:
+                click.echo(views.SUMMARY_BY_NOTE)
+            return
+        rows = tool.summary_records(simulation_ids=simulation_ids or None)
+    click.echo(views.render_records(rows, fmt, views.summary_view(rows), parameter_columns=True))
 
 
 @cli.command()
@@ -316,25 +340,37 @@ def summary(database, experiment_id, simulation_ids, as_json, as_csv) -> None:
               help="Where to read the metric: its final value, max, min or mean over the steps, or at a step.")
 @click.option("--series", is_flag=True, help="Print the metric at every step, one column per simulation.")
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
-              help="Also draw the metric per step for every simulation in one PNG (needs the plot extra).")
+              help="Also draw the metric per step in one PNG (needs the plot extra): with --by one colour per "
+                   "group, its mean over a band of ±1 sd.")
+@by_option("Per combination of values of these parameters: how many simulations, mean, sd, min and max of "
+           "the metric at --at.")
 @experiment_option
 @simulations_option("Only this simulation (repeatable).")
 @output_formats
 @reports_errors
-def compare(database, metric, at, series, plot, experiment_id, simulation_ids, as_json, as_csv) -> None:
-    """Compare a metric across simulations at one point, or per step with --series.
+def compare(database, metric, at, series, plot, by, experiment_id, simulation_ids, as_json, as_csv) -> None:
+    """Compare a metric across simulations at one point, or per step with --series;
+    with --by, across groups of simulations sharing parameter values.
 
     \b
     Examples:
       farm-merge compare experiments/exp_001.db --metric total_agents --at max
       farm-merge compare experiments/exp_001.db --metric average_reward --series --plot reward.png
+      farm-merge compare experiments/exp_001.db --metric total_agents --by learning_rate --plot agents.png
     """
     fmt = chosen_format(as_json, as_csv)
     ids = simulation_ids or None
+    names = parameter_names(by)
+    if names and series:
+        raise click.UsageError("--by groups the metric at --at; it does not apply to --series")
     with open_query_tool(database, experiment_id) as tool:
         if series:
             columns, rows = tool.series_table(metric, simulation_ids=ids)
             views.write_series(columns, rows, fmt, metric, sys.stdout)
+        elif names:
+            result = tool.compare_by(metric, names, at, simulation_ids=ids)
+            label = result[0]["at"] if result else str(at)
+            click.echo(views.render_records(result, fmt, views.compare_by_view(result, names, metric, label)))
         else:
             result = tool.compare_metric(metric, at, simulation_ids=ids)
             label = result[0]["at"] if result else str(at)
@@ -342,8 +378,8 @@ def compare(database, metric, at, series, plot, experiment_id, simulation_ids, a
             if fmt == "table" and result:
                 click.echo(views.compare_footer(result))
         if plot:
-            figure = tool.plot_metric(metric, plot, simulation_ids=ids)
-            click.echo(f"wrote {plot}: {metric} per step, {len(figure.axes[0].lines)} simulations", err=True)
+            figure = tool.plot_metric(metric, plot, simulation_ids=ids, by=names or None)
+            click.echo(f"wrote {plot}: {figure.axes[0].get_title()}".replace("\n", " "), err=True)
 
 
 @cli.command()
@@ -351,20 +387,24 @@ def compare(database, metric, at, series, plot, experiment_id, simulation_ids, a
 @simulations_option("The simulation to export (repeatable).")
 @click.option("--all", "export_all", is_flag=True, help="Export every simulation (of --experiment-id).")
 @click.option("--output", "-o", required=True, type=click.Path(),
-              help="Folder for CSV files; for sqlite the file to write (or a folder to write it in).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "sqlite"]), default="csv", show_default=True,
-              help="CSV files per table, or a standalone SQLite experiment database.")
+              help="Folder for CSV files or Parquet datasets; for sqlite the file to write (or a folder to write it "
+                   "in).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "sqlite", "parquet"]), default="csv", show_default=True,
+              help="CSV files per table, a standalone SQLite experiment database, or a Parquet dataset per table "
+                   "partitioned by simulation_id (needs the parquet extra).")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist.")
 @experiment_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @reports_errors
 def export(database, simulation_ids, export_all, output, fmt, overwrite, experiment_id, as_json) -> None:
-    """Export simulations to CSV files per table or to a standalone SQLite file.
+    """Export simulations to CSV files per table, a standalone SQLite file, or Parquet
+    datasets (DIR/TABLE/simulation_id=ID/part-0.parquet, for Spark, DuckDB, Polars, pandas).
 
     \b
     Examples:
       farm-merge export experiments/exp_001.db --simulation-id sim_001 --output ./data
       farm-merge export experiments/exp_001.db --all --format sqlite --output ./exp_copy.db
+      farm-merge export experiments/exp_001.db --all --format parquet --output ./parquet
     """
     if bool(simulation_ids) == export_all:
         raise click.UsageError("give --simulation-id ID (repeatable) or --all")
@@ -374,8 +414,9 @@ def export(database, simulation_ids, export_all, output, fmt, overwrite, experim
         click.echo(to_json(report.to_dict()))
         return
     rows = [[t.table, t.rows, t.path or ""] for t in report.tables]
-    click.echo(format_table(["table", "rows", "file"] if fmt == "csv" else ["table", "rows"],
-                            rows if fmt == "csv" else [r[:2] for r in rows]))
+    with_path = fmt in ("csv", "parquet")
+    headers = ["table", "rows", "file" if fmt == "csv" else "dataset"] if with_path else ["table", "rows"]
+    click.echo(format_table(headers, rows if with_path else [r[:2] for r in rows]))
     click.echo(f"exported {len(report.simulation_ids)} simulation{'s' if len(report.simulation_ids) != 1 else ''} "
                f"({report.rows} rows) to {report.output} in {report.seconds:.1f}s")
 

@@ -6,6 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class FarmMergeError(Exception):
     """Root of every error farm-merge reports to its user."""
@@ -113,6 +116,14 @@ class ExperimentNotFound(FarmMergeError):
         super().__init__(f"no experiment {experiment_id!r} in {target}{held}")
 
 
+class UnknownName(FarmMergeError):
+    """A table, column or parameter that the database does not hold; ``valid`` lists those it does."""
+
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        self.kind, self.name, self.valid = kind, name, valid
+        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(valid) or 'none'}")
+
+
 class UnknownMetric(FarmMergeError):
     """A metric that is not a numeric column of ``simulation_steps``."""
 
@@ -127,6 +138,16 @@ class MissingDependency(FarmMergeError):
     def __init__(self, package: str, extra: str, purpose: str):
         self.package, self.extra = package, extra
         super().__init__(f"{purpose} needs {package}, which is not installed: pip install 'farm-merge[{extra}]'")
+
+
+def optional_import(module: str, extra: str, purpose: str, package: str | None = None) -> ModuleType:
+    """Import ``module`` of an optional extra, or raise :class:`MissingDependency` naming
+    ``pip install 'farm-merge[extra]'`` (``package``: what to call it, default the top
+    module's name)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependency(package or module.partition(".")[0], extra, purpose) from e
 
 
 class OutputExists(FarmMergeError):

@@ -77,6 +77,10 @@ def test_python_dash_m_and_the_demo_run_on_a_fresh_folder(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "merged 8, skipped 0, failed 0" in result.stdout
+    target = tmp_path / "demo" / "experiment.db"
+    assert f"farm-merge summary {target} --by learning_rate\n" in result.stdout  # what the sample runs vary
+    assert (f"farm-merge compare {target} --metric total_agents --by learning_rate --plot "
+            "agents_by_learning_rate.png\n") in result.stdout
     assert rows(tmp_path / "demo" / "experiment.db", "SELECT count(*) FROM simulations") == [(8,)]
     again = subprocess.run([sys.executable, "-m", "farm_merge", "demo", str(tmp_path / "demo")],
                            capture_output=True, text=True)

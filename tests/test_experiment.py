@@ -239,9 +239,9 @@ def test_a_running_simulation_without_a_heartbeat_is_stale_and_marked_abandoned_
     (heartbeat,) = rows(experiment_db, "SELECT heartbeat_at FROM simulations WHERE simulation_id = 'silent'")[0]
 
     with ExperimentQueryTool(experiment_db) as tool:
-        assert {r["simulation_id"]: r["stale"] for r in tool.list_simulations()} == {
+        assert {r["simulation_id"]: r["stale"] for r in tool.list_records()} == {
             "run_00_2024-11": False, "done": False, "silent": False, "elsewhere": False}
-        stale = {r["simulation_id"] for r in tool.list_simulations(stale_after_s=0) if r["stale"]}
+        stale = {r["simulation_id"] for r in tool.list_records(stale_after_s=0) if r["stale"]}
     assert stale == {"silent", "elsewhere"}  # running, with a heartbeat older than 0 s
     listed = CliRunner().invoke(cli, ["list", str(experiment_db), "--stale-after", "0"]).output.splitlines()
     assert [line.split()[:2] for line in listed[2:6]] == [

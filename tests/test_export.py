@@ -86,7 +86,7 @@ def test_sqlite_export_is_a_standalone_experiment_database(experiment, tmp_path)
         assert table_rows(out, table) == table_rows(experiment.path, table, sim), table
     assert rows(out, "SELECT experiment_id, name FROM experiments") == [("exp_001", "LR sweep")]
     with ExperimentQueryTool(out) as copy, ExperimentQueryTool(experiment.path) as source:
-        assert copy.get_simulation_summary() == source.get_simulation_summary(sim)
+        assert copy.summary_records() == source.summary_records(sim)
         assert copy.get_experiment_info()["schema_revision"] == versions.head_revision()
     assert index_names(out) == index_names(experiment.path)
 

@@ -83,12 +83,12 @@ def test_info_cli_table_json_and_csv(experiment):
 
 def test_list_has_one_line_per_simulation_with_steps_agents_era_and_source(experiment):
     with ExperimentQueryTool(experiment.path) as tool:
-        rows = tool.list_simulations()
+        rows = tool.list_records()
     assert [r["simulation_id"] for r in rows] == experiment.simulation_ids
     for row in rows:
         source = experiment.source(row["simulation_id"])
         assert row["steps"] == SMALL["steps"]
-        assert row["agents"] == source_value(source, "SELECT count(*) FROM agents")
+        assert row["agents_ever"] == source_value(source, "SELECT count(*) FROM agents")
         assert row["era"] == source.stem.split("_", 2)[2]
         assert Path(row["source"]) == source.resolve()
         assert row["status"] == "completed"
@@ -98,7 +98,8 @@ def test_list_cli_is_an_aligned_table(experiment):
     result = run("list", experiment.path)
     assert result.exit_code == 0
     header, rule, *lines = result.output.splitlines()
-    assert header.split() == ["simulation_id", "status", "era", "steps", "agents", "start_time", "end_time", "source"]
+    assert header.split() == ["simulation_id", "status", "era", "steps", "agents_ever", "start_time", "end_time",
+                              "source"]
     assert set(rule.replace(" ", "")) == {"-"}
     assert len(lines) == len(legacy.ERAS)
     assert [line.split()[0] for line in lines] == experiment.simulation_ids
@@ -110,7 +111,7 @@ def test_list_cli_is_an_aligned_table(experiment):
 
 def test_summary_final_and_peak_values_match_the_source_files(experiment):
     with ExperimentQueryTool(experiment.path) as tool:
-        summary = tool.get_simulation_summary()
+        summary = tool.summary_records()
     assert [s["simulation_id"] for s in summary] == experiment.simulation_ids
     for row in summary:
         source = experiment.source(row["simulation_id"])
@@ -133,7 +134,7 @@ def test_summary_is_one_statement_whatever_the_number_of_simulations(experiment)
         statements = []
         event.listen(tool.engine, "before_cursor_execute",
                      lambda conn, cursor, statement, *rest: statements.append(statement))
-        tool.get_simulation_summary()
+        tool.summary_records()
     queries = [s for s in statements if s != "BEGIN"]
     assert len(queries) == 1 and "simulation_steps" in queries[0]
 
@@ -141,11 +142,11 @@ def test_summary_is_one_statement_whatever_the_number_of_simulations(experiment)
 def test_summary_of_chosen_simulations_and_unknown_ids(experiment):
     first, second = experiment.simulation_ids[:2]
     with ExperimentQueryTool(experiment.path) as tool:
-        assert [s["simulation_id"] for s in tool.get_simulation_summary(first)] == [first]
-        assert [s["simulation_id"] for s in tool.get_simulation_summary(simulation_ids=[second, first])] == [first,
+        assert [s["simulation_id"] for s in tool.summary_records(first)] == [first]
+        assert [s["simulation_id"] for s in tool.summary_records(simulation_ids=[second, first])] == [first,
                                                                                                             second]
         with pytest.raises(SimulationNotFound, match=re.escape(f"no simulation 'sim_nope' in {experiment.path}")):
-            tool.get_simulation_summary("sim_nope")
+            tool.summary_records("sim_nope")
     result = run("summary", experiment.path, "--simulation-id", "sim_nope")
     assert result.exit_code == 1
     assert result.output == f"Error: no simulation 'sim_nope' in {experiment.path}\n"
@@ -155,14 +156,15 @@ def test_summary_table_shows_the_parameters_that_differ(experiment):
     result = run("summary", experiment.path)
     assert result.exit_code == 0
     header, _, *lines = result.output.splitlines()
-    assert header.split() == ["simulation_id", "status", "steps", "agents", "peak", "resources", "peak", "health",
-                              "peak", "reward", "births", "deaths", "parameters"]
+    assert header.split() == ["simulation_id", "status", "steps", "final_agents", "peak_agents", "final_resources",
+                              "peak_resources", "final_health", "peak_health", "final_reward", "births", "deaths",
+                              "parameters"]
     by_id = {line.split()[0]: line for line in lines}
     for sim in experiment.simulation_ids:
         config = source_config(experiment.source(sim))
         assert by_id[sim].endswith(f"learning_rate={config['learning_rate']} seed={config['seed']}")
     full = json.loads(run("summary", experiment.path, "--json").output)
-    assert full[0]["parameters"]["notes"].startswith("xxx")  # whole parameters in JSON
+    assert full[0]["params.notes"].startswith("xxx")  # every parameter in JSON, whole
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -247,7 +249,8 @@ def test_plot_is_a_png_with_one_line_per_simulation(experiment, tmp_path):
     result = run("compare", experiment.path, "--plot", tmp_path / "cli.png",
                  "--simulation-id", experiment.simulation_ids[0])
     assert result.exit_code == 0
-    assert f"wrote {tmp_path / 'cli.png'}: total_agents per step, 1 simulations" in result.output
+    (said,) = [line for line in result.output.splitlines() if line.startswith("wrote ")]
+    assert said == f"wrote {tmp_path / 'cli.png'}: total_agents per step, {experiment.path} (1 simulation)"
     assert png_size(tmp_path / "cli.png") == (1000, 600)
 
 
@@ -270,16 +273,18 @@ def test_experiment_id_restricts_every_answer(tmp_path, backend):
     build_experiment(tmp_path / "a", ["2024-12", "2025-11"], experiment_id="exp_a", target=target)
     build_experiment(tmp_path / "b", ["2025-03"], experiment_id="exp_b", seed=5, target=target)
     with ExperimentQueryTool(target, experiment_id="exp_b") as tool:
-        (only,) = tool.list_simulations()
-        assert [s["simulation_id"] for s in tool.get_simulation_summary()] == [only["simulation_id"]]
+        (only,) = tool.list_records()
+        assert [s["simulation_id"] for s in tool.summary_records()] == [only["simulation_id"]]
         assert len(tool.compare_metric("total_agents")) == 1
+        assert set(tool.frame("simulation_steps", steps=slice(2, 4)).simulation_id) == {only["simulation_id"]}
+        assert [g["simulations"] for g in tool.summary_by(["seed"])] == [1]
         info = tool.get_experiment_info()
         assert (info["experiment_id"], info["simulations"]["total"], info["sources"]["count"]) == ("exp_b", 1, 1)
         assert info["tables"]["simulation_steps"] == SMALL["steps"]
         with pytest.raises(SimulationNotFound):
-            tool.get_simulation_summary(tool.simulation_ids(None)[0] + "x")
+            tool.summary_records(tool.simulation_ids(None)[0] + "x")
     with ExperimentQueryTool(target) as tool:
-        assert len(tool.list_simulations()) == 3
+        assert len(tool.list_records()) == 3
     with pytest.raises(ExperimentNotFound, match=r"no experiment 'exp_c' in .*; it holds 'exp_a', 'exp_b'"):
         ExperimentQueryTool(target, experiment_id="exp_c")
     result = run("summary", target, "--experiment-id", "exp_a", "--json")
@@ -415,23 +420,39 @@ def test_seed_script_form_runs_the_same_commands(experiment, tmp_path):
 
 
 def test_seed_methods_answer_like_the_seed(experiment):
+    """DataFrames where the seed's tool returned them, dicts for the final state and the info."""
     sim = experiment.simulation_ids[-1]
     source = experiment.source(sim)
     with ExperimentQueryTool(str(experiment.path)) as tool:
         pivot = tool.compare_simulations("total_agents")
-        assert len(pivot) == SMALL["steps"]
-        assert pivot[0]["step_number"] == 0 and set(pivot[0]) == {"step_number", *experiment.simulation_ids}
-        assert [row[sim] for row in pivot] == [v for (v,) in source_rows(
+        assert (pivot.index.name, pivot.columns.name) == ("step_number", "simulation_id")
+        assert list(pivot.index) == list(range(SMALL["steps"]))
+        assert sorted(pivot.columns) == experiment.simulation_ids
+        assert list(pivot[sim]) == [v for (v,) in source_rows(
             source, "SELECT total_agents FROM simulation_steps ORDER BY step_number")]
         over_time = tool.get_agent_counts_over_time([sim])
-        assert [r["total_agents"] for r in over_time] == [row[sim] for row in pivot]
+        assert list(over_time.columns) == ["simulation_id", "step_number", "total_agents"]
+        assert list(over_time["total_agents"]) == list(pivot[sim])
         final = tool.get_final_state(sim)
+        assert {"simulation_id", "final_step", "total_agents", "total_resources", "average_health",
+                "average_resources", "total_births", "total_deaths", "agent_distribution"} <= set(final)
         assert final["final_step"] == SMALL["steps"] - 1
+        assert (final["total_births"], final["total_deaths"]) == source_rows(
+            source, "SELECT births, deaths FROM simulation_steps WHERE step_number = ?", (SMALL["steps"] - 1,))[0]
         assert sum(final["agent_distribution"].values()) == source_value(
             source, "SELECT count(*) FROM agent_states WHERE step_number = ?", (SMALL["steps"] - 1,))
         types = tool.get_agent_types_distribution(sim)
-        assert types == [{"agent_type": t, "count": n} for t, n in source_rows(
-            source, "SELECT agent_type, count(*) FROM agents GROUP BY 1 ORDER BY 1")]
+        assert list(types.columns) == ["agent_type", "count"]
+        assert list(types.itertuples(index=False, name=None)) == source_rows(
+            source, "SELECT agent_type, count(*) FROM agents GROUP BY 1 ORDER BY 1")
+        listed = tool.list_simulations()
+        assert {"simulation_id", "status", "start_time", "end_time", "parameters", "results_summary"} <= set(listed)
+        assert list(listed["simulation_id"]) == experiment.simulation_ids
+        summary = tool.get_simulation_summary()
+        assert {"simulation_id", "total_steps", "avg_agents", "max_agents", "min_agents", "avg_resources",
+                "total_births", "total_deaths"} <= set(summary)
+        assert list(summary["total_steps"]) == [SMALL["steps"]] * len(experiment.simulation_ids)
+        assert tool.get_experiment_info()["experiment_id"] == "exp_001"
 
 
 def test_questions_can_be_asked_while_a_series_streams(experiment):

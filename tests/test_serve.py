@@ -55,8 +55,8 @@ def test_the_experiment_page_lists_every_simulation_with_the_status_list_gives(s
 
     rows = server.rows("simulations")
     assert {r["simulation_id"]: r["status"] for r in rows} == expected
-    assert {r["simulation_id"]: (r["steps"], r["agents"], r["era"]) for r in rows} == {
-        r["simulation_id"]: (r["steps"], r["agents"], r["era"]) for r in listed}
+    assert {r["simulation_id"]: (r["steps"], r["agents_ever"], r["era"]) for r in rows} == {
+        r["simulation_id"]: (r["steps"], r["agents_ever"], r["era"]) for r in listed}
 
     status, page = server.get("/")
     assert status == 200
@@ -88,8 +88,8 @@ def test_the_chart_data_is_what_compare_series_prints(server, experiment, by):
         groups[row["simulation_id"]] = row["group"]
     assert dict(series) == expected
 
-    parameters = {r["simulation_id"]: r["parameters"] for r in cli_json("list", str(experiment.path))}
-    assert groups == {sim: str(parameters[sim]["learning_rate"]) if by else sim for sim in expected}
+    parameters = {r["simulation_id"]: r for r in cli_json("list", str(experiment.path))}
+    assert groups == {sim: str(parameters[sim]["params.learning_rate"]) if by else sim for sim in expected}
 
 
 def test_the_final_values_are_what_compare_prints(server, experiment):

@@ -1,10 +1,12 @@
 """Questions asked of an experiment database: what it holds, how each simulation went,
-how simulations compare on a metric.
+how simulations compare on a metric, how groups of simulations sharing a parameter compare.
 
-:class:`ExperimentQueryTool` keeps the names of the seed's query tool
-(``get_experiment_info``, ``list_simulations``, ``get_simulation_summary``,
-``compare_simulations``, ``get_final_state``, ...); results are plain lists of dicts
-rather than pandas frames, so the library needs no pandas.
+:class:`ExperimentQueryTool` keeps the names of the seed's query tool and what they
+returned: ``list_simulations``, ``get_simulation_summary``, ``get_agent_counts_over_time``,
+``get_agent_types_distribution`` and ``compare_simulations`` give pandas DataFrames (the
+``analysis`` extra), ``get_experiment_info`` and ``get_final_state`` dicts.  Each answer is
+computed first as plain records (``list_records``, ``summary_records``, ...), which is what
+the command line prints, so that nothing but the DataFrame methods needs pandas.
 
 Every query is SQLAlchemy Core over the experiment schema, so it runs unchanged on any
 back end the migrations run on, and every one reaches a data table through a key or
@@ -26,6 +28,9 @@ from sqlalchemy import Connection, and_, func, select
 
 from farm_merge.errors import UnknownMetric
 from farm_merge.logging import liveness
+from farm_merge.query import groups
+from farm_merge.query.frames import DataFrameQueries
+from farm_merge.query.groups import GroupQueries
 from farm_merge.query.points import parse_point
 from farm_merge.query.scope import EXPERIMENTS, SIMULATIONS, ExperimentReader
 from farm_merge.storage import db, versions
@@ -39,6 +44,9 @@ AGENT_STATES = DATA_TABLES["agent_states"]
 SUMMARY_METRICS = ("total_agents", "total_resources", "average_agent_health", "average_agent_resources",
                    "average_reward")
 
+#: The figures of a simulation's summary whose spread ``summary --by`` gives per group.
+SUMMARY_FIGURES = ("total_steps", *[f"final_{m}" for m in SUMMARY_METRICS], *[f"peak_{m}" for m in SUMMARY_METRICS],
+                   "total_births", "total_deaths", "avg_agents", "min_agents", "avg_resources")
 
 def plain_number(value: Any) -> Any:
     """A Decimal as an int (or float): PostgreSQL's ``sum`` of integers is NUMERIC."""
@@ -47,7 +55,7 @@ def plain_number(value: Any) -> Any:
     return value
 
 
-class ExperimentQueryTool(ExperimentReader):
+class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
     """Read-only questions about one experiment database (a path or SQLAlchemy URL).
 
     The database is checked on opening: a missing file, a file that is not an experiment
@@ -55,15 +63,24 @@ class ExperimentQueryTool(ExperimentReader):
     says what to do.  ``experiment_id`` restricts every answer to that experiment's
     simulations (on a server several experiments share the tables).
 
-    Use it as a context manager, or call :meth:`close`::
+    The records methods are here; the DataFrame ones come from
+    :class:`~farm_merge.query.frames.DataFrameQueries`, those that group simulations by
+    parameters from :class:`~farm_merge.query.groups.GroupQueries`.  Use it as a context
+    manager, or call :meth:`close`::
 
         with ExperimentQueryTool("experiments/exp_001.db") as tool:
-            tool.get_simulation_summary()
+            tool.summary_records()                       # list of dicts
+            tool.get_simulation_summary()                # the same as a DataFrame
+            tool.summary_by(["learning_rate"])
             tool.compare_metric("total_agents", at="final")
     """
 
+    SUMMARY_FIGURES = SUMMARY_FIGURES
+
     def _opened(self, conn: Connection) -> None:
-        self._steps = sa.Table("simulation_steps", sa.MetaData(), autoload_with=conn)
+        self._metadata = sa.MetaData()
+        self._steps = sa.Table("simulation_steps", self._metadata, autoload_with=conn)
+        self._readable = {"simulation_steps": self._steps}  # tables frame() has checked and reflected
 
     # --- info ----------------------------------------------------------------------
     def get_experiment_info(self) -> dict[str, Any]:
@@ -141,36 +158,37 @@ class ExperimentQueryTool(ExperimentReader):
         }
 
     # --- list ----------------------------------------------------------------------
-    def list_simulations(self, simulation_ids: Sequence[str] | None = None, *,
-                         stale_after_s: float = liveness.STALE_AFTER_S) -> list[dict[str, Any]]:
-        """One dict per simulation: id, experiment, status, era, steps logged, agents,
-        start and end time, source file, parameters, results summary, last heartbeat, and
-        ``stale``: True for a simulation still ``running`` whose heartbeat is older than
-        ``stale_after_s`` seconds (its process has most likely died)."""
+    def list_records(self, simulation_ids: Sequence[str] | None = None, *,
+                     stale_after_s: float = liveness.STALE_AFTER_S) -> list[dict[str, Any]]:
+        """One dict per simulation: id, experiment, status, era, steps logged, ``agents_ever``
+        (rows of ``agents``: every agent that lived in it), start and end time, source file,
+        parameters, results summary, last heartbeat, and ``stale``: True for a simulation
+        still ``running`` whose heartbeat is older than ``stale_after_s`` seconds (its
+        process has most likely died)."""
         with self.engine.connect() as conn:
             self.check_ids(conn, simulation_ids)
             rows = [dict(r) for r in conn.execute(self.list_statement(simulation_ids)).mappings()]
         now = liveness.cutoff(0)
         for row in rows:
             row["steps"] = row["steps"] or 0
-            row["agents"] = row["agents"] or 0
+            row["agents_ever"] = row["agents_ever"] or 0
             row["stale"] = liveness.is_stale(row["status"], row["heartbeat_at"], stale_after_s, now)
         return rows
 
     def list_statement(self, simulation_ids: Sequence[str] | None = None) -> sa.Select:
-        """The one statement behind :meth:`list_simulations`."""
+        """The one statement behind :meth:`list_records`."""
         steps, agents = self._steps, AGENTS
         step_counts = (select(steps.c.simulation_id, func.count().label("steps"),
                               func.max(steps.c.step_number).label("last_step"))
                        .where(self.in_scope(steps.c.simulation_id, simulation_ids))
                        .group_by(steps.c.simulation_id).subquery("step_counts"))
-        agent_counts = (select(agents.c.simulation_id, func.count().label("agents"))
+        agent_counts = (select(agents.c.simulation_id, func.count().label("agents_ever"))
                         .where(self.in_scope(agents.c.simulation_id, simulation_ids))
                         .group_by(agents.c.simulation_id).subquery("agent_counts"))
         s = SIMULATIONS
         query = (
             select(s.c.simulation_id, s.c.experiment_id, s.c.status, s.c.era, step_counts.c.steps,
-                   step_counts.c.last_step, agent_counts.c.agents, s.c.start_time, s.c.end_time,
+                   step_counts.c.last_step, agent_counts.c.agents_ever, s.c.start_time, s.c.end_time,
                    func.coalesce(LEDGER.c.source_path, s.c.simulation_db_path).label("source"),
                    s.c.parameters, s.c.results_summary, s.c.heartbeat_at)
             .select_from(s.outerjoin(step_counts, step_counts.c.simulation_id == s.c.simulation_id)
@@ -182,8 +200,8 @@ class ExperimentQueryTool(ExperimentReader):
         return query
 
     # --- summary -------------------------------------------------------------------
-    def get_simulation_summary(self, simulation_id: str | None = None, *,
-                               simulation_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def summary_records(self, simulation_id: str | None = None, *,
+                        simulation_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Per simulation: steps, the final and peak value of each of
         :data:`SUMMARY_METRICS`, births, deaths and parameters.
 
@@ -207,7 +225,7 @@ class ExperimentQueryTool(ExperimentReader):
         return rows
 
     def summary_statement(self, simulation_ids: Sequence[str] | None = None) -> sa.Select:
-        """The one statement behind :meth:`get_simulation_summary`."""
+        """The one statement behind :meth:`summary_records`."""
         ids = simulation_ids
         t = self._steps
         aggregates = (
@@ -365,30 +383,31 @@ class ExperimentQueryTool(ExperimentReader):
                     line[position[simulation_id]] = value
                 yield line
 
-    def compare_simulations(self, metric: str = "total_agents") -> list[dict[str, Any]]:
-        """The seed's pivot: one dict per step, ``{"step_number": n, sim_id: value, ...}``."""
-        columns, rows = self.series_table(metric)
-        return [dict(zip(["step_number", *columns], row)) for row in rows]
-
     def plot_metric(self, metric: str, output: str | os.PathLike, *,
-                    simulation_ids: Sequence[str] | None = None):
-        """Draw the metric per step for every simulation in one chart, saved as PNG.
+                    simulation_ids: Sequence[str] | None = None, by: Sequence[str] | None = None):
+        """Draw the metric per step into a PNG and return the matplotlib Figure (the
+        ``plot`` extra).
 
-        Needs the ``plot`` extra (matplotlib).  Returns the matplotlib Figure.
+        With ``by`` (parameter names), one colour per combination of their values: the
+        group's mean per step as a line over a band of ±1 sample standard deviation.
+        Without, one line per simulation, named in a legend; above
+        :data:`~farm_merge.query.plot.COLOURS` simulations, each a thin grey line under
+        the mean of all of them.  See :func:`farm_merge.query.plot.plot_series`.
         """
         from farm_merge.query.plot import plot_series
 
         self._metric(metric)
+        grouped, grouped_by = None, None
+        if by:
+            names, found = self._groups(by, self._parameters(simulation_ids))
+            grouped = [(groups.label(names, values), ", ".join(map(groups.value_text, values)), members)
+                       for values, members in found]
+            grouped_by = ", ".join(names)
         return plot_series(self.metric_series(metric, simulation_ids=simulation_ids), metric, output,
-                           title=f"{metric} per step, {self.db_path}")
+                           title=f"{metric} per step, {self.db_path}", groups=grouped, grouped_by=grouped_by)
 
     # --- the seed's single-simulation views ----------------------------------------
-    def get_agent_counts_over_time(self, simulation_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """``total_agents`` per step: dicts of ``simulation_id``, ``step_number``, ``total_agents``."""
-        return [{"simulation_id": sim, "step_number": step, "total_agents": value}
-                for sim, step, value in self.metric_series("total_agents", simulation_ids=simulation_ids)]
-
-    def get_agent_types_distribution(self, simulation_id: str) -> list[dict[str, Any]]:
+    def agent_type_counts(self, simulation_id: str) -> list[dict[str, Any]]:
         """How many agents of each type a simulation had: dicts of ``agent_type``, ``count``."""
         query = (select(AGENTS.c.agent_type, func.count().label("count"))
                  .where(AGENTS.c.simulation_id == simulation_id)
@@ -398,8 +417,11 @@ class ExperimentQueryTool(ExperimentReader):
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def get_final_state(self, simulation_id: str) -> dict[str, Any]:
-        """The last step of a simulation and the types of the agents alive at it."""
-        (summary,) = self.get_simulation_summary(simulation_id)
+        """The last step of a simulation and the types of the agents alive at it: the seed's
+        keys (``final_step``, ``total_agents``, ``total_resources``, ``average_health``,
+        ``average_resources``, ``total_births``, ``total_deaths``, ``agent_distribution``),
+        and ``births`` and ``deaths``, the same counts under names that do not suggest a total."""
+        (summary,) = self.summary_records(simulation_id)
         last = summary["last_step"]
         states, agents = AGENT_STATES, AGENTS
         query = (select(agents.c.agent_type, func.count())
@@ -423,20 +445,27 @@ class ExperimentQueryTool(ExperimentReader):
             "average_resources": step.get("average_agent_resources"),
             "births": step.get("births"),
             "deaths": step.get("deaths"),
+            # The seed's names for the same two counts (of the final step, not of the whole run).
+            "total_births": step.get("births"),
+            "total_deaths": step.get("deaths"),
             "agent_distribution": distribution,
         }
 
     # --- export and split ----------------------------------------------------------
     def export_simulation_data(self, simulation_id: str, output_path: str | os.PathLike, *,
                                format: str = "csv", overwrite: bool = False):
-        """Export one simulation: CSV files per table, or a standalone SQLite file."""
-        from farm_merge.query.export import export
-
-        return export(self, output_path, simulation_ids=[simulation_id], format=format, overwrite=overwrite)
+        """Export one simulation: CSV files per table, a standalone SQLite file or Parquet datasets."""
+        return self.export(output_path, simulation_ids=[simulation_id], format=format, overwrite=overwrite)
 
     def export(self, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
                format: str = "csv", overwrite: bool = False):
-        """Export the given simulations (default: all in scope); see :func:`farm_merge.query.export.export`."""
+        """Export the given simulations (default: all in scope): ``csv`` or ``sqlite`` (see
+        :func:`farm_merge.query.export.export`), or ``parquet`` (see
+        :func:`farm_merge.query.parquet.export_parquet`)."""
+        if format == "parquet":
+            from farm_merge.query.parquet import export_parquet
+
+            return export_parquet(self, output, simulation_ids=simulation_ids, overwrite=overwrite)
         from farm_merge.query.export import export
 
         return export(self, output, simulation_ids=simulation_ids, format=format, overwrite=overwrite)

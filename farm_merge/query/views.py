@@ -1,16 +1,21 @@
 """How query results look: an aligned table for people, CSV or JSON for programs.
 
 Each ``*_view`` turns what the library returned into ``(headers, rows)`` for a table;
-the JSON form is always the library's own dicts, whole; the CSV form has every key.
+the JSON form is the library's own dicts, whole; the CSV form has every key.  In both,
+``list`` and ``summary`` give each parameter a column of its own, ``params.<dotted name>``
+(:func:`farm_merge.query.groups.with_parameter_columns`), in place of the nested
+``parameters``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from typing import Any, Iterable, Sequence, TextIO
 
+from farm_merge.query.groups import PREFIX, value_text, with_parameter_columns
 from farm_merge.query.output import _cell, format_csv, format_table, human_bytes, to_json
 
 FORMATS = ("table", "csv", "json")
@@ -19,8 +24,12 @@ FORMATS = ("table", "csv", "json")
 PARAMETERS_WIDTH = 60
 
 
-def render_records(records: list[dict[str, Any]], fmt: str, table: tuple[list[str], list[list[Any]]]) -> str:
-    """``records`` as JSON or CSV (every key), or ``table`` as an aligned table."""
+def render_records(records: list[dict[str, Any]], fmt: str, table: tuple[list[str], list[list[Any]]], *,
+                   parameter_columns: bool = False) -> str:
+    """``records`` as JSON or CSV (every key; with ``parameter_columns`` a ``params.<name>``
+    key per parameter instead of ``parameters``), or ``table`` as an aligned table."""
+    if parameter_columns and fmt != "table":
+        records = with_parameter_columns(records)
     if fmt == "json":
         return to_json(records)
     if fmt == "csv":
@@ -77,7 +86,7 @@ def render_info(info: dict[str, Any], fmt: str) -> str:
 
 
 # --- list -------------------------------------------------------------------------------
-LIST_COLUMNS = ["simulation_id", "status", "era", "steps", "agents", "start_time", "end_time", "source"]
+LIST_COLUMNS = ["simulation_id", "status", "era", "steps", "agents_ever", "start_time", "end_time", "source"]
 
 
 def list_view(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -97,13 +106,15 @@ def stale_note(rows: list[dict[str, Any]], stale_after_s: float) -> str | None:
 
 
 # --- summary ----------------------------------------------------------------------------
-SUMMARY_COLUMNS = [
-    ("simulation_id", "simulation_id"), ("status", "status"), ("steps", "total_steps"),
-    ("agents", "final_total_agents"), ("peak", "peak_total_agents"),
-    ("resources", "final_total_resources"), ("peak", "peak_total_resources"),
-    ("health", "final_average_agent_health"), ("peak", "peak_average_agent_health"),
-    ("reward", "final_average_reward"), ("births", "total_births"), ("deaths", "total_deaths"),
+#: The figures of a summary table: (header, key of the summary record).
+SUMMARY_FIGURES = [
+    ("steps", "total_steps"),
+    ("final_agents", "final_total_agents"), ("peak_agents", "peak_total_agents"),
+    ("final_resources", "final_total_resources"), ("peak_resources", "peak_total_resources"),
+    ("final_health", "final_average_agent_health"), ("peak_health", "peak_average_agent_health"),
+    ("final_reward", "final_average_reward"), ("births", "total_births"), ("deaths", "total_deaths"),
 ]
+SUMMARY_COLUMNS = [("simulation_id", "simulation_id"), ("status", "status"), *SUMMARY_FIGURES]
 
 
 def summary_view(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -112,6 +123,41 @@ def summary_view(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]
     headers = [h for h, _ in SUMMARY_COLUMNS] + ["parameters"]
     table = [[r[key] for _, key in SUMMARY_COLUMNS] + [shown[i]] for i, r in enumerate(rows)]
     return headers, table
+
+
+def group_columns(records: list[dict[str, Any]]) -> list[str]:
+    """The ``params.<name>`` keys a grouped record starts with."""
+    return [k for k in records[0] if k.startswith(PREFIX)] if records else []
+
+
+def summary_by_view(records: list[dict[str, Any]], by: Sequence[str]) -> tuple[list[str], list[list[Any]]]:
+    """One row per group: its parameter values (headed by their names), how many
+    simulations, and each figure of the summary table as ``mean ± sd``."""
+    keys = group_columns(records)
+    headers = [k[len(PREFIX):] for k in keys] or list(by)
+    headers += ["simulations"] + [h for h, _ in SUMMARY_FIGURES]
+    table = [[value_text(r[k]) for k in keys] + [r["simulations"]]
+             + [mean_sd(r[f"{key}_mean"], r[f"{key}_sd"]) for _, key in SUMMARY_FIGURES] for r in records]
+    return headers, table
+
+
+SUMMARY_BY_NOTE = ("each figure: mean ± sample sd over the group's simulations; --csv and --json give mean, sd, "
+                   "min and max of every figure")
+
+
+def mean_sd(mean: Any, sd: Any) -> str:
+    """``57.33 ± 4.1``: four significant digits for the mean, two for the sd (none for one value)."""
+    if mean is None:
+        return ""
+    return _short(mean, 4) + ("" if sd is None else f" ± {_short(sd, 2)}")
+
+
+def _short(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, never in exponent form."""
+    if not isinstance(value, (int, float)) or float(value).is_integer():
+        return _cell(int(value) if isinstance(value, float) else value)
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 def varying_parameters(parameters: Sequence[Any]) -> list[str]:
@@ -135,6 +181,17 @@ def compare_view(rows: list[dict[str, Any]], metric: str, at: str) -> tuple[list
     if at in ("max", "min", "mean"):
         return ["simulation_id", value_header], [[r["simulation_id"], r["value"]] for r in rows]
     return ["simulation_id", "step", value_header], [[r["simulation_id"], r["step"], r["value"]] for r in rows]
+
+
+def compare_by_view(records: list[dict[str, Any]], by: Sequence[str], metric: str, at: str
+                    ) -> tuple[list[str], list[list[Any]]]:
+    """One row per group: its parameter values, how many simulations (and with a value
+    at ``at``), the mean, sample sd, min and max of ``metric`` there."""
+    keys = group_columns(records)
+    headers = ([k[len(PREFIX):] for k in keys] or list(by)) + ["simulations", "with_value",
+                                                               f"mean {at} {metric}", "sd", "min", "max"]
+    return headers, [[value_text(r[k]) for k in keys]
+                     + [r["simulations"], r["with_value"], r["mean"], r["sd"], r["min"], r["max"]] for r in records]
 
 
 def compare_footer(rows: list[dict[str, Any]]) -> str:

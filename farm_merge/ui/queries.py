@@ -82,7 +82,7 @@ def experiment_queries(metrics: Sequence[str], data_tables: Sequence[str], list_
             "description": "One row per simulation, as farm-merge list shows it: a running simulation whose "
                            "logger has not flushed for a while is 'running (stale)'.",
             "sql": ("SELECT simulation_id, experiment_id, farm_merge_status(status, heartbeat_at) AS status, era, "
-                    "coalesce(steps, 0) AS steps, last_step, coalesce(agents, 0) AS agents, start_time, end_time, "
+                    "coalesce(steps, 0) AS steps, last_step, coalesce(agents_ever, 0) AS agents_ever, start_time, end_time, "
                     f"heartbeat_at, source, parameters FROM ({list_sql}) ORDER BY simulation_id"),
         },
         "parameters": {
