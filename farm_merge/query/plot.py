@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from farm_merge.errors import MissingDependency
+from farm_merge.storage.outputs import Staging
 
 #: Above this many simulations a legend hides the chart; the title gives the count instead.
 LEGEND_LIMIT = 20
@@ -46,13 +47,10 @@ def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str
         axes.legend(fontsize="small", loc="best")
 
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        figure.savefig(partial, format="png")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    # Written in a staging folder beside it and moved into place: whole or not at all, and
+    # a link at ``path`` is replaced, not written through.
+    with Staging(path.parent, overwrite=True) as staging:
+        figure.savefig(staging.add(path.name), format="png")
     return figure
 
 
