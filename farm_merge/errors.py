@@ -83,6 +83,14 @@ class TargetWriteError(FarmMergeError):
         super().__init__(f"cannot write to {target}: {reason}{stopped}")
 
 
+class DatabaseUnreadable(FarmMergeError):
+    """A database that cannot be read where it is (read-only storage that SQLite would need to write)."""
+
+    def __init__(self, target: str, reason: str):
+        self.target, self.reason = target, reason
+        super().__init__(f"cannot read {target}: {reason}")
+
+
 class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target
