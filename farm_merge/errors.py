@@ -129,6 +129,21 @@ class UnknownMetric(FarmMergeError):
         super().__init__(f"unknown metric {metric!r}; valid metrics: {', '.join(valid)}")
 
 
+class StepNotFound(FarmMergeError):
+    """``compare --at STEP`` where no simulation has the step; ``steps`` says, per simulation,
+    which it has (``"steps 0-39"``, ``"no steps"``)."""
+
+    def __init__(self, step: int, steps: dict[str, str]):
+        self.step, self.steps = step, steps
+        groups: dict[str, list[str]] = {}
+        for simulation_id, described in sorted(steps.items()):
+            groups.setdefault(described, []).append(simulation_id)
+        # Many simulations of one length are counted, not listed: the line stays one line.
+        parts = sorted((", ".join(ids) if len(ids) <= 3 else f"{len(ids)} simulations", described)
+                       for described, ids in groups.items())
+        super().__init__(f"no simulation has step {step}; " + "; ".join(f"{who}: {what}" for who, what in parts))
+
+
 class MissingDependency(FarmMergeError):
     """An optional extra is needed for what was asked."""
 
