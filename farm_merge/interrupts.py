@@ -3,7 +3,10 @@
 The command line installs :func:`install` first thing: SIGINT and SIGTERM then both raise
 :class:`KeyboardInterrupt` in the main thread, so that every ``try/finally`` of the library
 (rolling back a transaction, removing a staging folder) runs alike for both, and the command
-line turns it into one line and exit status 130 or 143 (128 + the signal's number).
+line turns it into one line and exit status 130 or 143 (128 + the signal's number).  A
+signal is held while the command line parses its arguments and after the command is done
+(:func:`live` marks the command itself): one that comes before is raised as the command
+starts, one that comes after lets the finished command exit as it would have.
 
 Two rules keep the clean-up whole:
 
@@ -20,6 +23,7 @@ interrupt can say what is kept.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from contextlib import contextmanager
@@ -30,15 +34,25 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(BaseException):
-    """A command stopped by SIGINT or SIGTERM; ``exit_status`` is 128 + the signal's number.
+    """A command (its name, if known) stopped by SIGINT or SIGTERM; ``exit_status`` is 128 +
+    the signal's number.
 
     A BaseException, as KeyboardInterrupt is: no ``except Exception`` may take it for an error.
     """
 
-    def __init__(self, signum: int):
-        self.signum = signum
+    def __init__(self, signum: int, command: str | None = None):
+        self.signum, self.command = signum, command
         self.exit_status = 128 + signum
         super().__init__(signal.Signals(signum).name)
+
+
+class SignalReceived(KeyboardInterrupt):
+    """What the handler raises: a KeyboardInterrupt to every ``except`` and ``finally``.
+
+    A subclass, not KeyboardInterrupt itself: CPython remembers a KeyboardInterrupt that
+    leaves code run by ``exec`` of a string (dataclasses and namedtuples make their methods
+    so) as unhandled, even once it is caught, and then ends the process with SIGINT instead
+    of its exit status; it checks for that exact type."""
 
 
 class _State:
@@ -63,23 +77,63 @@ def _handler(signum: int, frame) -> None:
         _state.pending = True
         return
     _state.raised = True
-    raise KeyboardInterrupt
+    raise SignalReceived
+
+
+class _NotTheInterrupt(logging.Filter):
+    """Drops a log record about the interrupt itself: SQLAlchemy's pool logs an exception
+    raised while it closes a connection, with its traceback, before passing it on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+_QUIET = _NotTheInterrupt()
 
 
 def install() -> None:
-    """Make SIGINT and SIGTERM raise :class:`KeyboardInterrupt` (once) in the main thread."""
-    for signum in SIGNALS:
-        signal.signal(signum, _handler)
+    """Make SIGINT and SIGTERM raise :class:`KeyboardInterrupt` (once) in the main thread
+    while a command runs (:func:`live`); until then they are held.  Libraries' log records
+    of that KeyboardInterrupt are not printed (the command line says it in one line)."""
     _state.__init__()
     _state.installed = True
+    _state.deferring = 1
+    for signum in SIGNALS:
+        signal.signal(signum, _handler)
+    if logging.lastResort is not None:  # what prints a library's records when nothing is configured
+        logging.lastResort.addFilter(_QUIET)
 
 
-def uninstall() -> None:
-    """Back to Python's defaults (tests running the command line in-process call this)."""
-    if _state.installed:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _state.__init__()
+@contextmanager
+def live() -> Iterator[None]:
+    """The command itself: a signal held before it is raised as it starts; one after it is held."""
+    if not _state.installed:
+        yield
+        return
+    _state.deferring -= 1
+    try:
+        if not _state.deferring and _state.pending:
+            _state.pending = False
+            _state.raised = True
+            raise SignalReceived
+        yield
+    finally:
+        _state.deferring += 1
+
+
+def ignore() -> None:
+    """Ignore SIGINT and SIGTERM from now on: the command is done, the interpreter exits.
+
+    (Python puts a signal with a handler of its own back to the system's default while it
+    shuts down, so that one arriving then would kill the finished command; an ignored one
+    it leaves ignored.)"""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def installed() -> bool:
+    """True once :func:`install` ran (the command line)."""
+    return _state.installed
 
 
 def received() -> int | None:
@@ -119,7 +173,7 @@ def deferred() -> Iterator[None]:
             _state.pending = False
             if not _state.raised:
                 _state.raised = _state.installed
-                raise KeyboardInterrupt
+                raise SignalReceived
 
 
 def _hold(signum: int, frame) -> None:

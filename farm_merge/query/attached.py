@@ -53,8 +53,9 @@ def attached(conn: Connection, path: Path, alias: str = "out") -> Iterator[None]
         yield
     finally:
         # An interrupt (KeyboardInterrupt) inside a statement makes SQLAlchemy invalidate the
-        # connection, closing it: there is nothing left to detach from then.
-        if not conn.invalidated:
+        # connection, closing it; and a block an interrupt cut short may be closed only later,
+        # with its connection: there is nothing left to detach from then.
+        if not (conn.invalidated or conn.closed):
             if conn.in_transaction():
                 conn.rollback()
             raw.execute(f"DETACH DATABASE {alias}")
