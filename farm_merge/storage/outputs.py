@@ -199,7 +199,6 @@ class Staging:
         self.protect = protect.resolve() if protect is not None else None
         self.files: dict[Path, Path] = {}  # final path -> staging path
         self._dir: Path | None = None
-        self.placed: list[Path] = []
 
     def __enter__(self) -> "Staging":
         if self.folder.exists() and not self.folder.is_dir():
@@ -214,7 +213,7 @@ class Staging:
             raise _write_error(self.folder, e) from e
         finally:
             self.discard()
-        if isinstance(error, OSError) and not isinstance(error, FarmMergeError):
+        if isinstance(error, OSError):  # writing failed (no space, a name too long, ...): one line
             raise _write_error(self.folder, error) from error
 
     def check(self, names: Iterable[str]) -> list[Path]:
@@ -246,7 +245,7 @@ class Staging:
 
     def _final(self, name: str) -> Path:
         parts = name.split("/")
-        if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts) or os.path.isabs(name):
+        if any(p in ("", ".", "..") or "\0" in p for p in parts) or os.path.isabs(name):
             raise FarmMergeError(f"{name!r} is not a name inside {self.folder}")  # names come from file_name
         final = self.folder.joinpath(*parts)
         self._check_folders(final, create=False)
@@ -274,7 +273,6 @@ class Staging:
             for final, staged in written:
                 self._check_folders(final, create=True)
                 _move(staged, final, self.overwrite)
-                self.placed.append(final)
             self.files.clear()
         if written:
             where = written[0][0] if len(written) == 1 else self.folder
