@@ -35,7 +35,9 @@ named as above; an id with an empty, ``.`` or ``..`` part, or whose path would e
 output folder (``.farm-merge-….partial``, short names, so no staging suffix can make a name
 too long) and moves them into place together when all are done, with SIGINT/SIGTERM held for
 those few renames: an interrupted command leaves neither a half-written file nor a set that
-looks complete; the staging folder is removed.  Nothing is written through a symbolic link
+looks complete; the staging folder is removed (only SIGKILL, which nothing can hold, can
+still stop it between two renames, and leaves the staging folder behind).  Nothing is
+written through a symbolic link
 inside the output folder: a link where a folder of the path would be is refused, and a link
 where a file would go is an existing file (``--overwrite`` replaces the link itself, never
 what it points to).  The output folder itself is the user's to name, link or not.
