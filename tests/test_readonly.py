@@ -77,6 +77,8 @@ def normalised(name: str, output: str, db: Path, out: Path) -> str:
 @pytest.fixture(scope="module")
 def can_mount_read_only(tmp_path_factory) -> None:
     folder = tmp_path_factory.mktemp("probe")
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux) to make a read-only bind mount with")
     probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, "sh",
                             str(folder), "sh", "-c", f"touch {folder}/x"], capture_output=True, text=True)
     if "Read-only file system" not in probe.stderr:
