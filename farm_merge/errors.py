@@ -86,6 +86,14 @@ class TargetWriteError(FarmMergeError):
         super().__init__(f"cannot write to {target}: {reason}{stopped}")
 
 
+class DatabaseUnreadable(FarmMergeError):
+    """A database that cannot be read where it is (read-only storage that SQLite would need to write)."""
+
+    def __init__(self, target: str, reason: str):
+        self.target, self.reason = target, reason
+        super().__init__(f"cannot read {target}: {reason}")
+
+
 class SimulationNotFound(FarmMergeError):
     def __init__(self, simulation_id: str, target: str):
         self.simulation_id, self.target = simulation_id, target
@@ -130,6 +138,21 @@ class UnknownMetric(FarmMergeError):
     def __init__(self, metric: str, valid: list[str]):
         self.metric, self.valid = metric, valid
         super().__init__(f"unknown metric {metric!r}; valid metrics: {', '.join(valid)}")
+
+
+class StepNotFound(FarmMergeError):
+    """``compare --at STEP`` where no simulation has the step; ``steps`` says, per simulation,
+    which it has (``"steps 0-39"``, ``"no steps"``)."""
+
+    def __init__(self, step: int, steps: dict[str, str]):
+        self.step, self.steps = step, steps
+        groups: dict[str, list[str]] = {}
+        for simulation_id, described in sorted(steps.items()):
+            groups.setdefault(described, []).append(simulation_id)
+        # Many simulations of one length are counted, not listed: the line stays one line.
+        parts = sorted((", ".join(ids) if len(ids) <= 3 else f"{len(ids)} simulations", described)
+                       for described, ids in groups.items())
+        super().__init__(f"no simulation has step {step}; " + "; ".join(f"{who}: {what}" for who, what in parts))
 
 
 class MissingDependency(FarmMergeError):

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from farm_merge import ExperimentQueryTool  # noqa: E402,F401  (re-exported for the seed's import)
-from farm_merge.cli import cli  # noqa: E402
+from farm_merge.cli import main as farm_merge_main  # noqa: E402
 
 COMMANDS = ("info", "list", "summary", "compare", "final", "export", "agents-over-time")
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default="total_agents", help="Metric to compare (for compare command)")
     parser.add_argument("--output", help="Output path (for export command)")
     args = parser.parse_args(argv)
-    cli.main(args=farm_merge_args(args), prog_name="farm-merge")
+    farm_merge_main(farm_merge_args(args))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
-"""A merge killed mid-way leaves no partial simulation; running it again completes it."""
+"""A command killed or interrupted mid-way leaves nothing half-done; running it again completes it."""
 
 from __future__ import annotations
 
+import os
+import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_rows, index_names, rows, write_runs
-from farm_merge.storage import legacy
+from conftest import assert_same_rows, folder_state, index_names, rows, write_runs
+from farm_merge.storage import legacy, versions
 from farm_merge.storage.schema import DATA_TABLES
 
 
@@ -58,3 +62,204 @@ def test_killed_merge_leaves_whole_simulations_and_rerun_completes(sources, back
     for run in sources:
         assert_same_rows(run.path, target, by_path[str(run.path.resolve())])
     assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(target)
+
+
+# --- SIGINT and SIGTERM at any moment of any command ------------------------------------------
+#
+# Each command runs as a real process and gets a real signal at a seeded random moment of its
+# run (after farm-merge's handler is installed, which /proc/<pid>/status shows; a reference
+# run measured how long the command takes). Whatever the moment: one line that says what is
+# kept, exit status 130 or 143 (or 0: the signal came once the command had finished), no
+# partial or staging file anywhere, and the same command run again completes it.
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+#: command -> its arguments; DB is the experiment database, RUNS the run files, OUT a new folder.
+COMMANDS = {
+    "merge": ["merge", "RUNS/*.db", "--into", "OUT/merged.db", "--quiet"],
+    "upgrade": ["upgrade", "OUT/run.db"],
+    "split": ["split", "DB", "--output", "OUT/split", "--quiet"],
+    "export csv": ["export", "DB", "--all", "--output", "OUT/csv"],
+    "export sqlite": ["export", "DB", "--all", "--format", "sqlite", "--output", "OUT/copy.db"],
+    "compare --plot": ["compare", "DB", "--series", "--plot", "OUT/series.png"],
+    "demo": ["demo", "OUT/demo", "--runs", "3", "--quiet"],
+    "info": ["info", "DB"],
+    "list": ["list", "DB"],
+    "summary": ["summary", "DB"],
+    "compare": ["compare", "DB", "--at", "max"],
+    "current": ["current", "DB"],
+}
+#: What is in OUT when the command is done (the queries write nothing).
+WRITES = {"merge": "merged.db", "split": "split", "export csv": "csv", "export sqlite": "copy.db",
+          "compare --plot": "series.png", "demo": "demo"}
+
+
+def handler_installed(pid: int) -> bool:
+    """True once the process catches SIGTERM (farm-merge's handler; Python's own catches only SIGINT)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (FileNotFoundError, StopIteration):
+        return False
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def start(command: str, folder: Path, runs: Path, db: Path) -> subprocess.Popen:
+    (folder / "OUT").mkdir(exist_ok=True)
+    if command == "upgrade" and not (folder / "OUT" / "run.db").exists():
+        shutil.copy(runs / sorted(p.name for p in runs.glob("*2025-09*"))[0], folder / "OUT" / "run.db")
+    args = [a.replace("RUNS", str(runs)).replace("DB", str(db)).replace("OUT", str(folder / "OUT"))
+            for a in COMMANDS[command]]
+    return subprocess.Popen([sys.executable, "-m", "farm_merge", *args], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_handler(proc: subprocess.Popen, timeout: float = 30.0) -> float:
+    """When the process's handler is in (it must be: a command that dies of SIGTERM says nothing)."""
+    started = time.monotonic()
+    while not handler_installed(proc.pid):
+        assert proc.poll() is None and time.monotonic() - started < timeout, "farm-merge does not catch SIGTERM"
+        time.sleep(0.002)
+    return time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def interrupt_world(sources, tmp_path_factory) -> dict:
+    """The run files, an experiment database merged from them, and per command a finished
+    reference run: its duration and what it wrote."""
+    runs = sources[0].path.parent
+    folder = tmp_path_factory.mktemp("interrupt_world")
+    db = folder / "exp.db"
+    assert subprocess.run([sys.executable, "-m", "farm_merge", "merge", f"{runs}/*.db", "--into", str(db),
+                           "--quiet"]).returncode == 0
+    return {"runs": runs, "db": db, "folder": folder, "references": {}}
+
+
+def reference(world: dict, command: str) -> dict:
+    """A run of ``command`` to its end: how long it takes once the handler is in, what it leaves."""
+    if command not in world["references"]:
+        folder = world["folder"] / f"reference {command}"
+        folder.mkdir()
+        proc = start(command, folder, world["runs"], world["db"])
+        ready = wait_for_handler(proc)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        world["references"][command] = {"seconds": time.monotonic() - ready, "outputs": outputs(folder / "OUT")}
+    return world["references"][command]
+
+
+def outputs(out: Path) -> dict[str, int]:
+    """Every file under ``out``, a SQLite file with its ledger rows (the -wal and -shm a
+    test's read-only look leaves aside)."""
+    found = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and not p.name.endswith(("-wal", "-shm")):
+            found[str(p.relative_to(out))] = ledger_count(p) if p.suffix == ".db" and "demo" not in str(p) else 1
+    return found
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Staging folders, partial files, journals, and the -wal/-shm of a connection not
+    closed, anywhere under ``folder``."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if ".partial" in p.name or p.name.startswith(".farm-merge-")
+                  or p.name.endswith(("-journal", "-wal", "-shm")))
+
+
+def check_whole(command: str, out: Path, world: dict) -> None:
+    """What an interrupted command left is whole: nothing, or everything, or whole simulations."""
+    expected = reference(world, command)["outputs"]
+    if command == "merge":
+        target = out / "merged.db"
+        if target.exists() and ledger_count(target):
+            assert rows(target, "PRAGMA integrity_check") == [("ok",)]
+            assert {s for (s,) in rows(target, "SELECT simulation_id FROM simulations")} == \
+                {s for (s,) in rows(target, "SELECT simulation_id FROM merge_ledger")}
+    elif command == "upgrade":
+        for backup in out.glob("*.bak"):
+            assert rows(backup, "PRAGMA integrity_check") == [("ok",)]
+    elif command == "demo":
+        run_files = sorted(p.name for p in (out / "demo" / "runs").glob("*")) if (out / "demo" / "runs").exists() else []
+        assert run_files in ([], sorted(Path(k).name for k in expected if k.startswith("demo/runs/")))
+    elif command in WRITES:
+        got = outputs(out)
+        assert got in ({}, expected), got
+
+
+CASES = [(c, s) for c in COMMANDS for s in SIGNALS]
+#: The queries read alike and take about as long: one of them is timed for all.
+QUERIES = ("info", "list", "summary", "compare", "current")
+
+
+@pytest.mark.parametrize("command, signum", CASES, ids=[f"{c}-{signal.Signals(s).name}" for c, s in CASES])
+def test_a_signal_at_any_moment_stops_the_command_in_one_line_and_the_same_command_completes_it(
+        command, signum, interrupt_world, tmp_path):
+    world = interrupt_world
+    seconds = reference(world, "list" if command in QUERIES else command)["seconds"]
+    rng = random.Random(f"{command}/{signum}")
+    tries = 2 if command == "merge" else 1
+    for attempt in range(tries):
+        folder = tmp_path / f"try{attempt}"
+        folder.mkdir()
+        db = folder / "exp.db"
+        shutil.copy(world["db"], db)
+        before = folder_state(folder)
+        proc = start(command, folder, world["runs"], db)
+        ready = wait_for_handler(proc)
+        time.sleep(max(0.0, rng.uniform(0, 0.9 * seconds) - (time.monotonic() - ready)))
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+        where = f"{command}, {signal.Signals(signum).name}, try {attempt}: rc {proc.returncode}, stderr {err!r}"
+        assert "Traceback" not in err and "Exception ignored" not in err, where
+        if proc.returncode != 0:
+            assert proc.returncode == 128 + signum, where
+            *progress, line = err.splitlines()  # upgrade and demo say what they do on stderr
+            assert not [p for p in progress if p.startswith(("Error", "Interrupted"))], where
+            assert line.startswith(f"Interrupted ({signal.Signals(signum).name})"), where
+            assert line.endswith("run the same command again to complete it") or " once its files were in place: " \
+                in line, where
+        assert leftovers(folder) == [], where
+        check_whole(command, folder / "OUT", world)
+        if command in QUERIES:
+            assert folder_state(folder) == before, where  # a query leaves the database as it was
+
+        finished = proc.returncode == 0 or " once its files were in place: " in err
+        if finished and command in WRITES:
+            assert outputs(folder / "OUT") == reference(world, command)["outputs"], where
+        if command in QUERIES or finished and command in ("split", "export csv", "export sqlite"):
+            continue  # a query changed nothing; a finished export would only refuse to overwrite
+        again = start(command, folder, world["runs"], db)
+        _, err = again.communicate(timeout=120)
+        assert again.returncode == 0, (where, err)
+        if command in WRITES:
+            assert outputs(folder / "OUT") == reference(world, command)["outputs"], where
+        if command == "upgrade":
+            assert rows(folder / "OUT" / "run.db", f"SELECT version_num FROM {versions.VERSION_TABLE}") == [
+                (versions.head_revision(),)]
+
+
+def test_ctrl_c_while_files_are_put_in_place_waits_for_the_last_one(tmp_path):
+    """In a library caller too: the moves of a finished set are not cut in half."""
+    from farm_merge import interrupts
+    from farm_merge.storage.outputs import Staging
+
+    staging = Staging(tmp_path / "out")
+    for i in range(5):
+        staging.add(f"f{i}.csv").write_text(str(i))
+    moved = []
+    real_move = staging._check_folders
+
+    def move_and_interrupt(final, *, create):
+        real_move(final, create=create)
+        moved.append(final.name)
+        if len(moved) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C half-way through the moves
+            time.sleep(0.05)
+
+    staging._check_folders = move_and_interrupt
+    with pytest.raises(KeyboardInterrupt):
+        staging.commit()
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.csv")) == [f"f{i}.csv" for i in range(5)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not interrupts.installed()
+    staging.discard()

@@ -3,7 +3,7 @@ inside functions and the names a package exports lazily, and no layer importing 
 
 The layers, bottom up (each subpackage's ``__init__`` says the same in words):
 
-* the base: ``errors``, ``_version``, ``_lazy``, ``progress``;
+* the base: ``errors``, ``_version``, ``_lazy``, ``progress``, ``interrupts``;
 * ``storage``, with the revision scripts (``alembic/versions``, shipped as ``farm_merge._alembic``);
 * ``consolidate`` and ``logging``, side by side, neither importing the other;
 * ``query`` (which may read ``logging.liveness``) and ``samples``, side by side;
@@ -36,7 +36,7 @@ ALLOWED = {
     "ui": {"base", "storage", "query", "farm_merge.logging.liveness"},
     "top": {"*"},
 }
-BASE = {"farm_merge.errors", "farm_merge._version", "farm_merge._lazy", "farm_merge.progress"}
+BASE = {"farm_merge.errors", "farm_merge._version", "farm_merge._lazy", "farm_merge.progress", "farm_merge.interrupts"}
 TOP = {"farm_merge", "farm_merge.cli", "farm_merge.__main__", "farm_merge.agentfarm", "farm_merge._alembic.env"}
 
 

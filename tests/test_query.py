@@ -27,6 +27,7 @@ from farm_merge.errors import (
     NotAnExperimentDatabase,
     SchemaOutOfDate,
     SimulationNotFound,
+    StepNotFound,
     UnknownMetric,
 )
 from farm_merge.storage import legacy, versions
@@ -185,13 +186,55 @@ def test_compare_reads_the_metric_where_asked(experiment, at, sql):
         assert row["step"] == {"final": SMALL["steps"] - 1, "5": 5}.get(at)
 
 
-def test_compare_at_a_step_some_simulations_lack(tmp_path, backend):
-    short = build_experiment(tmp_path / "a", ["2025-11"], seed=1, target=backend.target())
-    longer = build_experiment(tmp_path / "b", ["2024-12"], seed=2, target=short.path)  # same database
-    del longer
-    with ExperimentQueryTool(short.path) as tool:
-        rows = tool.compare_metric("births", at=SMALL["steps"] + 3)
-    assert [(r["step"], r["value"]) for r in rows] == [(None, None), (None, None)]
+@pytest.fixture
+def uneven(tmp_path, backend):
+    """Simulations of 5, 12 and 12 steps (one with a gap at step 7), and one with none."""
+    from farm_merge import consolidate, samples
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name, steps in (("short", 5), ("long", 12), ("holed", 12)):
+        samples.write_run_file(runs / f"{name}.db", "2025-11", seed=steps, steps=steps, agents=3, resources=2,
+                               simulation_id=name)
+    con = sqlite3.connect(runs / "holed.db")
+    con.execute("DELETE FROM simulation_steps WHERE step_number = 7")
+    con.commit()
+    con.close()
+    target = backend.target()
+    assert consolidate.merge([str(runs)], str(target), progress=False).exit_code == 0
+    from conftest import execute
+
+    execute(target, "INSERT INTO simulations (simulation_id, experiment_id, status, parameters) "
+                    "SELECT 'empty', experiment_id, 'running', '{}' FROM experiments")
+    return target
+
+
+def test_compare_at_a_step_no_simulation_has_names_the_steps_each_has(uneven):
+    with ExperimentQueryTool(uneven) as tool:
+        with pytest.raises(StepNotFound) as caught:
+            tool.compare_metric("births", at=999)
+    expected = ("no simulation has step 999; empty: no steps; holed: steps 0-11, 11 steps; long: steps 0-11; "
+                "short: steps 0-4")
+    assert str(caught.value) == expected
+    result = run("compare", uneven, "--metric", "births", "--at", "999")
+    assert (result.exit_code, result.output) == (1, f"Error: {expected}\n")
+
+
+def test_compare_at_a_step_some_simulations_lack_marks_them(uneven):
+    with ExperimentQueryTool(uneven) as tool:
+        got = {r["simulation_id"]: (r["step"], r["value"] is not None, r["note"]) for r in
+               tool.compare_metric("births", at=7)}
+    assert got == {"empty": (None, False, "no step 7 (no steps)"),
+                   "holed": (None, False, "no step 7 (steps 0-11, 11 steps)"),
+                   "long": (7, True, None), "short": (None, False, "no step 7 (steps 0-4)")}
+    result = run("compare", uneven, "--metric", "births", "--at", "7")
+    assert result.exit_code == 0
+    header, _, *lines = result.output.splitlines()
+    assert header.split() == ["simulation_id", "step", "step", "7", "births", "note"]
+    assert lines[0].split()[0] == "empty" and lines[0].endswith("no step 7 (no steps)")
+    assert lines[-1].startswith("1 of 4 simulations: ")
+    as_csv = list(csv.reader(io.StringIO(run("compare", uneven, "--at", "7", "--csv").output)))
+    assert as_csv[0][-1] == "note" and as_csv[-1][-1] == "no step 7 (steps 0-4)"
 
 
 def test_compare_cli_table_footer_and_series(experiment):

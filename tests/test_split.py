@@ -20,8 +20,8 @@ from conftest import BACKENDS, SMALL, column_names, open_backend, pg_column_type
 from farm_merge import ExperimentQueryTool, consolidate, samples
 from farm_merge.cli import cli
 from farm_merge.errors import OutputExists
-from farm_merge.query.split import run_file_name
 from farm_merge.storage import legacy, versions
+from farm_merge.storage.outputs import run_file_name
 from query_helpers import source_rows
 
 CATALOG = ("simulations", "experiments")
@@ -233,14 +233,14 @@ def test_ids_with_slashes_make_folders_and_merge_back_with_relpath(tmp_path):
 def test_an_id_that_would_leave_the_folder_stays_in_it(tmp_path):
     assert run_file_name("sim_001") == "sim_001.db"
     assert run_file_name("a b/c:d") == "a b/c%3Ad.db"
-    assert run_file_name("../evil") == "..%2Fevil.db"
+    assert run_file_name("../evil") == "%2E.%2Fevil.db"
     assert run_file_name("/abs/path") == "%2Fabs%2Fpath.db"
     write_runs(tmp_path / "runs", ["2024-12"])
     first = tmp_path / "first.db"
     merge([tmp_path / "runs"], first, id_template="../{stem}")
     with ExperimentQueryTool(first) as tool:
         (written,) = tool.split(tmp_path / "out" / "inner").files
-    assert Path(written.path) == tmp_path / "out" / "inner" / "..%2Frun_00_2024-12.db"
+    assert Path(written.path) == tmp_path / "out" / "inner" / "%2E.%2Frun_00_2024-12.db"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["inner"]
 
 

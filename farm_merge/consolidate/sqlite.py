@@ -60,7 +60,8 @@ class SqliteTarget(MergeTarget):
             self._load_columns()
             return plan.result(FAILED, copy_failure(e))
         finally:
-            self.raw.execute("DETACH DATABASE src")
+            if not self.conn.invalidated:  # an interrupt inside a statement closed the connection
+                self.raw.execute("DETACH DATABASE src")
         return plan.result(MERGED, None, rows=rows, added_columns=added, seconds=time.monotonic() - started)
 
     def _prepare_tables(self, info: SourceInfo) -> list[str]:

@@ -7,7 +7,8 @@
 * ``plot``: the ``--plot`` chart (matplotlib, optional).
 * ``export``: simulations to CSV files or a standalone SQLite experiment file.
 * ``split``: simulations back to run files of their era.
-* ``attached``: writing new SQLite files through ATTACH, under ``.partial`` names.
+* ``attached``: writing new SQLite files through ATTACH (in a staging folder:
+  :mod:`farm_merge.storage.outputs`).
 * ``fromserver``: simulations of a server database streamed into a new SQLite file.
 
 May import: ``farm_merge.storage``, ``farm_merge.logging.liveness`` and the modules beside

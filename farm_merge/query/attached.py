@@ -2,14 +2,12 @@
 
 Export and split create a file and fill it with ``INSERT INTO out.t … SELECT … FROM
 main.t WHERE simulation_id = ?`` on the experiment database's own connection, so rows
-move inside SQLite, never through Python.  A file is built under a ``.partial`` name and
-renamed into place only when it is complete: an interrupted command leaves no
-half-written file under the final name.
+move inside SQLite, never through Python.  Files are built in a staging folder and moved
+into place when complete (:class:`farm_merge.storage.outputs.Staging`).
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,7 @@ from typing import Iterator
 
 from sqlalchemy import Connection
 
-from farm_merge.errors import FarmMergeError, OutputExists
 from farm_merge.storage import db
-
-SIDECARS = ("-journal", "-wal", "-shm")
 
 
 @dataclass(frozen=True)
@@ -43,34 +38,6 @@ def key_of(columns: list[ColumnInfo]) -> list[str]:
     return key or ["simulation_id"]
 
 
-def check_free(paths: list[Path], overwrite: bool, source: Path | None = None) -> None:
-    """Refuse to overwrite files (unless asked), and never the experiment database itself."""
-    real = source.resolve() if source is not None else None
-    for path in paths:
-        if real is not None and path.resolve() == real:
-            raise FarmMergeError(f"{path} is the experiment database itself; choose another --output")
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise OutputExists(str(existing[0]), len(existing) - 1)
-
-
-def partial_name(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
-
-
-def remove_partial(path: Path) -> None:
-    partial = partial_name(path)
-    for suffix in ("", *SIDECARS):
-        Path(f"{partial}{suffix}").unlink(missing_ok=True)
-
-
-def finish(path: Path) -> None:
-    """Move a completed ``.partial`` file to its final name (replacing an old one)."""
-    for suffix in SIDECARS:
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    os.replace(partial_name(path), path)
-
-
 @contextmanager
 def attached(conn: Connection, path: Path, alias: str = "out") -> Iterator[None]:
     """ATTACH ``path`` (created if missing) to ``conn`` as ``alias`` for the block.
@@ -85,6 +52,10 @@ def attached(conn: Connection, path: Path, alias: str = "out") -> Iterator[None]
     try:
         yield
     finally:
-        if conn.in_transaction():
-            conn.rollback()
-        raw.execute(f"DETACH DATABASE {alias}")
+        # An interrupt (KeyboardInterrupt) inside a statement makes SQLAlchemy invalidate the
+        # connection, closing it; and a block an interrupt cut short may be closed only later,
+        # with its connection: there is nothing left to detach from then.
+        if not (conn.invalidated or conn.closed):
+            if conn.in_transaction():
+                conn.rollback()
+            raw.execute(f"DETACH DATABASE {alias}")

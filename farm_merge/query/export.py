@@ -24,9 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
 from farm_merge.errors import FarmMergeError
-from farm_merge.query.attached import attached, check_free, columns_of, finish, partial_name, remove_partial
+from farm_merge.query.attached import attached, columns_of
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
 from farm_merge.storage import db, indexes, versions
+from farm_merge.storage.outputs import Staging, distinct_names, file_name, name_limit
 
 FORMATS = ("csv", "sqlite")
 CATALOG = ("experiments", "simulations", "merge_ledger")
@@ -64,7 +65,10 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
     ``<table>.csv`` per data table that has rows for them.  ``sqlite``: ``output`` is
     the file to write, or an existing folder that gets ``<simulation_id>.db`` (one
     simulation) or ``<database stem>.db``.  Existing files are replaced only with
-    ``overwrite``.
+    ``overwrite``.  Names made from ids and table names are those of
+    :mod:`farm_merge.storage.outputs` (kept inside the folder); the files are written into a
+    staging folder and put in place together at the end, so an interrupted export leaves
+    none of them.
     """
     started = time.monotonic()
     if format not in FORMATS:
@@ -89,17 +93,18 @@ def _export_csv(tool, folder: Path, explicit: list[str] | None, ids: list[str], 
     with tool.engine.connect() as conn:
         conn = snapshot(conn)  # one read transaction: a consistent snapshot
         tables = ["simulations", *tool.data_tables(conn)]
-        paths = {t: folder / f"{t}.csv" for t in tables}
-        check_free(list(paths.values()), overwrite)
-        folder.mkdir(parents=True, exist_ok=True)
-        for table in tables:
-            rows = _write_csv(conn, tool, table, explicit, paths[table])
-            if rows:
-                report.tables.append(ExportedTable(table, rows, str(paths[table])))
+        names = distinct_names(tables, ".csv", limit=name_limit(folder))  # table names come from the data
+        with Staging(folder, overwrite=overwrite) as staging:
+            staging.check(names.values())
+            for table in tables:
+                rows = _write_csv(conn, tool, table, explicit, staging.add(names[table]))
+                if rows:
+                    report.tables.append(ExportedTable(table, rows, str(folder / names[table])))
     return report
 
 
 def _write_csv(conn: Connection, tool, table: str, explicit: list[str] | None, path: Path) -> int:
+    """Write ``table``'s rows of the simulations to ``path``; a table without any leaves no file."""
     inspector = sa.inspect(conn)
     columns = [c["name"] for c in inspector.get_columns(table)]
     key = inspector.get_pk_constraint(table)["constrained_columns"] or ["simulation_id"]
@@ -110,19 +115,15 @@ def _write_csv(conn: Connection, tool, table: str, explicit: list[str] | None, p
     selected = [sa.cast(source.c[c], sa.Text).label(c) if c in json_columns else source.c[c] for c in columns]
     query = (select(*selected).where(tool.in_scope(source.c.simulation_id, explicit))
              .order_by(*[source.c[k] for k in key]))
-    partial = partial_name(path)
     count = 0
-    try:
-        with open(partial, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in conn.execution_options(yield_per=5000).execute(query):
-                writer.writerow([csv_value(v) for v in row])
-                count += 1
-        if count:
-            os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in conn.execution_options(yield_per=5000).execute(query):
+            writer.writerow([csv_value(v) for v in row])
+            count += 1
+    if not count:
+        path.unlink()
     return count
 
 
@@ -149,38 +150,41 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
     source = db.sqlite_path(tool.target)  # None: a server database
     if output.is_dir():
         stem = source.stem if source is not None else db.server_url(tool.target).database
-        output = output / (f"{ids[0]}.db" if len(ids) == 1 else f"{stem}.db")
-    check_free([output], overwrite, source)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_partial(output)
-    partial = partial_name(output)
-    report = ExportReport(str(output), "sqlite", ids)
-    try:
-        versions.create_database(partial)
-        with versions.open_checked(partial) as engine, engine.begin() as out:
-            indexes.drop(out)  # built once, densely, after the copy
-        if source is None:  # no ATTACH for a server: its rows are streamed into the file
-            copied = copy_into_sqlite(tool, partial, explicit)
-            report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
-            added_tables = [t for t, (_, created) in copied.items() if created]
-        else:
-            with tool.engine.connect() as conn, attached(conn, partial):
-                with conn.begin():
-                    added_tables = _copy_all(conn, tool, explicit, report)
-        with versions.open_checked(partial) as engine, engine.begin() as out:
-            indexes.ensure(out)
-            for table in added_tables:
-                out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote('ix_' + table + '_simulation_id')} "
-                                    f"ON {db.quote(table)} (simulation_id)")
-        con = db.connect_sqlite(partial)
-        try:
-            con.execute("PRAGMA journal_mode = DELETE")  # a standalone file: no -wal beside it
-        finally:
-            con.close()
-        finish(output)
-    finally:
-        remove_partial(output)
+        folder, name = output, file_name(ids[0] if len(ids) == 1 else stem, ".db", limit=name_limit(output))
+    else:  # the file the user named
+        folder, name = output.parent, output.name
+    report = ExportReport(str(folder / name), "sqlite", ids)
+    with Staging(folder, overwrite=overwrite, protect=source) as staging:
+        report.tables = write_experiment_file(tool, staging.add(name), explicit)
     return report
+
+
+def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) -> list[ExportedTable]:
+    """Write a new standalone experiment database at ``path`` holding the simulations of
+    ``tool``'s scope (or ``simulation_ids``); return what each table got."""
+    versions.create_database(path)
+    with versions.open_checked(path) as engine, engine.begin() as out:
+        indexes.drop(out)  # built once, densely, after the copy
+    report = ExportReport(str(path), "sqlite", [])
+    if db.sqlite_path(tool.target) is None:  # no ATTACH for a server: its rows are streamed into the file
+        copied = copy_into_sqlite(tool, path, simulation_ids)
+        report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
+        added_tables = [t for t, (_, created) in copied.items() if created]
+    else:
+        with tool.engine.connect() as conn, attached(conn, path):
+            with conn.begin():
+                added_tables = _copy_all(conn, tool, simulation_ids, report)
+    with versions.open_checked(path) as engine, engine.begin() as out:
+        indexes.ensure(out)
+        for table in added_tables:
+            out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote('ix_' + table + '_simulation_id')} "
+                                f"ON {db.quote(table)} (simulation_id)")
+    con = db.connect_sqlite(path)
+    try:
+        con.execute("PRAGMA journal_mode = DELETE")  # a standalone file: no -wal beside it
+    finally:
+        con.close()
+    return report.tables
 
 
 def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: ExportReport) -> list[str]:

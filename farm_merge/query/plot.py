@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from farm_merge.errors import optional_import
+from farm_merge.storage.outputs import Staging
 
 #: Distinct colours in matplotlib's default cycle (tab10): beyond them lines repeat colours.
 COLOURS = 10
@@ -79,13 +80,10 @@ def plot_series(series: Iterable[tuple[str, int, Any]], metric: str, output: str
         axes.legend(fontsize="small", loc="best")
 
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        figure.savefig(partial, format="png")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    # Written in a staging folder beside it and moved into place: whole or not at all, and
+    # a link at ``path`` is replaced, not written through.
+    with Staging(path.parent, overwrite=True) as staging:
+        figure.savefig(staging.add(path.name), format="png")
     return figure
 
 

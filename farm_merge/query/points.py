@@ -11,7 +11,6 @@ from farm_merge.errors import FarmMergeError
 POINTS = ("final", "max", "min", "mean")
 
 
-
 def parse_point(at: str | int) -> str | int:
     """``final``, ``max``, ``min``, ``mean`` or a step number (``"250"`` -> 250)."""
     if isinstance(at, int) and not isinstance(at, bool):
@@ -27,3 +26,11 @@ def parse_point(at: str | int) -> str | int:
     if step < 0:
         raise FarmMergeError(f"--at {at!r}: a step number is 0 or more")
     return step
+
+
+def describe_steps(first: int | None, last: int | None, count: int) -> str:
+    """The steps a simulation has: ``steps 0-39``, ``steps 0-39, 38 steps`` (with gaps), ``no steps``."""
+    if not count:
+        return "no steps"
+    gaps = "" if count == last - first + 1 else f", {count} steps"
+    return f"steps {first}-{last}{gaps}"

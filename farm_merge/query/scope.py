@@ -4,7 +4,8 @@
 split): it checks the database on opening (a missing file, one that is not an experiment
 database, one at another schema revision raise a :class:`FarmMergeError` that says what
 to do), and turns "this experiment, these simulations" into a condition on a
-``simulation_id`` column.  Queries never write to the database.
+``simulation_id`` column.  Queries never write to the database, and read it on read-only
+storage too (:func:`farm_merge.storage.db.reader_uri`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ExperimentReader:
         self.experiment_id = experiment_id
         self._stack = ExitStack()
         try:
-            self.engine: Engine = self._stack.enter_context(versions.open_checked(db_path, create=False))
+            self.engine: Engine = self._stack.enter_context(versions.open_checked(db_path, reader=True))
             with self.engine.connect() as conn:
                 self._opened(conn)
                 if experiment_id is not None:

@@ -31,36 +31,23 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import quote as url_quote
 
 from sqlalchemy import Connection, select
 
 from farm_merge.errors import FarmMergeError
 from farm_merge.progress import progress_bar
-from farm_merge.query.attached import (
-    ColumnInfo,
-    attached,
-    check_free,
-    columns_of,
-    finish,
-    key_of,
-    partial_name,
-    remove_partial,
-)
-from farm_merge.query.export import export
+from farm_merge.query.attached import ColumnInfo, attached, columns_of, key_of
+from farm_merge.query.export import write_experiment_file
 from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage import db, legacy
+from farm_merge.storage.outputs import Staging, run_file_names
 from farm_merge.storage.schema import Simulation
 
 SIMULATIONS = Simulation.__table__
-
-#: Characters kept as they are in a run file's name; others are %-escaped.
-_SAFE_NAME_CHARS = "-_.+=@,()~ "
 
 
 @dataclass
@@ -86,24 +73,15 @@ class SplitReport:
                 "rows": sum(f.rows for f in self.files), "seconds": round(self.seconds, 3)}
 
 
-def run_file_name(simulation_id: str) -> str:
-    """The run file for a simulation id: ``<id>.db``, ``/`` making folders.
-
-    Merging the files back with ``--id-template '{relpath}'`` gives the same ids (the
-    default, the id a file records or else its stem, does too for ids made that way).
-    Characters unsafe in a file name are %-escaped; an id that would leave the folder
-    (``..``, a leading ``/``) becomes a single escaped name.
-    """
-    parts = simulation_id.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return url_quote(simulation_id, safe=_SAFE_NAME_CHARS) + ".db"  # "/" escaped: one name, in the folder
-    return "/".join(url_quote(p, safe=_SAFE_NAME_CHARS) for p in parts) + ".db"
-
-
 def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
           overwrite: bool = False, progress: bool | None = False) -> SplitReport:
     """Write each simulation in ``tool``'s scope (or the given ones) to
-    ``output_dir/<simulation_id>.db`` in its era's layout; see the module docstring."""
+    ``output_dir/<simulation_id>.db`` in its era's layout; see the module docstring.
+
+    Names are made by :func:`farm_merge.storage.outputs.run_file_names` (escaped, ``/``
+    making folders, shortened past the file system's limit); the files are written into a
+    staging folder and put in place together at the end, so an interrupted split leaves
+    none of them."""
     started = time.monotonic()
     source = db.sqlite_path(tool.target)  # None: a server database
     ids = tool.simulation_ids(simulation_ids)
@@ -112,49 +90,49 @@ def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_i
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise FarmMergeError(f"{folder} is a file; split writes a folder of run files")
-    targets = {sim: folder / run_file_name(sim) for sim in ids}
-    check_free(list(targets.values()), overwrite, source)
-    if source is None:
-        report = _split_from_server(tool, folder, ids, progress)
-        report.seconds = time.monotonic() - started
-        return report
+    names = run_file_names(ids, folder)
     report = SplitReport(str(folder))
+    with Staging(folder, overwrite=overwrite, protect=source) as staging:
+        staging.check(names.values())
+        if source is None:
+            # A server cannot be ATTACHed: its simulations are first streamed into a scratch
+            # SQLite experiment file in the staging folder (farm_merge.query.fromserver).
+            scratch = staging.scratch("experiment.db")
+            write_experiment_file(tool, scratch, ids)
+            with ExperimentReader(scratch) as local:
+                _write_run_files(local, ids, names, staging, report, progress)
+        else:
+            _write_run_files(tool, ids, names, staging, report, progress)
+    report.seconds = time.monotonic() - started
+    return report
 
+
+def _write_run_files(tool: ExperimentReader, ids: list[str], names: dict[str, str], staging: Staging,
+                     report: SplitReport, progress: bool | None) -> None:
     bar = progress_bar(progress, "splitting", len(ids), unit="simulation")
     with tool.engine.connect() as conn:
         records = {r.simulation_id: r for r in conn.execute(
             select(SIMULATIONS.c.simulation_id, SIMULATIONS.c.era, SIMULATIONS.c.source_simulation_id)
-            .where(tool.in_scope(SIMULATIONS.c.simulation_id, simulation_ids)))}
+            .where(tool.in_scope(SIMULATIONS.c.simulation_id, ids)))}
         tables = {t: columns_of(conn, t) for t in tool.data_tables(conn)}
         conn.rollback()
         try:
             for sim in ids:
                 bar.set_postfix_str(sim, refresh=False)
-                report.files.append(_RunFileWriter(conn, tables, records[sim], targets[sim]).write())
+                writer = _RunFileWriter(conn, tables, records[sim], staging.add(names[sim]),
+                                        staging.folder / names[sim])
+                report.files.append(writer.write())
                 bar.update(1)
         finally:
             bar.close()
-    report.seconds = time.monotonic() - started
-    return report
-
-
-def _split_from_server(tool: ExperimentReader, folder: Path, ids: list[str], progress: bool | None) -> SplitReport:
-    """Split from a server database: the simulations are first streamed into a temporary
-    SQLite experiment file beside the output folder (:mod:`farm_merge.query.fromserver`), which
-    is then split as any other (run files are written through ATTACH)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".farm-merge-split-", dir=folder.parent) as staging:
-        staged = Path(staging) / "experiment.db"
-        export(tool, staged, simulation_ids=ids, format="sqlite")
-        with ExperimentReader(staged) as local:
-            return split(local, folder, overwrite=True, progress=progress)  # the outputs were checked free
 
 
 class _RunFileWriter:
     """Writes one simulation's run file."""
 
-    def __init__(self, conn: Connection, tables: dict[str, list[ColumnInfo]], record, path: Path):
-        self.conn, self.tables, self.path = conn, tables, path
+    def __init__(self, conn: Connection, tables: dict[str, list[ColumnInfo]], record, path: Path, final: Path):
+        self.conn, self.tables = conn, tables
+        self.path, self.final = path, final  # where it is written, where it is put when all are done
         self.simulation_id = record.simulation_id
         # The id the run file recorded in its rows; a simulation logged here directly has its own.
         self.recorded_id = record.source_simulation_id or record.simulation_id
@@ -169,31 +147,27 @@ class _RunFileWriter:
         self.indexes: list[str] = []
 
     def write(self) -> SplitFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_partial(self.path)
-        partial = partial_name(self.path)
-        try:
-            # AgentFarm's file format as well as its tables: its page size and its era's journal
-            # (a file ATTACH creates would get the rollback journal whatever the era).
-            db.initialize_sqlite(partial, page_size=legacy.PAGE_SIZE, journal_mode=self.era.journal_mode)
-            with attached(self.conn, partial):
-                with self.conn.begin():  # one snapshot of the simulation, one transaction on the file
-                    for table in self.era.tables:
-                        self._table(table, self.era.tables[table])
-                    for table in self.tables:
-                        if table not in self.era.tables:
-                            self._extra_table(table)
-            con = sqlite3.connect(partial, isolation_level=None)
-            try:  # indexes after the rows: built once instead of updated row by row
-                for statement in self.indexes:
-                    con.execute(statement)
-            finally:
-                con.close()
-            finish(self.path)
+        # AgentFarm's file format as well as its tables: its page size and its era's journal
+        # (a file ATTACH creates would get the rollback journal whatever the era).
+        db.initialize_sqlite(self.path, page_size=legacy.PAGE_SIZE, journal_mode=self.era.journal_mode)
+        with attached(self.conn, self.path):
+            with self.conn.begin():  # one snapshot of the simulation, one transaction on the file
+                for table in self.era.tables:
+                    self._table(table, self.era.tables[table])
+                for table in self.tables:
+                    if table not in self.era.tables:
+                        self._extra_table(table)
+        con = sqlite3.connect(self.path, isolation_level=None)
+        try:  # indexes after the rows: built once instead of updated row by row
+            for statement in self.indexes:
+                con.execute(statement)
         finally:
-            remove_partial(self.path)
+            con.close()
+        if not self.era.has_simulation_id and Path(self.final.name).stem != self.simulation_id.split("/")[-1]:
+            self.added.append(f"the {self.era.name} layout records no simulation id and this one is not the file's "
+                              "name (escaped or shortened): merged again, the simulation is named after the file")
         data = {t: n for t, n in self.counts.items() if t not in legacy.CATALOG_TABLES}
-        return SplitFile(self.simulation_id, str(self.path), self.era.name, sum(data.values()), self.counts,
+        return SplitFile(self.simulation_id, str(self.final), self.era.name, sum(data.values()), self.counts,
                          self.added)
 
     # --- tables ------------------------------------------------------------------------
@@ -295,7 +269,7 @@ class _RunFileWriter:
         self.counts["simulations"] = self.conn.exec_driver_sql(
             f"INSERT INTO out.simulations ({', '.join(columns)}) SELECT {', '.join(select_list)} "
             "FROM main.simulations WHERE simulation_id = ?",
-            (run_id, str(self.path), self.simulation_id)).rowcount
+            (run_id, str(self.final), self.simulation_id)).rowcount
 
     def _scalar(self, sql: str):
         return self.conn.exec_driver_sql(sql, (self.simulation_id,)).scalar()

@@ -26,12 +26,12 @@ from typing import Any, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, and_, func, select
 
-from farm_merge.errors import UnknownMetric
+from farm_merge.errors import StepNotFound, UnknownMetric
 from farm_merge.logging import liveness
 from farm_merge.query import groups
 from farm_merge.query.frames import DataFrameQueries
 from farm_merge.query.groups import GroupQueries
-from farm_merge.query.points import parse_point
+from farm_merge.query.points import describe_steps, parse_point
 from farm_merge.query.scope import EXPERIMENTS, SIMULATIONS, ExperimentReader
 from farm_merge.storage import db, versions
 from farm_merge.storage.schema import DATA_TABLES, MergeLedger
@@ -281,22 +281,38 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
         ``min`` or ``mean`` over all steps, or its value at a step number.
 
         One dict per simulation (id order): ``simulation_id``, ``metric``, ``at``,
-        ``step`` (the step the value was read at; None for an aggregate) and ``value``
-        (None where a simulation has no such step).
+        ``step`` (the step the value was read at; None for an aggregate) and ``value``.
+        At a step, also ``note``: for a simulation without that step, which steps it has
+        (``"no step 999 (steps 0-39)"``), else None; when no simulation has the step,
+        :class:`StepNotFound` says which steps each one has.
         """
         point = parse_point(at)
         query = self.compare_statement(metric, point, simulation_ids)
         with self.engine.connect() as conn:
             self.check_ids(conn, simulation_ids)
             rows = conn.execute(query).all()
+            lacking = [sim for sim, step, _ in rows if step is None] if isinstance(point, int) else []
+            steps = self._steps_of(conn, lacking) if lacking else {}
+        if lacking and len(lacking) == len(rows):
+            raise StepNotFound(point, steps)
         label = point if isinstance(point, str) else f"step {point}"
         result = []
         for simulation_id, step, value in rows:
             if point == "mean" and value is not None:
                 value = float(value)
-            result.append({"simulation_id": simulation_id, "metric": metric, "at": label, "step": step,
-                           "value": value})
+            row = {"simulation_id": simulation_id, "metric": metric, "at": label, "step": step, "value": value}
+            if isinstance(point, int):
+                row["note"] = f"no step {point} ({steps[simulation_id]})" if simulation_id in steps else None
+            result.append(row)
         return result
+
+    def _steps_of(self, conn: Connection, simulation_ids: list[str]) -> dict[str, str]:
+        """Which steps each simulation has, described (:func:`describe_steps`)."""
+        t = self._steps
+        found = {sim: (first, last, n) for sim, first, last, n in conn.execute(
+            select(t.c.simulation_id, func.min(t.c.step_number), func.max(t.c.step_number), func.count())
+            .where(t.c.simulation_id.in_(simulation_ids)).group_by(t.c.simulation_id))}
+        return {sim: describe_steps(*found.get(sim, (None, None, 0))) for sim in simulation_ids}
 
     def compare_statement(self, metric: str, at: str | int = "final",
                           simulation_ids: Sequence[str] | None = None) -> sa.Select:

@@ -180,7 +180,12 @@ def compare_view(rows: list[dict[str, Any]], metric: str, at: str) -> tuple[list
     value_header = f"{at} {metric}"
     if at in ("max", "min", "mean"):
         return ["simulation_id", value_header], [[r["simulation_id"], r["value"]] for r in rows]
-    return ["simulation_id", "step", value_header], [[r["simulation_id"], r["step"], r["value"]] for r in rows]
+    headers = ["simulation_id", "step", value_header]
+    table = [[r["simulation_id"], r["step"], r["value"]] for r in rows]
+    if any(r.get("note") for r in rows):  # simulations that lack the step say which steps they have
+        headers.append("note")
+        table = [line + [r["note"] or ""] for line, r in zip(table, rows)]
+    return headers, table
 
 
 def compare_by_view(records: list[dict[str, Any]], by: Sequence[str], metric: str, at: str

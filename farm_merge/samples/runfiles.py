@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Sequence
 
 from farm_merge.storage.legacy import CURRENT_ERA, DATA_TABLE_KEYS, ERAS, Era
 from farm_merge.storage.legacy import era as era_named
+from farm_merge.storage.outputs import Staging
 
 AGENT_TYPES = ("SystemAgent", "IndependentAgent", "ControlAgent")
 ACTIONS = ("move", "gather", "share", "attack", "reproduce", "defend")
@@ -43,12 +44,14 @@ def write_run_file(
     resources: int = 15,
     simulation_id: str | None = None,
     null_simulation_id_every: int = 0,
+    recorded_path: str | Path | None = None,
 ) -> RunFile:
     """Write one per-run SQLite file in ``era``'s layout and return what it holds.
 
     ``simulation_id`` is recorded in the rows of eras that have the column (default: a
     seeded ``sim_…`` id).  ``null_simulation_id_every=N`` leaves every Nth data row's
-    ``simulation_id`` NULL, as real 2025-03 files do.
+    ``simulation_id`` NULL, as real 2025-03 files do.  ``recorded_path``: the path its
+    ``simulations`` row records (default: ``path``).
     """
     era = era_named(era) if isinstance(era, str) else era
     path = Path(path)
@@ -72,7 +75,7 @@ def write_run_file(
                 writer.insert(table, rows)
         writer.insert("agents", model.agent_rows())
         if "simulations" in era.tables:
-            writer.insert("simulations", [model.simulation_row(path, seed, steps)])
+            writer.insert("simulations", [model.simulation_row(Path(recorded_path or path), seed, steps)])
         con.commit()
         return RunFile(path, era.name, recorded_id, dict(writer.counts))
     finally:
@@ -89,17 +92,20 @@ def write_sample_runs(
     agents: int = 15,
     prefix: str = "simulation",
 ) -> list[RunFile]:
-    """Write ``count`` run files cycling through ``eras`` into ``folder``."""
+    """Write ``count`` run files cycling through ``eras`` into ``folder``, all of them or,
+    interrupted, none (they are put in place together at the end)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for i in range(count):
-        run_era = eras[i % len(eras)]
-        name = run_era if isinstance(run_era, str) else run_era.name
-        written.append(write_run_file(
-            folder / f"{prefix}_{i:04d}_{name}.db", run_era, seed=seed * 100_003 + i, steps=steps, agents=agents,
-            null_simulation_id_every=50 if name == "2025-03" else 0,
-        ))
+    with Staging(folder) as staging:
+        for i in range(count):
+            run_era = eras[i % len(eras)]
+            name = run_era if isinstance(run_era, str) else run_era.name
+            final = folder / f"{prefix}_{i:04d}_{name}.db"
+            run = write_run_file(
+                staging.add(final.name), run_era, seed=seed * 100_003 + i, steps=steps, agents=agents,
+                null_simulation_id_every=50 if name == "2025-03" else 0, recorded_path=final,
+            )
+            written.append(replace(run, path=final))
     return written
 
 

@@ -15,6 +15,9 @@
 * ``writer``: write transactions retried while another writer holds the lock or after a
   lost connection; executemany or COPY.
 * ``postgres``: what PostgreSQL needs that SQLite does not (COPY, column types, its refusals).
+* ``outputs``: the names of files made from ids and table names (kept inside the output
+  folder), and the staging folder every writer puts its files in place from.
 
-May import: ``farm_merge.errors``, ``farm_merge._version`` and each other; nothing above.
+May import: ``farm_merge.errors``, ``farm_merge._version``, ``farm_merge.interrupts`` and each
+other; nothing above.
 """

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote as url_quote
 
-from farm_merge.errors import FarmMergeError, MissingDependency
+from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency
 from farm_merge.storage.legacy import affinity
 
 if TYPE_CHECKING:
@@ -161,10 +161,41 @@ def file_uri(path: Path, **params: str) -> str:
     return uri
 
 
+def reader_uri(path: Path) -> str:
+    """The URI a reader opens ``path`` with: it writes nothing beside the file and works on
+    read-only storage.
+
+    A file it may write, in a folder it may write, is opened as every connection is (SQLite
+    removes the ``-wal``/``-shm`` it makes when the last connection closes).  Otherwise
+    ``mode=ro``; and a WAL database with nothing in a ``-wal`` also ``immutable=1``, since
+    ``mode=ro`` alone needs a ``-shm`` it cannot create there (nothing can be writing it
+    through storage that cannot be written).  A ``-wal`` holding changes without its
+    ``-shm`` cannot be read where the ``-shm`` cannot be made: :class:`DatabaseUnreadable`.
+    """
+    folder = path.parent
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+        return file_uri(path, mode="rwc")
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        with open(path, "rb") as f:
+            wal_mode = f.read(20)[18:19] == b"\x02"
+        wal_changes = wal.exists() and wal.stat().st_size > 0
+    except OSError:  # unreadable: let SQLite say why
+        return file_uri(path, mode="ro")
+    if wal_mode and not wal_changes:
+        return file_uri(path, mode="ro", immutable="1")
+    if wal_mode and not shm.exists() and not os.access(folder, os.W_OK):
+        raise DatabaseUnreadable(str(path), "its -wal holds changes not yet in the database, and SQLite needs to "
+                                            "create its -shm to read them, which this storage does not allow; copy "
+                                            "it with its -wal to a writable folder")
+    return file_uri(path, mode="ro")
+
+
 def connect_sqlite(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False,
-                   cache_mib: int | None = None) -> sqlite3.Connection:
-    """A raw sqlite3 connection configured like the engine's (autocommit, URIs enabled)."""
-    uri = file_uri(path, mode="ro" if readonly else "rwc")
+                   cache_mib: int | None = None, uri: str | None = None) -> sqlite3.Connection:
+    """A raw sqlite3 connection configured like the engine's (autocommit, URIs enabled);
+    ``uri`` opens it another way (:func:`reader_uri`)."""
+    uri = uri or file_uri(path, mode="ro" if readonly else "rwc")
     con = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     _configure(con, busy_timeout_s, cache_mib)
     return con
@@ -182,14 +213,15 @@ def _configure(con: sqlite3.Connection, busy_timeout_s: float, cache_mib: int | 
 
 def create_engine_for(
     target: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
-    poolclass: type[Pool] | None = None, cache_mib: int | None = None,
+    poolclass: type[Pool] | None = None, cache_mib: int | None = None, reader: bool = False,
 ) -> Engine:
     """An engine for a database path or SQLAlchemy URL.
 
     For SQLite, ``conn.execution_options(immediate=True)`` makes the transaction start
     with ``BEGIN IMMEDIATE`` (take the write lock up front, so a writer waits on the busy
     timeout instead of failing half-way).  ``poolclass`` overrides the pool (``null_pool``
-    is short for NullPool); ``cache_mib`` sets each connection's page cache.
+    is short for NullPool); ``cache_mib`` sets each connection's page cache; ``reader``
+    opens a SQLite file as :func:`reader_uri` says (for reading only, read-only storage too).
     """
     from sqlalchemy import create_engine, event
     from sqlalchemy.exc import NoSuchModuleError
@@ -208,9 +240,10 @@ def create_engine_for(
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
     # as SQLAlchemy gives a file URL.
+    uri = reader_uri(path) if reader else None
     engine = create_engine(
         "sqlite://", creator=lambda: connect_sqlite(path, busy_timeout_s=busy_timeout_s, readonly=readonly,
-                                                    cache_mib=cache_mib),
+                                                    cache_mib=cache_mib, uri=uri),
         poolclass=NullPool if null_pool else poolclass or QueuePool,
     )
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from farm_merge.errors import (
     DatabaseNotFound,
     DatabaseUnavailable,
+    DatabaseUnreadable,
     NotAnExperimentDatabase,
     SchemaOutOfDate,
     SchemaTooNew,
@@ -171,9 +172,10 @@ def state_of(target: str | os.PathLike) -> DatabaseState:
         return DatabaseState("unknown", None, problem)
     if path.stat().st_size == 0:
         return DatabaseState("new", None, "empty database")
-    # Not mode=ro: a read-only connection to a WAL database leaves -wal/-shm files behind
-    # (it may not delete them); this one only reads, and tidies up when it closes.
-    con = db.connect_sqlite(path)
+    # Not mode=ro where it can write: a read-only connection to a WAL database leaves
+    # -wal/-shm files behind (it may not delete them); this one only reads, and tidies up
+    # when it closes.  On read-only storage, read-only (db.reader_uri).
+    con = db.connect_sqlite(path, uri=db.reader_uri(path))
     try:
         return describe(con)
     except sqlite3.DatabaseError as e:
@@ -221,6 +223,7 @@ def probe_file(path: Path) -> str | None:
 def open_engine(
     target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
     poolclass: type[Pool] | None = None, cache_mib: int | None = None, page_size: int = db.PAGE_SIZE,
+    reader: bool = False,
 ) -> Engine:
     """An engine on an experiment database at head, created (with ``create``) if it is new;
     the caller disposes of it.
@@ -230,7 +233,8 @@ def open_engine(
     (``poolclass`` and ``cache_mib`` as for :func:`db.create_engine_for`; ``page_size``
     that of a SQLite file this creates).  Several
     processes may open one new database at once: creation runs under ``BEGIN IMMEDIATE``
-    and checks again there, so exactly one of them builds the schema.
+    and checks again there, so exactly one of them builds the schema.  ``reader`` opens it
+    for reading only, on read-only storage too (:func:`db.reader_uri`).
     """
     from sqlalchemy import exc as sa_exc
 
@@ -247,7 +251,8 @@ def open_engine(
         if create and (not path.exists() or path.stat().st_size == 0):
             path.parent.mkdir(parents=True, exist_ok=True)
             db.initialize_sqlite(path, page_size=page_size)
-    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib)
+    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib,
+                                  reader=reader and not create)
     try:
         try:
             with engine.connect() as conn:
@@ -260,7 +265,7 @@ def open_engine(
                 raise DatabaseUnavailable(name, first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
             if reason := db.write_failure(e):
-                raise TargetWriteError(name, reason) from e
+                raise (DatabaseUnreadable if reader else TargetWriteError)(name, reason) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
@@ -292,13 +297,14 @@ def _create_schema(conn: Any, *, sqlite: bool) -> None:
 
 @contextmanager
 def open_checked(target: str | os.PathLike, *, create: bool = False,
-                 busy_timeout_s: float = db.BUSY_TIMEOUT_S) -> Iterator[Engine]:
-    """Open an experiment database at head, creating it (with ``create``) if it is new.
+                 busy_timeout_s: float = db.BUSY_TIMEOUT_S, reader: bool = False) -> Iterator[Engine]:
+    """Open an experiment database at head, creating it (with ``create``) if it is new;
+    ``reader``: for reading only (see :func:`open_engine`).
 
     Raises :class:`DatabaseNotFound`, :class:`NotAnExperimentDatabase`,
     :class:`SchemaOutOfDate` or :class:`SchemaTooNew` before anything is written.
     """
-    engine = open_engine(target, create=create, busy_timeout_s=busy_timeout_s)
+    engine = open_engine(target, create=create, busy_timeout_s=busy_timeout_s, reader=reader)
     try:
         yield engine
     finally:
