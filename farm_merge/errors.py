@@ -182,6 +182,17 @@ class OutputExists(FarmMergeError):
         super().__init__(f"{path} already exists{more}; pass --overwrite to replace")
 
 
+class UnpartitionableId(FarmMergeError):
+    """A simulation id that no Parquet partition folder name gives back exactly (``reason``
+    says why): readers take ``simulation_id`` from that name alone, so it is not exported so."""
+
+    def __init__(self, simulation_id: str, reason: str):
+        self.simulation_id, self.reason = simulation_id, reason
+        super().__init__(f"simulation id {simulation_id!r} cannot name a Parquet partition folder: {reason}; "
+                         "readers take simulation_id from that folder's name, so export it with --format sqlite "
+                         "or --format csv, which keep the id in the data")
+
+
 class SimulationExists(FarmMergeError):
     """A simulation id that is already in the database was asked to log again."""
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import rows
 from farm_merge import ExperimentQueryTool, consolidate
 from farm_merge.cli import cli
+from farm_merge.errors import FarmMergeError, OutputExists
 from farm_merge.storage import outputs, versions
 
 #: Ids that name no plain file: paths out of the folder, separators, NUL, dots, shell and
@@ -212,15 +213,83 @@ def test_an_era_that_records_no_id_says_when_its_name_cannot_carry_it(tmp_path):
     assert any("records no simulation id" in a for a in written.added)
 
 
-def test_csv_files_named_by_hostile_table_names_stay_inside(sandbox):
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_named_by_hostile_table_names_stay_inside(fmt, sandbox):
     tables = {"../../evil": 2, "/abs_table": 1, "CON": 1, "t" * 250: 1, "sub/dir": 1, ".hidden": 1}
     db = logged_experiment(sandbox / "exp.db", ["sim"], tables=tables)
     before = files_under(sandbox.parent.parent)
-    result = run("export", db, "--simulation-id", "sim", "--output", sandbox / "out", "--json")
+    result = run("export", db, "--simulation-id", "sim", "--format", fmt, "--output", sandbox / "out", "--json")
     assert result.exit_code == 0, result.output
     assert escaped(sandbox, before) == set()
     names = {p.name for p in (sandbox / "out").iterdir()}
-    assert names == {"simulations.csv", "simulation_steps.csv", *(outputs.file_name(t, ".csv") for t in tables)}
+    if fmt == "csv":
+        expected = {outputs.file_name(t, ".csv") for t in ["simulations", "simulation_steps", *tables]}
+    else:  # a dataset's folder: no suffix is ever added to its name, so it may be as long as the system allows
+        expected = {outputs.file_name(t, limit=outputs.name_limit(sandbox, room=0))
+                    for t in ["simulations", "simulation_steps", *tables]}
+        assert outputs.file_name("t" * 250, limit=outputs.name_limit(sandbox, room=0)) == "t" * 250
+    assert names == expected
+
+
+# --- Parquet partition folders: the id is the folder's name --------------------------------
+
+#: Ids whose escaped partition folder name would not give them back: longer than a name may be
+#: (ASCII, and Chinese escaped to 9 bytes a character), Hive's null, and a case twin.
+UNPARTITIONABLE = {
+    "a" * 242: "its folder name, escaped, is 256 bytes, past the 255 a name may have here",
+    "\u6a21" * 27: "its folder name, escaped, is 257 bytes, past the 255 a name may have here",
+    "__HIVE_DEFAULT_PARTITION__": "readers take a folder of that name for a null id",
+}
+
+
+def refusal(sim: str, reason: str) -> str:
+    return (f"Error: simulation id {sim!r} cannot name a Parquet partition folder: {reason}; readers take "
+            "simulation_id from that folder's name, so export it with --format sqlite or --format csv, which keep "
+            "the id in the data\n")
+
+
+def test_parquet_keeps_hostile_ids_inside_and_gives_each_back_exactly(sandbox):
+    pq = pytest.importorskip("pyarrow.parquet")
+    ds = pytest.importorskip("pyarrow.dataset")
+    pa = pytest.importorskip("pyarrow")
+    absolute = str(sandbox.parent / "absolute_escape")
+    # all but the one long Chinese id and a case twin; "a" * 241 is the longest that fits (255 bytes)
+    ids = [sim for sim in HOSTILE_IDS if sim not in ("\u6a21" * 90, "sim_1")] + [absolute, "../up", "a" * 241]
+    db = logged_experiment(sandbox / "exp.db", ids)
+    before = files_under(sandbox.parent.parent)
+    result = run("export", db, "--all", "--format", "parquet", "--output", sandbox / "out")
+    assert result.exit_code == 0, result.output
+    assert escaped(sandbox, before) == set()
+    partitioning = ds.partitioning(pa.schema([("simulation_id", pa.string())]), flavor="hive")
+    for table in ("simulations", "simulation_steps"):
+        read = ds.dataset(sandbox / "out" / table, format="parquet", partitioning=partitioning).to_table()
+        assert sorted(read.column("simulation_id").to_pylist()) == sorted(ids * (2 if table != "simulations" else 1))
+        assert all(pq.ParquetFile(p).metadata.num_rows for p in (sandbox / "out" / table).rglob("*.parquet"))
+    assert not [p for p in (sandbox / "out").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("sim", list(UNPARTITIONABLE))
+def test_parquet_refuses_an_id_no_folder_name_gives_back_in_one_line_before_writing(sim, sandbox):
+    pytest.importorskip("pyarrow")
+    db = logged_experiment(sandbox / "exp.db", ["ok", sim])
+    result = run("export", db, "--all", "--format", "parquet", "--output", sandbox / "out")
+    assert (result.exit_code, result.output) == (1, refusal(sim, UNPARTITIONABLE[sim]))
+    assert not (sandbox / "out").exists()
+    assert run("export", db, "--simulation-id", "ok", "--format", "parquet", "--output", sandbox / "out").exit_code == 0
+    for fmt in ("csv", "sqlite"):  # what the line points at keeps the id
+        assert run("export", db, "--simulation-id", sim, "--format", fmt, "--output", sandbox / fmt).exit_code == 0
+
+
+def test_parquet_refuses_ids_only_case_tells_apart(sandbox):
+    pytest.importorskip("pyarrow")
+    db = logged_experiment(sandbox / "exp.db", ["Sim_1", "sim_1", "sim_2"])
+    result = run("export", db, "--all", "--format", "parquet", "--output", sandbox / "out")
+    reason = "only case tells it from 'Sim_1', and on macOS and Windows their folders would be one"
+    assert (result.exit_code, result.output) == (1, refusal("sim_1", reason))
+    assert not (sandbox / "out").exists()
+    alone = run("export", db, "--simulation-id", "sim_1", "--simulation-id", "sim_2", "--format", "parquet",
+                "--output", sandbox / "out")
+    assert alone.exit_code == 0, alone.output
 
 
 def test_a_plot_with_a_name_as_long_as_the_file_system_allows(tmp_path):
@@ -252,6 +321,7 @@ def test_a_link_where_a_folder_would_be_is_refused(sandbox):
     (["split"], "sim.db"),
     (["export", "--simulation-id", "sim"], "simulation_steps.csv"),
     (["export", "--simulation-id", "sim", "--format", "sqlite"], "sim.db"),
+    (["export", "--simulation-id", "sim", "--format", "parquet"], "simulation_steps"),
 ])
 def test_a_link_where_a_file_would_go_is_replaced_not_followed(command, name, sandbox):
     db = logged_experiment(sandbox / "exp.db", ["sim"])
@@ -284,6 +354,30 @@ def test_staging_leaves_nothing_when_the_writer_fails(tmp_path):
     for bad in ("../x", "/etc/x", "a/../../x", ""):
         with pytest.raises(Exception, match="is not a name inside"):
             outputs.Staging(tmp_path / "out").add(bad)
+
+
+def test_a_staged_folder_goes_in_whole_and_replaces_the_old_one_whole(tmp_path):
+    out = tmp_path / "out"
+    with outputs.Staging(out) as staging:
+        data = staging.add_folder("data")
+        (data / "p=1").mkdir(parents=True)
+        (data / "p=1" / "f").write_text("old")
+        (data / "p=2").mkdir()
+        assert not (out / "data").exists()  # nothing in place before the end
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["data", "data/p=1", "data/p=1/f", "data/p=2"]
+    with pytest.raises(OutputExists):
+        outputs.Staging(out).add_folder("data")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep")
+    (out / "linked").symlink_to(victim, target_is_directory=True)
+    with outputs.Staging(out, overwrite=True) as staging:
+        for name in ("data", "linked"):
+            (staging.add_folder(name) / "p=3").mkdir(parents=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["data", "data/p=3", "linked", "linked/p=3"]
+    assert not (out / "linked").is_symlink() and (victim / "precious").read_text() == "keep"
+    with pytest.raises(FarmMergeError, match="holds the experiment database itself"):
+        outputs.Staging(tmp_path, overwrite=True, protect=out / "data" / "p=3").add_folder("out")
 
 
 def test_os_errors_while_writing_are_one_line(tmp_path):

@@ -3,12 +3,23 @@ extra), in the layout Spark, DuckDB, Polars and pandas read directly.
 
 ``DIR/<table>/simulation_id=<id>/part-0.parquet``: one dataset per table (``simulations``
 and every data table with rows for the simulations), partitioned by ``simulation_id`` in
-the Hive layout.  The id is in the folder name, URL-encoded (``a/b`` is
-``simulation_id=a%2Fb``), as ``pyarrow.dataset``'s Hive partitioning decodes it; the files
-hold the other columns.  Readers guess a partition column's type from the folder names
-(``0001`` would become the number 1): read ids back exactly by declaring it text, e.g.
-``pyarrow.dataset.dataset(DIR / "agents", partitioning=pyarrow.dataset.partitioning(
-pyarrow.schema([("simulation_id", pyarrow.string())]), flavor="hive"))``.
+the Hive layout.  The id is in the folder name, %-escaped as
+:func:`farm_merge.storage.outputs.partition_name` makes it (``a/b`` is
+``simulation_id=a%2Fb``), which ``pyarrow.dataset``'s Hive partitioning, DuckDB and pandas
+decode back; the files hold the other columns.  Readers guess a partition column's type from
+the folder names (``0001`` would become the number 1): read ids back exactly by declaring it
+text, e.g. ``pyarrow.dataset.dataset(DIR / "agents", partitioning=pyarrow.dataset.partitioning(
+pyarrow.schema([("simulation_id", pyarrow.string())]), flavor="hive"))``, or DuckDB's
+``read_parquet('DIR/agents/*/*.parquet', hive_partitioning=true, hive_types={'simulation_id':
+VARCHAR})``.
+
+As readers take the id from the folder name alone, an id that no folder name gives back
+exactly is refused before anything is written (:class:`~farm_merge.errors.UnpartitionableId`,
+which points at ``--format sqlite`` and ``csv``): one whose escaped name is longer than the
+file system allows (a shortened name would make readers see another id; storing the real one
+in the files as well would not help, as pyarrow lets the folder's value win and prunes a
+filter on the real id to nothing), one only case tells from another (one folder on macOS and
+Windows), and ``__HIVE_DEFAULT_PARTITION__`` (read as null).
 
 Rows are streamed: each table is read in key order (its key leads with ``simulation_id``,
 so no sort) in batches of :data:`BATCH_ROWS`, turned into Arrow columns, and each
@@ -19,15 +30,16 @@ SQLite's declared ones for a column the schema lacks): integers int64, reals flo
 string, booleans bool, times timestamp[us], blobs binary, JSON its text.  A value that does
 not fit its column's type (SQLite keeps any value anywhere) stops the export with a one-line
 error naming the column; none is truncated or dropped.
-A table is built under ``<table>.partial`` and renamed into place when complete, so an
-interrupted export never leaves a dataset that looks whole.
+The datasets are built in the output folder's staging folder
+(:class:`~farm_merge.storage.outputs.Staging`) and moved into place together once every table
+is written, an existing dataset replaced whole (``overwrite``): an export that fails or is
+interrupted leaves no dataset, and none that looks complete.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import time
 from operator import itemgetter
 from pathlib import Path
@@ -37,11 +49,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql
 
-from farm_merge.errors import FarmMergeError, optional_import
-from farm_merge.query.attached import check_free
+from farm_merge.errors import FarmMergeError, UnpartitionableId, optional_import
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
-from farm_merge.query.split import run_file_name
+from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
+from farm_merge.storage import db
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
 #: Rows fetched at a time: as Python objects they take about 50 times the room they take in Arrow.
@@ -56,16 +68,24 @@ PARTITION = "simulation_id"
 MODELS = {"simulations": Simulation.__table__, **DATA_TABLES}
 
 
-def safe_name(text: str) -> str:
-    """``text`` as one file or folder name inside the output folder, URL-encoded where
-    unsafe (``/`` as ``%2F``), as :func:`~farm_merge.query.split.run_file_name` escapes an id."""
-    name = run_file_name(text)[: -len(".db")].replace("/", "%2F")
-    return name.replace(".", "%2E") if name in ("", ".", "..") else name
-
-
-def partition_name(simulation_id: str) -> str:
-    """The Hive partition folder of a simulation: ``simulation_id=<URL-encoded id>``."""
-    return f"{PARTITION}={safe_name(simulation_id)}"
+def partition_names(simulation_ids: Sequence[str], folder: Path) -> dict[str, str]:
+    """Each simulation's partition folder (:func:`~farm_merge.storage.outputs.partition_name`),
+    or :class:`UnpartitionableId` for the first id no folder name gives back exactly."""
+    limit = name_limit(folder, room=0)  # a folder's name: nothing is ever appended to it
+    names = {sim: partition_name(PARTITION, sim) for sim in simulation_ids}
+    by_case: dict[str, str] = {}
+    for sim, name in names.items():
+        if sim == HIVE_NULL:
+            raise UnpartitionableId(sim, "readers take a folder of that name for a null id")
+        size = len(name.encode())
+        if size > limit:
+            raise UnpartitionableId(sim, f"its folder name, escaped, is {size} bytes, past the {limit} a name may "
+                                         "have here")
+        other = by_case.setdefault(name.lower(), sim)
+        if other != sim:
+            raise UnpartitionableId(sim, f"only case tells it from {other!r}, and on macOS and Windows "
+                                         "their folders would be one")
+    return names
 
 
 def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
@@ -83,22 +103,26 @@ def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
         raise FarmMergeError(f"{folder} is a file; --format parquet writes a folder of datasets")
+    partitions = partition_names(ids, folder)
     report = ExportReport(str(folder), "parquet", ids)
     with tool.engine.connect() as conn:
         conn = snapshot(conn)  # one read transaction: a consistent snapshot
         tables = ["simulations", *tool.data_tables(conn)]
-        targets = {t: folder / safe_name(t) for t in tables}
-        check_free(list(targets.values()), overwrite)
-        folder.mkdir(parents=True, exist_ok=True)
-        for table in tables:
-            rows = _write_dataset(conn, tool, table, explicit, targets[table], pa, pq)
-            if rows:
-                report.tables.append(ExportedTable(table, rows, str(targets[table])))
+        names = distinct_names(tables, limit=name_limit(folder, room=0))  # table names come from the data
+        with Staging(folder, overwrite=overwrite, protect=db.sqlite_path(tool.target)) as staging:
+            staging.check(names.values())
+            for table in tables:
+                rows = _write_dataset(conn, tool, table, explicit, staging.add_folder(names[table]), partitions, pa, pq)
+                if rows:
+                    report.tables.append(ExportedTable(table, rows, str(folder / names[table])))
     report.seconds = time.monotonic() - started
     return report
 
 
-def _write_dataset(conn: Connection, tool, table: str, explicit: list[str] | None, target: Path, pa, pq) -> int:
+def _write_dataset(conn: Connection, tool, table: str, explicit: list[str] | None, target: Path,
+                   partitions: dict[str, str], pa, pq) -> int:
+    """Write ``table``'s rows of the simulations as a dataset in the new folder ``target``
+    (none when it has no rows for them); return how many."""
     source = sa.Table(table, sa.MetaData(), autoload_with=conn)
     key = list(source.primary_key.columns) or [source.c[PARTITION]]
     columns = [c for c in source.columns if c.name != PARTITION]
@@ -108,9 +132,7 @@ def _write_dataset(conn: Connection, tool, table: str, explicit: list[str] | Non
     query = (select(source.c[PARTITION], *[selected for selected, _, _ in converters])
              .where(tool.in_scope(source.c[PARTITION], explicit)).order_by(*key))
 
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    part = _Partition(partial, schema, pa, pq)
+    part = _Partition(target, partitions, schema, pa, pq)
     count = 0
     try:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(query)
@@ -120,15 +142,8 @@ def _write_dataset(conn: Connection, tool, table: str, explicit: list[str] | Non
                 part.add(simulation_id, _arrow_table(table, rows, columns, converters, schema, pa))
                 count += len(rows)
         part.close()
-        if count:
-            if target.exists():  # --overwrite: the old dataset goes only once the new one is whole
-                shutil.rmtree(target)
-            os.replace(partial, target)
     finally:
-        try:
-            part.abandon()
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+        part.abandon()  # the staging folder, and whatever it holds, goes with the Staging
     return count
 
 
@@ -136,8 +151,8 @@ class _Partition:
     """The ``ParquetWriter`` of the simulation being written, and its rows not yet written
     (Arrow tables, fewer than :data:`ROW_GROUP_ROWS`)."""
 
-    def __init__(self, folder: Path, schema, pa, pq):
-        self.folder, self.schema, self.pa, self.pq = folder, schema, pa, pq
+    def __init__(self, folder: Path, partitions: dict[str, str], schema, pa, pq):
+        self.folder, self.partitions, self.schema, self.pa, self.pq = folder, partitions, schema, pa, pq
         self.simulation_id: str | None = None
         self.writer = None
         self.pending: list = []
@@ -147,7 +162,9 @@ class _Partition:
         if simulation_id != self.simulation_id:
             self.close()
             self.simulation_id = simulation_id
-            path = self.folder / partition_name(simulation_id)
+            if simulation_id not in self.partitions:  # logged since the ids were read: checked alike
+                self.partitions.update(partition_names([*self.partitions, simulation_id], self.folder.parent))
+            path = self.folder / self.partitions[simulation_id]
             path.mkdir(parents=True)
             self.writer = self.pq.ParquetWriter(path / "part-0.parquet", self.schema)
         self.pending.append(rows)

@@ -26,6 +26,13 @@ so a shortened name is never one that escaping alone made, and two texts keep tw
 ``sim_1.db``: one file on macOS's and Windows's file systems) each get the ``~hash``
 ending; so does a file whose name another id uses as a folder.
 
+**Partition folders.**  A Parquet dataset's folder per simulation, ``simulation_id=<id>``
+(the Hive layout), is :func:`partition_name`: the id escaped as above and ``=`` too (DuckDB
+takes a folder name's last ``=`` for the one after the key); pyarrow's Hive partitioning
+(``segment_encoding='uri'``), DuckDB and pandas decode it back to the id.  Readers take the
+id from that name alone, so it is never shortened or hashed: the caller refuses an id it
+cannot carry (:func:`partition_name`'s docstring says which).
+
 **Folders.**  ``split`` keeps an id's ``/`` as folders (``batch1/run_3`` →
 ``batch1/run_3.db``), so that ``--id-template '{relpath}'`` merges them back: each part is
 named as above; an id with an empty, ``.`` or ``..`` part, or whose path would exceed
@@ -33,7 +40,8 @@ named as above; an id with an empty, ``.`` or ``..`` part, or whose path would e
 
 **Writing.**  A :class:`Staging` has the files written into a new hidden folder inside the
 output folder (``.farm-merge-….partial``, short names, so no staging suffix can make a name
-too long) and moves them into place together when all are done, with SIGINT/SIGTERM held for
+too long) and moves them into place together when all are done (a folder of files, such as
+a Parquet dataset, may be staged as one: :meth:`Staging.add_folder`), with SIGINT/SIGTERM held for
 those few renames: an interrupted command leaves neither a half-written file nor a set that
 looks complete; the staging folder is removed (only SIGKILL, which nothing can hold, can
 still stop it between two renames, and leaves the staging folder behind).  Nothing is
@@ -131,9 +139,10 @@ def file_name(text: str, suffix: str = "", *, hashed: bool = False, limit: int |
     return _shortened(text, text, suffix, limit)
 
 
-def name_limit(folder: str | os.PathLike) -> int:
+def name_limit(folder: str | os.PathLike, room: int = SUFFIX_ROOM) -> int:
     """The longest name :func:`file_name` makes for ``folder``: its file system's limit
-    (the nearest existing folder's), less :data:`SUFFIX_ROOM`."""
+    (the nearest existing folder's), less ``room`` (:data:`SUFFIX_ROOM`: for a file, which
+    other programs may give a suffix; 0 for a folder no suffix is ever added to)."""
     path = Path(folder)
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -141,7 +150,7 @@ def name_limit(folder: str | os.PathLike) -> int:
         limit = os.pathconf(path, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or it does not say
         limit = NAME_MAX
-    return min(limit if limit and limit > 0 else NAME_MAX, NAME_MAX) - SUFFIX_ROOM
+    return min(limit if limit and limit > 0 else NAME_MAX, NAME_MAX) - room
 
 
 def run_file_name(simulation_id: str, suffix: str = ".db", *, hashed: bool = False, limit: int | None = None) -> str:
@@ -158,6 +167,22 @@ def run_file_name(simulation_id: str, suffix: str = ".db", *, hashed: bool = Fal
         if len(relative.encode()) <= PATH_LIMIT:
             return relative
     return file_name(simulation_id, suffix, hashed=hashed, limit=limit)
+
+
+#: The value Hive's layout writes for a null: pyarrow and Spark read a folder of it (escaped or not) as null.
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def partition_name(key: str, value: str) -> str:
+    """The Hive partition folder of ``value`` under ``key``: ``key=<value escaped>``, the
+    value escaped as :func:`file_name` escapes it and ``=`` too, never shortened (see the
+    module docstring).  ``urllib.parse.unquote`` of the part after the first ``=`` gives
+    ``value`` back; the folder reads back as ``value`` unless the name is longer than the
+    file system allows (:func:`name_limit` with ``room=0``), ``value`` is :data:`HIVE_NULL`,
+    or another value's folder differs from it only in case (one folder on macOS and Windows):
+    the caller checks those."""
+    escaped = "".join("%3D" if piece == "=" else piece for piece in _pieces(value))
+    return f"{key}={_portable(escaped)}"
 
 
 def distinct_names(texts: Iterable[str], suffix: str = "", *, folders: bool = False,
@@ -235,6 +260,15 @@ class Staging:
         self.files[final] = staged
         return staged
 
+    def add_folder(self, name: str) -> Path:
+        """Where to build the folder that will be ``folder/name`` (the caller creates it and
+        what it holds), moved into place whole; with ``overwrite`` an existing one is replaced
+        whole, never merged with (a dataset's old partitions would read as part of the new)."""
+        final = self._final(name)
+        if self.protect is not None and self.protect.is_relative_to(final.resolve()):
+            raise FarmMergeError(f"{final} holds the experiment database itself; choose another --output")
+        return self.add(name)
+
     def scratch(self, name: str) -> Path:
         """A path in the staging folder for a file that is not an output (removed with it)."""
         return self._staging_dir() / f"scratch-{name}"
@@ -271,20 +305,38 @@ class Staging:
     def commit(self) -> None:
         """Move every file written into place (SIGINT/SIGTERM held meanwhile)."""
         written = [(final, staged) for final, staged in self.files.items() if staged.exists()]
+        folders = {final for final, staged in written if staged.is_dir()}
         with interrupts.deferred():
-            for final, staged in written:
+            for i, (final, staged) in enumerate(written):
                 self._check_folders(final, create=True)
-                _move(staged, final, self.overwrite)
+                if final in folders:
+                    _move_folder(staged, final, self.overwrite, self._staging_dir() / f"replaced-{i:05d}")
+                else:
+                    _move(staged, final, self.overwrite)
             self.files.clear()
         if written:
             where = written[0][0] if len(written) == 1 else self.folder
-            interrupts.note(f"{where} ({len(written)} file{'s' if len(written) != 1 else ''}) written whole")
+            kind = "folder" if len(folders) == len(written) else "file"
+            interrupts.note(f"{where} ({len(written)} {kind}{'s' if len(written) != 1 else ''}) written whole")
 
     def discard(self) -> None:
         """Remove the staging folder and whatever is in it."""
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _move_folder(staged: Path, final: Path, overwrite: bool, replaced: Path) -> None:
+    """Rename the folder ``staged`` to ``final``; with ``overwrite`` what is at ``final`` (a
+    folder, a file, a link: the link itself) is first moved to ``replaced``, in the staging
+    folder, and goes with it."""
+    if os.path.lexists(final):
+        if not overwrite:
+            raise OutputExists(str(final))
+        os.rename(final, replaced)
+    # No rename without replacing exists here for folders; one that appeared since the check
+    # is refused by rename unless it is empty (then it held nothing to lose).
+    os.rename(staged, final)
 
 
 def _write_error(folder: Path, error: OSError) -> FarmMergeError:
