@@ -492,7 +492,7 @@ def serve(database, port, host, open_browser, stale_after, sql_time_limit, exper
     and deaths; each simulation has a page; every table, the SQL page and the JSON or
     CSV of every view are Datasette's.  While simulations log, the page refreshes.
     A server database is served as a read-only SQLite snapshot taken on start.
-    Ctrl-C stops it (exit status 0).
+    Ctrl-C or SIGTERM stops it, at any moment, with exit status 0 (a server's normal end).
 
     \b
     Example:
@@ -515,6 +515,8 @@ KEPT = {
 }
 #: Commands whose last step puts files in place: interrupted after it, they say what is there.
 ENDS_WITH_FILES = ("split", "export", "compare")
+#: Commands a signal is the normal end of (a server): at any moment they say ``stopped`` and exit 0.
+ENDS_ON_A_SIGNAL = ("serve",)
 
 
 def interrupted_line(stop: interrupts.Interrupted) -> str:
@@ -529,13 +531,17 @@ def interrupted_line(stop: interrupts.Interrupted) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``farm-merge``: SIGINT and SIGTERM stop any command with one line on stderr that says
-    what is kept, and exit status 130 or 143 (see :mod:`farm_merge.interrupts`)."""
+    what is kept, and exit status 130 or 143 (see :mod:`farm_merge.interrupts`); ``serve``
+    with ``stopped`` and 0."""
     interrupts.install()
     try:
         cli.main(args=argv, prog_name="farm-merge")
     except interrupts.Interrupted as stop:
         # After Ctrl-C the terminal shows "^C" with no newline; start the line below it.
         lead = "\n" if stop.signum == signal.SIGINT and sys.stderr.isatty() else ""
+        if stop.command in ENDS_ON_A_SIGNAL:  # stopped before it began serving: as it says once it serves
+            click.echo(lead + "stopped", err=True)
+            sys.exit(0)
         click.echo(lead + interrupted_line(stop), err=True)
         sys.exit(stop.exit_status)
     finally:

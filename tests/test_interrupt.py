@@ -81,6 +81,7 @@ COMMANDS = {
     "split": ["split", "DB", "--output", "OUT/split", "--quiet"],
     "export csv": ["export", "DB", "--all", "--output", "OUT/csv"],
     "export sqlite": ["export", "DB", "--all", "--format", "sqlite", "--output", "OUT/copy.db"],
+    "export parquet": ["export", "DB", "--all", "--format", "parquet", "--output", "OUT/parquet"],
     "compare --plot": ["compare", "DB", "--series", "--plot", "OUT/series.png"],
     "demo": ["demo", "OUT/demo", "--runs", "3", "--quiet"],
     "info": ["info", "DB"],
@@ -91,7 +92,7 @@ COMMANDS = {
 }
 #: What is in OUT when the command is done (the queries write nothing).
 WRITES = {"merge": "merged.db", "split": "split", "export csv": "csv", "export sqlite": "copy.db",
-          "compare --plot": "series.png", "demo": "demo"}
+          "export parquet": "parquet", "compare --plot": "series.png", "demo": "demo"}
 
 
 def handler_installed(pid: int) -> bool:
@@ -226,7 +227,7 @@ def test_a_signal_at_any_moment_stops_the_command_in_one_line_and_the_same_comma
         finished = proc.returncode == 0 or " once its files were in place: " in err
         if finished and command in WRITES:
             assert outputs(folder / "OUT") == reference(world, command)["outputs"], where
-        if command in QUERIES or finished and command in ("split", "export csv", "export sqlite"):
+        if command in QUERIES or finished and command in ("split", "export csv", "export sqlite", "export parquet"):
             continue  # a query changed nothing; a finished export would only refuse to overwrite
         again = start(command, folder, world["runs"], db)
         _, err = again.communicate(timeout=120)
@@ -236,6 +237,56 @@ def test_a_signal_at_any_moment_stops_the_command_in_one_line_and_the_same_comma
         if command == "upgrade":
             assert rows(folder / "OUT" / "run.db", f"SELECT version_num FROM {versions.VERSION_TABLE}") == [
                 (versions.head_revision(),)]
+
+
+# --- serve: a signal is how a server ends ---------------------------------------------------
+
+#: When the signal comes: as the command starts, half-way to serving (a server database: while
+#: its snapshot is taken), and once it serves (after a page was fetched).
+MOMENTS = ["starting", "half-way", "serving"]
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_serve_stops_on_a_signal_at_any_moment_with_exit_status_0_leaving_nothing(
+        moment, signum, backend, sources, tmp_path):
+    import urllib.request
+
+    pytest.importorskip("datasette")
+    target = backend.target()
+    merged = subprocess.run([sys.executable, "-m", "farm_merge", "merge", *[str(r.path) for r in sources[:3]],
+                             "--into", str(target), "--quiet"], capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    folder = tmp_path / "cwd"
+    scratch = tmp_path / "tmp"  # the child's temporary folder: where a server database's snapshot goes
+    folder.mkdir()
+    scratch.mkdir()
+    before = folder_state(tmp_path)
+
+    def serve() -> tuple[subprocess.Popen, float]:
+        proc = subprocess.Popen([sys.executable, "-m", "farm_merge", "serve", str(target), "--port", "0"], cwd=folder,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TMPDIR": str(scratch)})
+        return proc, wait_for_handler(proc)
+
+    proc, ready = serve()
+    if moment == "serving":
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), line
+        with urllib.request.urlopen(line.split(" at ", 1)[1].split()[0], timeout=30) as page:
+            assert page.status == 200
+    elif moment == "half-way":
+        reference, started = serve()
+        assert reference.stdout.readline().startswith("serving ")
+        reference.send_signal(signal.SIGTERM)
+        reference.communicate(timeout=60)
+        time.sleep(max(0.0, (time.monotonic() - started) / 2 - (time.monotonic() - ready)))
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    where = f"{moment}, {signal.Signals(signum).name}: stdout {out!r}, stderr {err!r}"
+    assert (proc.returncode, err) == (0, "stopped\n"), where
+    assert list(scratch.iterdir()) == [] and leftovers(tmp_path) == [], where
+    assert folder_state(tmp_path) == before, where  # the database as it was, nothing written beside it
 
 
 def test_ctrl_c_while_files_are_put_in_place_waits_for_the_last_one(tmp_path):

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,8 @@ def commands(db: Path, out: Path) -> dict[str, list[str]]:
         "current": ["current", str(db)],
         "export csv": ["export", str(db), "--all", "--output", str(out / "csv"), "--json"],
         "export sqlite": ["export", str(db), "--all", "--format", "sqlite", "--output", str(out / "copy.db"), "--json"],
+        "export parquet": ["export", str(db), "--all", "--format", "parquet", "--output", str(out / "parquet"),
+                           "--json"],
         "split": ["split", str(db), "--output", str(out / "split"), "--json"],
     }
 
@@ -159,7 +163,33 @@ def test_every_query_export_and_split_works_from_read_only_storage(case, experim
     if case == "wal, -wal and -shm":
         assert "renamed in the wal" in got["info"][1]  # the -wal's change is read
     assert folder_state(db.parent) == before  # nothing written, created or left beside it
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy.db", "csv", "p.png", "split"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy.db", "csv", "p.png", "parquet", "split"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_serve_serves_from_read_only_storage_and_leaves_it_as_it_was(case, experiment, can_mount_read_only,
+                                                                     tmp_path):
+    pytest.importorskip("datasette")
+    db, mount = prepare(case, experiment, tmp_path)
+    before = folder_state(db.parent)
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, "sh",
+                             str(mount), sys.executable, "-m", "farm_merge", "serve", str(db), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(f"{url}exp/experiments.json?_shape=array", timeout=30) as response:
+            (experiment_row,) = json.loads(response.read())
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (0, "stopped\n")
+    if case == "wal, -wal and -shm":
+        assert experiment_row["name"] == "renamed in the wal"  # the -wal's change is served
+    assert folder_state(db.parent) == before  # nothing written, created or left beside it
 
 
 def test_a_wal_that_cannot_be_read_without_a_new_shm_is_one_line(experiment, can_mount_read_only, tmp_path):

@@ -162,8 +162,13 @@ def file_uri(path: Path, **params: str) -> str:
 
 
 def reader_uri(path: Path) -> str:
-    """The URI a reader opens ``path`` with: it writes nothing beside the file and works on
-    read-only storage.
+    """The URI a reader opens ``path`` with (:func:`reader_params`)."""
+    return file_uri(path, **reader_params(path))
+
+
+def reader_params(path: Path) -> dict[str, str]:
+    """How a reader opens ``path`` (the URI parameters): it writes nothing beside the file
+    and works on read-only storage.
 
     A file it may write, in a folder it may write, is opened as every connection is (SQLite
     removes the ``-wal``/``-shm`` it makes when the last connection closes).  Otherwise
@@ -174,21 +179,35 @@ def reader_uri(path: Path) -> str:
     """
     folder = path.parent
     if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
-        return file_uri(path, mode="rwc")
+        return {"mode": "rwc"}
     wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
     try:
         with open(path, "rb") as f:
             wal_mode = f.read(20)[18:19] == b"\x02"
         wal_changes = wal.exists() and wal.stat().st_size > 0
     except OSError:  # unreadable: let SQLite say why
-        return file_uri(path, mode="ro")
+        return {"mode": "ro"}
     if wal_mode and not wal_changes:
-        return file_uri(path, mode="ro", immutable="1")
+        return {"mode": "ro", "immutable": "1"}
     if wal_mode and not shm.exists() and not os.access(folder, os.W_OK):
         raise DatabaseUnreadable(str(path), "its -wal holds changes not yet in the database, and SQLite needs to "
                                             "create its -shm to read them, which this storage does not allow; copy "
                                             "it with its -wal to a writable folder")
-    return file_uri(path, mode="ro")
+    return {"mode": "ro"}
+
+
+def close_tidily(path: Path) -> None:
+    """Open ``path`` as a reader does and close it: where it may be written and no other
+    connection has it open, SQLite then removes the ``-wal`` and ``-shm`` that read-only
+    (``mode=ro``) connections leave behind (they may not remove them), as the last
+    connection to close does.  Elsewhere nothing is opened."""
+    if reader_params(path).get("mode") != "rwc" or not path.exists():
+        return
+    con = connect_sqlite(path, uri=reader_uri(path))
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    finally:
+        con.close()
 
 
 def connect_sqlite(path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S, readonly: bool = False,

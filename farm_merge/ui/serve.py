@@ -5,7 +5,13 @@ What is served, and how it stays safe:
 * **Read-only.**  Datasette opens the file with SQLite's ``mode=ro`` (it is given as a
   mutable file, not with ``--immutable``: immutable tells SQLite the file never changes,
   so it would take no locks and read a live sweep's pages half-written; ``mode=ro`` reads
-  each request in a read transaction of its own and sees every commit).  Its SQL page runs
+  each request in a read transaction of its own and sees every commit), and when it stops
+  the file is opened and closed once as farm-merge's readers open it, so that SQLite
+  removes the ``-wal``/``-shm`` its read-only connections could not
+  (:func:`farm_merge.storage.db.close_tidily`).  On read-only storage, where ``mode=ro``
+  would need a ``-shm`` it cannot make, a WAL file with nothing in its ``-wal`` is served
+  immutable, as :func:`farm_merge.storage.db.reader_params` reads it (nothing can write
+  it there).  Its SQL page runs
   SELECT statements only, each stopped after :data:`SQL_TIME_LIMIT_S` (``--sql-time-limit``);
   no plugin but ours is loaded (whatever else the environment has installed: a plugin could
   write or reach the network); ours has no writing query and refuses anything but GET.  Responses are not cached, so a refresh
@@ -18,9 +24,13 @@ What is served, and how it stays safe:
   the page asks.  The page and the console say when it was taken; serving again takes a
   new one.  (A live view of a server database would need a second web stack beside
   Datasette; the sweeps that need it log into SQLite or query the server directly.)
-* **Stopping.**  Ctrl-C (or SIGTERM) stops the server after the requests in flight and
-  returns normally, so the command exits 0: stopping a server is how it is meant to end.
-  A port in use is one line, before anything starts.
+* **Stopping.**  Ctrl-C or SIGTERM, at any moment (while it takes a snapshot too), stops
+  the server after the requests in flight, removes what it set up (a snapshot's folder)
+  and returns normally, printing ``stopped``: the command exits 0, where every other
+  command interrupted exits 130 or 143 (:mod:`farm_merge.interrupts`), because a server
+  has no end of its own and a signal is how it is meant to end (a supervisor's stop is
+  then a success, as systemd counts one).  A port in use is one line, before anything
+  starts.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from farm_merge import interrupts
 from farm_merge.errors import FarmMergeError, MissingDependency
 from farm_merge.logging import liveness
 from farm_merge.storage import db
@@ -77,6 +88,7 @@ class Served:
     data_tables: list[str]
     list_sql: str
     note: str | None = None
+    immutable: bool = False  # on read-only storage: nothing can change it (db.reader_params)
 
 
 def _described(target: str | os.PathLike, path: Path, note: str | None, experiment_id: str | None = None) -> Served:
@@ -89,7 +101,8 @@ def _described(target: str | os.PathLike, path: Path, note: str | None, experime
             tables = tool.data_tables(conn)
         statement = tool.list_statement()
         list_sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
-        return Served(path, db.display(target), tool.metrics(), tables, list_sql, note)
+        immutable = db.reader_params(path).get("immutable") == "1"
+        return Served(path, db.display(target), tool.metrics(), tables, list_sql, note, immutable)
 
 
 @contextmanager
@@ -153,7 +166,8 @@ def build_datasette(served: Served, *, stale_after_s: float = liveness.STALE_AFT
     }
     settings = {"sql_time_limit_ms": max(1, round(sql_time_limit_s * 1000)),
                 "max_returned_rows": MAX_RETURNED_ROWS, "default_cache_ttl": 0, "allow_download": False}
-    ds = Datasette([str(served.path)], metadata=metadata, settings=settings, template_dir=str(HERE / "templates"),
+    files = {"immutables": [str(served.path)]} if served.immutable else {"files": [str(served.path)]}
+    ds = Datasette(**files, metadata=metadata, settings=settings, template_dir=str(HERE / "templates"),
                    static_mounts=[("-/farm-merge/static", str(HERE / "static")),
                                   ("-/farm-merge/vega", str(vega_bundle()))])
     if name not in ds.databases:
@@ -190,44 +204,57 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
 
-class _Stop(Exception):
-    """SIGTERM, turned into a clean stop."""
+class _Stop(KeyboardInterrupt):
+    """SIGTERM in a library caller's main thread, turned into a stop as Ctrl-C is (a
+    KeyboardInterrupt, so no ``except Exception`` on the way takes it for an error)."""
 
 
 def _stop(signum, frame) -> None:
     raise _Stop
 
 
+def _close(ds, served: Served) -> None:
+    """Close Datasette's connections, then let SQLite tidy the file's ``-wal``/``-shm``."""
+    for database in ds.databases.values():
+        database.close()
+    db.close_tidily(served.path)
+
+
 def serve(target: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8001, open_browser: bool = False,
           stale_after_s: float = liveness.STALE_AFTER_S, sql_time_limit_s: float = SQL_TIME_LIMIT_S,
           experiment_id: str | None = None, say: Callable[[str], None] = print,
           warn: Callable[[str], None] = print) -> None:
-    """Serve ``target`` (a path or URL) until Ctrl-C or SIGTERM; ``say`` gets the URL line
-    (and a snapshot's note), ``warn`` the warnings."""
+    """Serve ``target`` (a path or URL) until Ctrl-C or SIGTERM, then return (see the module
+    docstring); ``say`` gets the URL line (and a snapshot's note), ``warn`` the warnings."""
     require_ui()
     import uvicorn
 
-    with ExitStack() as stack:
-        served = stack.enter_context(served_database(target, experiment_id))
-        ds = build_datasette(served, stale_after_s=stale_after_s, sql_time_limit_s=sql_time_limit_s)
-        sock = stack.enter_context(listen(host, port))
-        url = url_of(sock)
-        if not is_loopback_address(sock.getsockname()[0]):
-            warn(f"warning: listening on {host}: anyone who can reach this address can read every row of "
-                 f"{served.name}")
-        say(f"serving {served.name} read-only at {url} (Ctrl-C to stop)")
-        if served.note:
-            say(served.note)
-        if open_browser:
-            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-        server = uvicorn.Server(uvicorn.Config(ds.app(), log_level="warning", access_log=False, lifespan="on"))
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _stop) if in_main else None
-        try:
+    # Under the command line SIGTERM already raises a KeyboardInterrupt (farm_merge.interrupts);
+    # a library caller's main thread gets the same here.
+    own_handler = threading.current_thread() is threading.main_thread() and not interrupts.installed()
+    previous = signal.signal(signal.SIGTERM, _stop) if own_handler else None
+    try:
+        with ExitStack() as stack:
+            served = stack.enter_context(served_database(target, experiment_id))
+            ds = build_datasette(served, stale_after_s=stale_after_s, sql_time_limit_s=sql_time_limit_s)
+            stack.callback(_close, ds, served)
+            sock = stack.enter_context(listen(host, port))
+            url = url_of(sock)
+            if not is_loopback_address(sock.getsockname()[0]):
+                warn(f"warning: listening on {host}: anyone who can reach this address can read every row of "
+                     f"{served.name}")
+            say(f"serving {served.name} read-only at {url} (Ctrl-C to stop)")
+            if served.note:
+                say(served.note)
+            if open_browser:
+                threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+            server = uvicorn.Server(uvicorn.Config(ds.app(), log_level="warning", access_log=False, lifespan="on"))
+            # uvicorn takes SIGINT and SIGTERM while it runs, shuts down gracefully, then raises
+            # the signal again with the handlers it found: a KeyboardInterrupt here.
             server.run(sockets=[sock])
-        except (KeyboardInterrupt, _Stop):
-            pass
-        finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
-        warn("stopped")
+    except KeyboardInterrupt:
+        pass  # the normal end of a server, whenever it comes; the ExitStack removed what was set up
+    finally:
+        if own_handler:
+            signal.signal(signal.SIGTERM, previous)
+    warn("stopped")
