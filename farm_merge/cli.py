@@ -8,15 +8,14 @@ Each command imports the library modules it uses when it runs, so that ``farm-me
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from farm_merge import interrupts
 from farm_merge._version import __version__
+from farm_merge.cli_interrupts import Commands, run
 from farm_merge.errors import FarmMergeError
 from farm_merge.logging.liveness import STALE_AFTER_S
 from farm_merge.query import views
@@ -41,23 +40,7 @@ def reports_errors(func):
     return wrapper
 
 
-class _Commands(click.Group):
-    """The command group: under :func:`main`, a command stopped by SIGINT or SIGTERM ends in
-    :class:`~farm_merge.interrupts.Interrupted`, whatever the error its clean-up met."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            with interrupts.live():
-                return super().invoke(ctx)
-        except (SystemExit, click.exceptions.Exit):
-            raise  # the command finished (a signal after it does not undo it)
-        except BaseException as e:
-            if not interrupts.installed() or interrupts.received() is None:
-                raise
-            raise interrupts.Interrupted(interrupts.received(), ctx.invoked_subcommand) from e
-
-
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="farm-merge")
 def cli() -> None:
     """Consolidate AgentFarm per-run SQLite files into one experiment database per
@@ -505,44 +488,8 @@ def serve(database, port, host, open_browser, stale_after, sql_time_limit, exper
         warn=lambda line: click.echo(line, err=True))
 
 
-#: What an interrupted command leaves, said on the one line it ends with.
-KEPT = {
-    "merge": "the target holds whole simulations only (each source is merged whole or not at all)",
-    "demo": "the sample runs are written all or none, and the target holds whole simulations only",
-    "upgrade": "the database is upgraded or as it was (the upgrade is one transaction; a backup written is whole)",
-    "split": "no run file was written (they are put in place together once all are written)",
-    "export": "nothing was written (the files are put in place together once all are written)",
-}
-#: Commands whose last step puts files in place: interrupted after it, they say what is there.
-ENDS_WITH_FILES = ("split", "export", "compare")
-#: Commands a signal is the normal end of (a server): at any moment they say ``stopped`` and exit 0.
-ENDS_ON_A_SIGNAL = ("serve",)
-
-
-def interrupted_line(stop: interrupts.Interrupted) -> str:
-    """The line an interrupted command ends with: what is kept, and that the same command completes it."""
-    name = signal.Signals(stop.signum).name
-    written = interrupts.notes() if stop.command in ENDS_WITH_FILES else []
-    if written:
-        return f"Interrupted ({name}) once its files were in place: {'; '.join(written)}"
-    return f"Interrupted ({name}): {KEPT.get(stop.command, 'nothing was changed')}; run the same command again " \
-           "to complete it"
-
-
 def main(argv: list[str] | None = None) -> None:
     """``farm-merge``: SIGINT and SIGTERM stop any command with one line on stderr that says
-    what is kept, and exit status 130 or 143 (see :mod:`farm_merge.interrupts`); ``serve``
+    what is kept, and exit status 130 or 143 (see :mod:`farm_merge.cli_interrupts`); ``serve``
     with ``stopped`` and 0."""
-    interrupts.install()
-    try:
-        cli.main(args=argv, prog_name="farm-merge")
-    except interrupts.Interrupted as stop:
-        # After Ctrl-C the terminal shows "^C" with no newline; start the line below it.
-        lead = "\n" if stop.signum == signal.SIGINT and sys.stderr.isatty() else ""
-        if stop.command in ENDS_ON_A_SIGNAL:  # stopped before it began serving: as it says once it serves
-            click.echo(lead + "stopped", err=True)
-            sys.exit(0)
-        click.echo(lead + interrupted_line(stop), err=True)
-        sys.exit(stop.exit_status)
-    finally:
-        interrupts.ignore()
+    run(cli, argv)
