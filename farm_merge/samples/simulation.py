@@ -68,7 +68,7 @@ class SampleConfig:
     regrowth: float = 0.8  # what every node regrows each step
 
 
-@dataclass
+@dataclass(slots=True)
 class ResourceNode:
     """A place on the grid where agents gather; ``amount`` changes as they do and as it regrows."""
 
@@ -82,7 +82,7 @@ class ResourceNode:
         return abs(self.x - agent.x) + abs(self.y - agent.y)
 
 
-@dataclass
+@dataclass(slots=True)
 class Agent:
     """One agent, changed in place as it lives."""
 
