@@ -28,17 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import children  # noqa: E402  (scripts/children.py)
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 ACTIONS = ("move", "gather", "share", "attack", "reproduce", "defend")
 PAYLOADS = 8  # distinct step payloads, cycled: building them is not what is measured
@@ -72,9 +68,12 @@ def rows_per_step(agents: int, resources: int) -> int:
 # --- the contenders, each run in a child process: bench_logger.py --child KIND JSON --------
 
 def child_logger(spec: dict) -> dict:
-    """(a), (a') and each process of (c): the centralized logger."""
+    """(a), (a') and each process of (c): the centralized logger (also each logger process of
+    ``bench_postgres.py``, where ``insert: executemany`` replaces COPY, to show why it copies)."""
     from farm_merge import DatabaseFactory
 
+    if spec.get("insert") == "executemany":
+        use_executemany()
     data = payloads(spec["agents"], spec["resources"])
     experiment = spec["kind"] != "runfile"
     db = DatabaseFactory.create(simulation_id=spec["simulation_id"], use_experiment_db=experiment,
@@ -90,7 +89,21 @@ def child_logger(spec: dict) -> dict:
         for agent_id, action, target, reward in p["actions"]:
             log.log_agent_action(step, agent_id, action, action_target_id=target, reward=reward)
     db.close()
-    return {"started": started, "ended": time.time(), "lock_retries": log.lock_retries}
+    return {"started": started, "ended": time.time(), "lock_retries": log.lock_retries, "reconnects": log.reconnects}
+
+
+def use_executemany() -> None:
+    """Make the logger insert with executemany where it would COPY (PostgreSQL)."""
+    from farm_merge.logging import logger
+    from farm_merge.storage import writer
+
+    def executemany(dialect, table, columns, rows):
+        prepared = writer.prepare_insert(dialect, table, columns, rows)
+        if not prepared.copy:
+            return prepared
+        return writer.PreparedInsert(prepared.sql, [dict(zip(columns, row)) for row in prepared.params])
+
+    logger.prepare_insert = executemany
 
 
 def child_agentfarm(spec: dict) -> dict:
@@ -159,56 +172,63 @@ def child_agentfarm(spec: dict) -> dict:
 CHILDREN = {"logger": child_logger, "runfile": child_logger, "agentfarm": child_agentfarm}
 
 
-def start_child(spec: dict) -> subprocess.Popen:
-    return children.start(__file__, "--child", json.dumps(spec))
+#: The tables the workload writes into, whose rows are counted afterwards.
+COUNTED = ("agent_states", "agent_actions", "resource_states", "simulation_steps")
 
 
-finish = children.finish
+def count_rows(target: str, tables: Iterable[str] = COUNTED) -> int:
+    """Rows in those of ``tables`` that a database (a path or URL) has."""
+    from sqlalchemy import inspect, text
 
+    from farm_merge.storage import db
 
-def count_rows(target: Path) -> int:
-    con = sqlite3.connect(target)
+    engine = db.create_engine_for(target)
     try:
-        return sum(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                   for t in ("agent_states", "agent_actions", "resource_states", "simulation_steps"))
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            return sum(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in tables if t in present)
     finally:
-        con.close()
-
-
-def fresh(target: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+        engine.dispose()
 
 
 def run_single(kind: str, workdir: Path, args) -> dict:
-    target = workdir / f"{kind}.db"
-    fresh(target)
-    result = finish(start_child({"kind": kind, "target": str(target), "simulation_id": "sim_0", "first_step": 0,
-                                 "steps": args.steps, "agents": args.agents, "resources": args.resources}))
+    target = benchkit.fresh_sqlite(workdir / f"{kind}.db")
+    result = benchkit.run(__file__, "--child", json.dumps({
+        "kind": kind, "target": target, "simulation_id": "sim_0", "first_step": 0, "steps": args.steps,
+        "agents": args.agents, "resources": args.resources}))
     result["seconds"] = result["ended"] - result["started"]
     result["rows"] = count_rows(target)
     return result
 
 
-def run_concurrent(workdir: Path, args) -> dict:
-    target = workdir / "concurrent.db"
-    fresh(target)
+def log_at_once(target: str, workdir: Path, processes: int, args, insert: str = "copy") -> dict:
+    """``processes`` loggers started together, each logging its share of the steps as a
+    simulation of its own into the one database ``target``: the time from the first start to
+    the last end, the rows counted afterwards, and each process's lock retries."""
     from farm_merge import ExperimentDatabase
 
-    ExperimentDatabase(target, "bench").close()  # created once, like run_experiment.py does
+    ExperimentDatabase(target, "bench").close()  # created once, as run_experiment.py does
     go = workdir / "go"
     go.unlink(missing_ok=True)
-    share = args.steps // args.processes
-    procs = [start_child({"kind": "logger", "target": str(target), "simulation_id": f"sim_{i}", "go": str(go),
-                          "first_step": i * share, "steps": share, "agents": args.agents,
-                          "resources": args.resources})
-             for i in range(args.processes)]
-    time.sleep(1.0)  # let every child import and open the database before the start signal
+    share = args.steps // processes
+    procs = [benchkit.start(__file__, "--child", json.dumps({
+        "kind": "logger", "target": target, "simulation_id": f"sim_{i}", "go": str(go), "first_step": i * share,
+        "steps": share, "agents": args.agents, "resources": args.resources, "insert": insert}))
+        for i in range(processes)]
+    time.sleep(1.0 + 0.25 * processes)  # every child imports and opens the database before the start signal
     go.touch()
-    results = [finish(p) for p in procs]
-    return {"seconds": max(r["ended"] for r in results) - min(r["started"] for r in results),
-            "rows": count_rows(target), "expected": share * args.processes * rows_per_step(args.agents, args.resources),
-            "lock_retries": [r["lock_retries"] for r in results]}
+    results = [benchkit.finish(p) for p in procs]
+    seconds = max(r["ended"] for r in results) - min(r["started"] for r in results)
+    rows = count_rows(target)
+    expected = share * processes * rows_per_step(args.agents, args.resources)
+    return {"seconds": seconds, "rows": rows, "expected": expected, "lost": expected - rows, "rate": rows / seconds,
+            "lock_retries": [r["lock_retries"] for r in results],
+            "retries": sum(r["lock_retries"] + r["reconnects"] for r in results)}
+
+
+#: The table of the four ways of logging.
+TABLE = benchkit.Table(benchkit.Column("method", 58, left=True), benchkit.Column("seconds", 9, "{:.2f}"),
+                       benchkit.Column("rows/s", 11, "{:,.0f}"), benchkit.Column("lost rows", 11, "{:,}"))
 
 
 def main() -> None:
@@ -217,7 +237,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--resources", type=int, default=50)
     parser.add_argument("--processes", type=int, default=4, help="writers in (c)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best time counts")
+    benchkit.add_rounds(parser, 2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -229,20 +249,21 @@ def main() -> None:
     expected = per_step * args.steps
     print(f"workload: {args.agents} agents x {args.steps} steps with {args.resources} resources: {expected:,} rows "
           f"({args.agents * args.steps:,} agent states, {args.agents * args.steps:,} actions, "
-          f"{args.resources * args.steps:,} resource states, {args.steps:,} steps); machine: {os.cpu_count()} cores")
-    workdir = Path(tempfile.mkdtemp(prefix="farm-merge-bench-logger-"))
-    try:
-        best: dict[str, dict] = {}
-        for _ in range(args.rounds):
-            for kind in ("logger", "runfile", "agentfarm", "concurrent"):
-                result = run_concurrent(workdir, args) if kind == "concurrent" else run_single(kind, workdir, args)
-                if kind not in best or result["seconds"] < best[kind]["seconds"]:
-                    best[kind] = result
+          f"{args.resources * args.steps:,} resource states, {args.steps:,} steps); {benchkit.machine()}")
+    with benchkit.workdir(None, "farm-merge-bench-logger-") as workdir:
+        def job(kind: str):
+            if kind == "concurrent":
+                return lambda round_: log_at_once(benchkit.fresh_sqlite(workdir / "concurrent.db"), workdir,
+                                                  args.processes, args)
+            return lambda round_: run_single(kind, workdir, args)
+
+        best = benchkit.alternate(args.rounds, {kind: job(kind) for kind in ("logger", "runfile", "agentfarm",
+                                                                            "concurrent")})
         a, a2, b, c = best["logger"], best["runfile"], best["agentfarm"], best["concurrent"]
         rate = lambda r: r["rows"] / r["seconds"]  # noqa: E731
         lost = lambda r, want=expected: want - r["rows"]  # noqa: E731
         print()
-        print(f"{'method':<58}{'seconds':>9}{'rows/s':>11}{'lost rows':>11}")
+        print(TABLE.header())
         lines = [
             ("(a)  ExperimentDataLogger -> experiment database", a, expected),
             ("(a') same logger -> per-run file (AgentFarm layout)", a2, expected),
@@ -251,14 +272,12 @@ def main() -> None:
              c["expected"]),
         ]
         for label, r, want in lines:
-            print(f"{label:<58}{r['seconds']:>9.2f}{rate(r):>11,.0f}{lost(r, want):>11,}")
+            print(TABLE.row(label, r["seconds"], rate(r), lost(r, want)))
         print()
         print(f"(a) / (b) throughput: {rate(a) / rate(b):.2f}x   (target >= 3)")
         print(f"(c) / (a) throughput: {rate(c) / rate(a):.2f}x   (target >= 1.0)   lock retries per process: "
               f"{c['lock_retries']}")
         print(f"lost rows: (a) {lost(a)}, (a') {lost(a2)}, (b) {lost(b)}, (c) {lost(c, c['expected'])}   (target 0)")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,7 +37,7 @@ from farm_merge import samples
 from farm_merge.storage import legacy, versions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import children  # noqa: E402  (scripts/children.py)
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 
 def generate(folder: Path, files: int, mb: float) -> list[Path]:
@@ -121,12 +118,21 @@ TARGET_RATIO = 0.9
 TARGET_COUNTS = (30, 100)
 
 
+#: The table of the figures per file count and contender.
+TABLE = benchkit.Table(
+    benchkit.Column("files", 5), benchkit.Column("MB", 6, "{:.0f}"),
+    benchkit.Column("contender", 34, left=True, gap=2), benchkit.Column("seconds", 9, "{:.2f}"),
+    benchkit.Column("CPU s", 8, "{:.2f}"), benchkit.Column("MB/s", 8, "{:.1f}"),
+    benchkit.Column("peak RSS", 11, "{:.0f} MiB"), benchkit.Column("/hand wall", 12, "{:.2f}x"),
+    benchkit.Column("/hand CPU", 11, "{:.2f}x"),
+)
+
+
 def run_child(kind: str, sources: list[Path], target: Path, tree: Path | None = None) -> dict:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    benchkit.fresh_sqlite(target)
     manifest = target.with_suffix(".json")
     manifest.write_text(json.dumps([str(s) for s in sources]))
-    result = children.run(__file__, "--child", kind, str(manifest), str(target), tree=tree)
+    result = benchkit.run(__file__, "--child", kind, str(manifest), str(target), tree=tree)
     con = sqlite3.connect(target)
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -134,11 +140,15 @@ def run_child(kind: str, sources: list[Path], target: Path, tree: Path | None = 
     return result
 
 
-def fastest(results: list[dict]) -> dict:
-    """The run with the best wall time, with the best CPU time of all the runs."""
-    best = dict(min(results, key=lambda r: r["seconds"]))
-    best["cpu_s"] = min(r["cpu_s"] for r in results)
-    return best
+def merge_job(label: str, sources: list[Path], workdir: Path, tree: Path | None):
+    """One contender's merge of ``sources`` as an :func:`benchkit.alternate` job."""
+    kind = "hand" if label == "hand" else "farm-merge"
+
+    def job(round_: int) -> dict:
+        result = run_child(kind, sources, workdir / f"{kind}.db", tree)
+        assert result["merged"] == len(sources), result
+        return result
+    return job
 
 
 def main() -> None:
@@ -148,9 +158,8 @@ def main() -> None:
                                                       "(default: --files)")
     parser.add_argument("--mb", type=float, default=5.0, help="approximate size of each file")
     parser.add_argument("--naive-files", type=int, default=3, help="subset for the naive copy (0: skip it)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best time counts")
-    parser.add_argument("--compare-with", type=Path, metavar="TREE",
-                        help="also time farm-merge from another checkout (say, before a change), side by side")
+    benchkit.add_rounds(parser, 2)
+    benchkit.add_compare_with(parser)
     parser.add_argument("--workdir", type=Path, help="keep generated files here (reused next time)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -160,39 +169,29 @@ def main() -> None:
         return
 
     counts = sorted({int(c) for c in args.count.split(",")}) if args.count else [args.files]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-"))
     contenders = {"farm-merge": None, "hand": None}
     if args.compare_with:
         contenders = {"farm-merge": None, f"farm-merge {args.compare_with}": args.compare_with.resolve(), "hand": None}
-    try:
+    with benchkit.workdir(args.workdir, "farm-merge-bench-") as workdir:
         t0 = time.perf_counter()
         sources = generate(workdir / "runs", max(args.files, *counts), args.mb)
         print(f"{len(sources)} run files, {sum(p.stat().st_size for p in sources) / 1e6:.0f} MB in all "
-              f"(generated in {time.perf_counter() - t0:.0f}s); machine: {os.cpu_count()} cores, shared "
-              f"(load average {children.load_average()} at the start); each contender in a child process, "
-              f"best of {args.rounds} alternating rounds")
-        runs: dict[tuple[int, str], list[dict]] = {}
-        for _ in range(args.rounds):
-            for n in counts:
-                for label, tree in contenders.items():
-                    kind = "hand" if label == "hand" else "farm-merge"
-                    result = run_child(kind, sources[:n], workdir / f"{kind}.db", tree)
-                    assert result["merged"] == n, result
-                    runs.setdefault((n, label), []).append(result)
-        best = {key: fastest(results) for key, results in runs.items()}
+              f"(generated in {time.perf_counter() - t0:.0f}s); {benchkit.machine(shared=True)}; each contender "
+              f"in a child process, best of {args.rounds} alternating rounds")
+        best = benchkit.alternate(args.rounds, {(n, label): merge_job(label, sources[:n], workdir, tree)
+                                                for n in counts for label, tree in contenders.items()})
 
         print()
-        print(f"{'files':>5}{'MB':>6}  {'contender':<34}{'seconds':>9}{'CPU s':>8}{'MB/s':>8}{'peak RSS':>11}"
-              f"{'/hand wall':>12}{'/hand CPU':>11}")
+        print(TABLE.header())
         for n in counts:
             total = sum(p.stat().st_size for p in sources[:n])
             hand = best[n, "hand"]
             for label in contenders:
                 r = best[n, label]
-                ratios = (f"{hand['seconds'] / r['seconds']:>11.2f}x{hand['cpu_s'] / r['cpu_s']:>10.2f}x"
-                          if label != "hand" else "")
-                print(f"{n:>5}{total / 1e6:>6.0f}  {label:<34}{r['seconds']:>9.2f}{r['cpu_s']:>8.2f}"
-                      f"{total / 1e6 / r['seconds']:>8.1f}{r['peak_rss_mib']:>7.0f} MiB{ratios}")
+                ratios = ((hand["seconds"] / r["seconds"], hand["cpu_s"] / r["cpu_s"]) if label != "hand"
+                          else (None, None))
+                print(TABLE.row(n, total / 1e6, label, r["seconds"], r["cpu_s"], total / 1e6 / r["seconds"],
+                                r["peak_rss_mib"], *ratios))
         print()
         for n in counts:
             fm, hand = best[n, "farm-merge"], best[n, "hand"]
@@ -215,9 +214,6 @@ def main() -> None:
             naive_total = naive["seconds"] * total / sum(p.stat().st_size for p in subset)
             print(f"{n} files: naive row-by-row SQLAlchemy Core {naive_total:.1f} s (extrapolated from "
                   f"{len(subset)} files): farm-merge is {naive_total / fm['seconds']:.1f}x faster")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,27 +26,24 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
+from farm_merge.storage.schema import DATA_TABLES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_logger import payloads, rows_per_step  # noqa: E402  (the logging workload of bench_logger.py)
+from bench_logger import count_rows, log_at_once, rows_per_step  # noqa: E402  (the workload of bench_logger.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
-import children  # noqa: E402  (scripts/children.py)
-
-COUNTED = ("agent_states", "agent_actions", "resource_states", "simulation_steps")
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 
-# --- the contenders, each run in a child process: bench_postgres.py --child JSON ----------
+# --- the merge, run in a child process: bench_postgres.py --child JSON (the loggers: bench_logger.py) ---
 
 def child_merge(spec: dict) -> dict:
     from farm_merge import consolidate
@@ -58,44 +55,7 @@ def child_merge(spec: dict) -> dict:
             "rows": sum(r.rows for r in report.merged)}
 
 
-def child_logger(spec: dict) -> dict:
-    from farm_merge import DatabaseFactory
-
-    if spec.get("insert") == "executemany":  # the alternative to COPY, for comparison
-        from farm_merge.logging import logger
-        from farm_merge.storage import writer
-
-        def executemany(dialect, table, columns, rows):
-            prepared = writer.prepare_insert(dialect, table, columns, rows)
-            if not prepared.copy:
-                return prepared
-            return writer.PreparedInsert(prepared.sql, [dict(zip(columns, row)) for row in prepared.params])
-
-        logger.prepare_insert = executemany
-    data = payloads(spec["agents"], spec["resources"])
-    db = DatabaseFactory.create(simulation_id=spec["simulation_id"], use_experiment_db=True, experiment_id="bench",
-                                db_path=spec["target"])
-    while not Path(spec["go"]).exists():
-        time.sleep(0.001)
-    started = time.time()
-    log = db.logger
-    for step in range(spec["first_step"], spec["first_step"] + spec["steps"]):
-        p = data[step % len(data)]
-        log.log_step(step, p["states"], p["resources"], p["metrics"])
-        for agent_id, action, target, reward in p["actions"]:
-            log.log_agent_action(step, agent_id, action, action_target_id=target, reward=reward)
-    db.close()
-    return {"started": started, "ended": time.time(), "retries": log.lock_retries + log.reconnects}
-
-
-CHILDREN = {"merge": child_merge, "logger": child_logger}
-
-
-def start_child(spec: dict) -> subprocess.Popen:
-    return children.start(__file__, "--child", json.dumps(spec))
-
-
-finish = children.finish
+CHILDREN = {"merge": child_merge}
 
 
 # --- targets --------------------------------------------------------------------------------
@@ -176,41 +136,6 @@ def database_name(target: str) -> str | None:
     return make_url(target).database if "://" in target else None
 
 
-def new_sqlite(path: Path) -> str:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return str(path)
-
-
-def count_rows(target: str) -> int:
-    from sqlalchemy import text
-
-    from farm_merge.storage import db
-
-    engine = db.create_engine_for(target)
-    try:
-        with engine.connect() as conn:
-            return sum(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in COUNTED)
-    finally:
-        engine.dispose()
-
-
-def data_rows(target: str) -> int:
-    """Rows in every data table of a target."""
-    from sqlalchemy import inspect, text
-
-    from farm_merge.storage import db
-    from farm_merge.storage.schema import DATA_TABLES
-
-    engine = db.create_engine_for(target)
-    try:
-        with engine.connect() as conn:
-            present = set(inspect(conn).get_table_names())
-            return sum(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in DATA_TABLES if t in present)
-    finally:
-        engine.dispose()
-
-
 def size_of(target: str) -> int:
     from sqlalchemy import text
 
@@ -235,46 +160,14 @@ def size_of(target: str) -> int:
 def run_merge(target: str, sources: list[Path], verify: bool = False, tree: Path | None = None) -> dict:
     name = database_name(target)
     with ServerCpu(name) if name else contextlib.nullcontext() as server:
-        started = time.perf_counter()
-        result = finish(children.start(__file__, "--child", json.dumps(
-            {"kind": "merge", "target": target, "sources": [str(s) for s in sources], "verify": verify}), tree=tree))
-        result["seconds"] = time.perf_counter() - started
+        result = benchkit.run(__file__, "--child", json.dumps(
+            {"kind": "merge", "target": target, "sources": [str(s) for s in sources], "verify": verify}), tree=tree)
     result["server_cpu_s"] = server.seconds if server else 0.0
     result["size"] = size_of(target)
-    result["data_rows"] = data_rows(target)
+    result["data_rows"] = count_rows(target, DATA_TABLES)
     if result["merged"] != len(sources):
         raise SystemExit(f"merge into {target} failed: {result['failed'][:3]}")
     return result
-
-
-def run_loggers(target: str, workdir: Path, processes: int, args, insert: str = "copy") -> dict:
-    from farm_merge import ExperimentDatabase
-
-    ExperimentDatabase(target, "bench").close()  # created once, as run_experiment.py does
-    go = workdir / "go"
-    go.unlink(missing_ok=True)
-    share = args.steps // processes
-    procs = [start_child({"kind": "logger", "target": target, "simulation_id": f"sim_{i}", "go": str(go),
-                          "first_step": i * share, "steps": share, "agents": args.agents,
-                          "resources": args.resources, "insert": insert})
-             for i in range(processes)]
-    time.sleep(1.0 + 0.25 * processes)  # every child imports and opens the database before the start
-    go.touch()
-    results = [finish(p) for p in procs]
-    seconds = max(r["ended"] for r in results) - min(r["started"] for r in results)
-    rows = count_rows(target)
-    expected = share * processes * rows_per_step(args.agents, args.resources)
-    return {"seconds": seconds, "rows": rows, "lost": expected - rows, "rate": rows / seconds,
-            "retries": sum(r["retries"] for r in results)}
-
-
-def best(runs: list[dict]) -> dict:
-    """The run with the best wall time, with the best CPU times of all the runs."""
-    fastest = dict(min(runs, key=lambda r: r["seconds"]))
-    for key in ("cpu_s", "server_cpu_s"):
-        if all(key in r for r in runs):
-            fastest[key] = min(r[key] for r in runs)
-    return fastest
 
 
 #: Target (issue 12): merging into PostgreSQL at least this fraction of the SQLite merge's throughput.
@@ -290,11 +183,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--resources", type=int, default=50)
     parser.add_argument("--processes", default="1,4,8", help="logger process counts")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the best time counts")
+    benchkit.add_rounds(parser, 1)
     parser.add_argument("--merge-only", action="store_true", help="skip the logger half")
     parser.add_argument("--no-verify", action="store_true", help="skip the --verify merge")
-    parser.add_argument("--compare-with", type=Path, metavar="TREE",
-                        help="also merge with farm-merge from another checkout (say, before a change), side by side")
+    benchkit.add_compare_with(parser)
     parser.add_argument("--workdir", type=Path, help="keep generated run files here (reused next time)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -303,92 +195,112 @@ def main() -> None:
         print(json.dumps(CHILDREN[spec["kind"]](spec)))
         return
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-pg-"))
-    server = Server(args.server)
-    try:
-        t0 = time.perf_counter()
-        sources = generate(workdir / "runs", args.files, args.mb)
-        total = sum(p.stat().st_size for p in sources)
-        print(f"merge: {len(sources)} run files of mixed eras, {total / 1e6:.0f} MB in all (generated in "
-              f"{time.perf_counter() - t0:.0f}s); machine: {os.cpu_count()} cores, shared (load average "
-              f"{children.load_average()} at the start); PostgreSQL on the same machine; best of {args.rounds} "
-              "alternating rounds")
-        contenders = {"sqlite": (False, None), "postgresql": (False, None)}
-        if not args.no_verify:
-            contenders["postgresql --verify"] = (True, None)
-        if args.compare_with:
-            tree = args.compare_with.resolve()
-            contenders.update({f"sqlite {args.compare_with}": (False, tree),
-                               f"postgresql {args.compare_with}": (False, tree)})
-        merges: dict[str, list[dict]] = {label: [] for label in contenders}
-        for r in range(args.rounds):
-            for i, (label, (verify, tree)) in enumerate(contenders.items()):
-                target = (new_sqlite(workdir / "merged.db") if label.startswith("sqlite")
-                          else server.database(f"merge_{r}_{i}"))
-                merges[label].append(run_merge(target, sources, verify=verify, tree=tree))
-        print()
-        print(f"{'merge into':<26}{'seconds':>8}{'MB/s':>7}{'rows/s':>10}{'CPU s':>7}{'server':>8}{'peak RSS':>10}"
-              f"{'ms/MB first 10':>15}{'last 10':>8}{'size':>8}")
-        results = {}
-        for label, runs in merges.items():
-            m = results[label] = best(runs)
-            first, last = statistics.mean(m["per_mb"][:10]) * 1000, statistics.mean(m["per_mb"][-10:]) * 1000
-            server_cpu = f"{m['server_cpu_s']:>8.2f}" if not label.startswith("sqlite") else f"{'':>8}"
-            print(f"{label:<26}{m['seconds']:>8.2f}{total / 1e6 / m['seconds']:>7.1f}{m['rows'] / m['seconds']:>10,.0f}"
-                  f"{m['cpu_s']:>7.2f}{server_cpu}{m['peak_rss_mib']:>6.0f} MiB{first:>15.1f}{last:>8.1f}"
-                  f"{m['size'] / 1e6:>5.0f} MB")
-        sq, pg = results["sqlite"], results["postgresql"]
-        print()
-        print(f"merge throughput PostgreSQL / SQLite: {sq['seconds'] / pg['seconds']:.2f}x "
-              f"({total / 1e6 / pg['seconds']:.1f} vs {total / 1e6 / sq['seconds']:.1f} MB/s)   "
-              f"(target >= {TARGET_RATIO})")
-        print(f"CPU: SQLite merge {sq['cpu_s']:.2f} s; PostgreSQL merge {pg['cpu_s']:.2f} s here + "
-              f"{pg['server_cpu_s']:.2f} s in the server = {pg['cpu_s'] + pg['server_cpu_s']:.2f} s")
-        if args.compare_with:
-            sq0, pg0 = results[f"sqlite {args.compare_with}"], results[f"postgresql {args.compare_with}"]
-            print(f"  {args.compare_with}: PostgreSQL / SQLite {sq0['seconds'] / pg0['seconds']:.2f}x; PostgreSQL merge "
-                  f"{pg0['cpu_s']:.2f} s here + {pg0['server_cpu_s']:.2f} s in the server")
-        if "postgresql --verify" in results:
-            print(f"--verify on PostgreSQL costs {results['postgresql --verify']['seconds'] / pg['seconds'] - 1:.0%} "
-                  "more time")
-        print(f"PostgreSQL merge: last ten files {statistics.mean(pg['per_mb'][-10:]) / statistics.mean(pg['per_mb'][:10]):.2f}x "
-              f"the time per MB of the first ten; peak memory {pg['peak_rss_mib']:.0f} MiB")
-        lost = {label: sq["data_rows"] - m["data_rows"] for label, m in results.items()}
-        print(f"rows in the data tables: {sq['data_rows']:,} in the SQLite merge; rows missing from the others: "
-              + ", ".join(f"{label} {n}" for label, n in lost.items() if label != "sqlite"))
-        if args.merge_only:
-            return
+    with benchkit.workdir(args.workdir, "farm-merge-bench-pg-") as workdir, \
+            contextlib.closing(Server(args.server)) as server:
+        merges(args, workdir, server)
+        if not args.merge_only:
+            loggers(args, workdir, server)
 
-        counts = [int(n) for n in args.processes.split(",")]
-        total_rows = rows_per_step(args.agents, args.resources) * args.steps
-        print()
-        print(f"logger: {args.agents} agents x {args.steps} steps with {args.resources} resources and actions, "
-              f"{total_rows:,} rows, split over N processes logging at once (each its own simulation)")
-        print()
-        print(f"{'processes':>9}{'SQLite s':>10}{'rows/s':>11}{'PostgreSQL s':>14}{'rows/s':>11}{'PG/SQLite':>11}"
-              f"{'lost rows':>11}{'retries':>9}")
-        logged = {}
-        for n in counts:
-            sq_runs, pg_runs = [], []
-            for r in range(args.rounds):
-                sq_runs.append(run_loggers(new_sqlite(workdir / f"log_{n}.db"), workdir, n, args))
-                pg_runs.append(run_loggers(server.database(f"log_{n}_{r}"), workdir, n, args))
-            s, p = logged[("sqlite", n)], logged[("pg", n)] = best(sq_runs), best(pg_runs)
-            print(f"{n:>9}{s['seconds']:>10.2f}{s['rate']:>11,.0f}{p['seconds']:>14.2f}{p['rate']:>11,.0f}"
-                  f"{p['rate'] / s['rate']:>10.2f}x{s['lost'] + p['lost']:>11,}{s['retries']:>5}/{p['retries']}")
-        many = run_loggers(server.database("log_executemany"), workdir, 1, args, insert="executemany")
-        one = logged[("pg", counts[0])] if counts[0] == 1 else run_loggers(server.database("log_copy"), workdir, 1, args)
-        print()
-        print(f"PostgreSQL logger, 1 process: COPY {one['rate']:,.0f} rows/s, executemany {many['rate']:,.0f} rows/s "
-              f"(COPY {one['rate'] / many['rate']:.2f}x); lost rows {many['lost']}")
-        for n in counts[1:]:
-            print(f"{n} processes / 1 process, total throughput: SQLite "
-                  f"{logged[('sqlite', n)]['rate'] / logged[('sqlite', counts[0])]['rate']:.2f}x, PostgreSQL "
-                  f"{logged[('pg', n)]['rate'] / logged[('pg', counts[0])]['rate']:.2f}x")
-    finally:
-        server.close()
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+#: The table of the merges.
+MERGE_TABLE = benchkit.Table(
+    benchkit.Column("merge into", 26, left=True), benchkit.Column("seconds", 8, "{:.2f}"),
+    benchkit.Column("MB/s", 7, "{:.1f}"), benchkit.Column("rows/s", 10, "{:,.0f}"),
+    benchkit.Column("CPU s", 7, "{:.2f}"), benchkit.Column("server", 8, "{:.2f}"),
+    benchkit.Column("peak RSS", 10, "{:.0f} MiB"), benchkit.Column("ms/MB first 10", 15, "{:.1f}"),
+    benchkit.Column("last 10", 8, "{:.1f}"), benchkit.Column("size", 8, "{:.0f} MB"),
+)
+
+#: The table of the loggers, by the number of processes logging at once.
+LOGGER_TABLE = benchkit.Table(
+    benchkit.Column("processes", 9), benchkit.Column("SQLite s", 10, "{:.2f}"),
+    benchkit.Column("rows/s", 11, "{:,.0f}"), benchkit.Column("PostgreSQL s", 14, "{:.2f}"),
+    benchkit.Column("rows/s", 11, "{:,.0f}"), benchkit.Column("PG/SQLite", 11, "{:.2f}x"),
+    benchkit.Column("lost rows", 11, "{:,}"), benchkit.Column("retries", 9),
+)
+
+
+def merges(args: argparse.Namespace, workdir: Path, server: Server) -> None:
+    """The merge half: the run files into SQLite and into PostgreSQL, alternating."""
+    t0 = time.perf_counter()
+    sources = generate(workdir / "runs", args.files, args.mb)
+    total = sum(p.stat().st_size for p in sources)
+    print(f"merge: {len(sources)} run files of mixed eras, {total / 1e6:.0f} MB in all (generated in "
+          f"{time.perf_counter() - t0:.0f}s); {benchkit.machine(shared=True)}; PostgreSQL on the same machine; "
+          f"best of {args.rounds} alternating rounds")
+    contenders = {"sqlite": (False, None), "postgresql": (False, None)}
+    if not args.no_verify:
+        contenders["postgresql --verify"] = (True, None)
+    if args.compare_with:
+        tree = args.compare_with.resolve()
+        contenders.update({f"sqlite {args.compare_with}": (False, tree),
+                           f"postgresql {args.compare_with}": (False, tree)})
+
+    def job(i: int, label: str, verify: bool, tree: Path | None):
+        def merge(round_: int) -> dict:
+            target = (benchkit.fresh_sqlite(workdir / "merged.db") if label.startswith("sqlite")
+                      else server.database(f"merge_{round_}_{i}"))
+            return run_merge(target, sources, verify=verify, tree=tree)
+        return merge
+
+    results = benchkit.alternate(args.rounds, {label: job(i, label, verify, tree)
+                                               for i, (label, (verify, tree)) in enumerate(contenders.items())})
+    print()
+    print(MERGE_TABLE.header())
+    for label, m in results.items():
+        first, last = statistics.mean(m["per_mb"][:10]) * 1000, statistics.mean(m["per_mb"][-10:]) * 1000
+        server_cpu = None if label.startswith("sqlite") else m["server_cpu_s"]
+        print(MERGE_TABLE.row(label, m["seconds"], total / 1e6 / m["seconds"], m["rows"] / m["seconds"], m["cpu_s"],
+                              server_cpu, m["peak_rss_mib"], first, last, m["size"] / 1e6))
+    sq, pg = results["sqlite"], results["postgresql"]
+    print()
+    print(f"merge throughput PostgreSQL / SQLite: {sq['seconds'] / pg['seconds']:.2f}x "
+          f"({total / 1e6 / pg['seconds']:.1f} vs {total / 1e6 / sq['seconds']:.1f} MB/s)   "
+          f"(target >= {TARGET_RATIO})")
+    print(f"CPU: SQLite merge {sq['cpu_s']:.2f} s; PostgreSQL merge {pg['cpu_s']:.2f} s here + "
+          f"{pg['server_cpu_s']:.2f} s in the server = {pg['cpu_s'] + pg['server_cpu_s']:.2f} s")
+    if args.compare_with:
+        sq0, pg0 = results[f"sqlite {args.compare_with}"], results[f"postgresql {args.compare_with}"]
+        print(f"  {args.compare_with}: PostgreSQL / SQLite {sq0['seconds'] / pg0['seconds']:.2f}x; PostgreSQL merge "
+              f"{pg0['cpu_s']:.2f} s here + {pg0['server_cpu_s']:.2f} s in the server")
+    if "postgresql --verify" in results:
+        print(f"--verify on PostgreSQL costs {results['postgresql --verify']['seconds'] / pg['seconds'] - 1:.0%} "
+              "more time")
+    print(f"PostgreSQL merge: last ten files {statistics.mean(pg['per_mb'][-10:]) / statistics.mean(pg['per_mb'][:10]):.2f}x "
+          f"the time per MB of the first ten; peak memory {pg['peak_rss_mib']:.0f} MiB")
+    lost = {label: sq["data_rows"] - m["data_rows"] for label, m in results.items()}
+    print(f"rows in the data tables: {sq['data_rows']:,} in the SQLite merge; rows missing from the others: "
+          + ", ".join(f"{label} {n}" for label, n in lost.items() if label != "sqlite"))
+
+
+def loggers(args: argparse.Namespace, workdir: Path, server: Server) -> None:
+    """The logger half: the workload of bench_logger.py split over N processes at once."""
+    counts = [int(n) for n in args.processes.split(",")]
+    total_rows = rows_per_step(args.agents, args.resources) * args.steps
+    print()
+    print(f"logger: {args.agents} agents x {args.steps} steps with {args.resources} resources and actions, "
+          f"{total_rows:,} rows, split over N processes logging at once (each its own simulation)")
+    print()
+    print(LOGGER_TABLE.header())
+    logged = {}
+    for n in counts:
+        logged.update(benchkit.alternate(args.rounds, {
+            ("sqlite", n): lambda round_, n=n: log_at_once(benchkit.fresh_sqlite(workdir / f"log_{n}.db"), workdir,
+                                                            n, args),
+            ("pg", n): lambda round_, n=n: log_at_once(server.database(f"log_{n}_{round_}"), workdir, n, args),
+        }))
+        s, p = logged["sqlite", n], logged["pg", n]
+        print(LOGGER_TABLE.row(n, s["seconds"], s["rate"], p["seconds"], p["rate"], p["rate"] / s["rate"],
+                               s["lost"] + p["lost"], f"{s['retries']}/{p['retries']}"))
+    many = log_at_once(server.database("log_executemany"), workdir, 1, args, insert="executemany")
+    one = logged["pg", counts[0]] if counts[0] == 1 else log_at_once(server.database("log_copy"), workdir, 1, args)
+    print()
+    print(f"PostgreSQL logger, 1 process: COPY {one['rate']:,.0f} rows/s, executemany {many['rate']:,.0f} rows/s "
+          f"(COPY {one['rate'] / many['rate']:.2f}x); lost rows {many['lost']}")
+    for n in counts[1:]:
+        print(f"{n} processes / 1 process, total throughput: SQLite "
+              f"{logged['sqlite', n]['rate'] / logged['sqlite', counts[0]]['rate']:.2f}x, PostgreSQL "
+              f"{logged['pg', n]['rate'] / logged['pg', counts[0]]['rate']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,9 @@ from pathlib import Path
 
 from farm_merge import ExperimentQueryTool
 from farm_merge.storage import indexes, versions
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 ROUNDS = 5
 
@@ -101,6 +102,19 @@ def build(path: Path, simulations: int, steps: int, agents: int) -> float:
     return time.perf_counter() - started
 
 
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """The options that shape the database (``bench_serve.py`` measures on the same one)."""
+    parser.add_argument("--simulations", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--agents", type=int, default=10, help="agents per simulation (agent_states rows per step)")
+    parser.add_argument("--workdir", type=Path, help="keep the database here (reused next time)")
+
+
+def database_path(workdir: Path, args: argparse.Namespace) -> Path:
+    """Where the database of this shape is kept in ``workdir`` (reused next time with ``--workdir``)."""
+    return workdir / f"bench_{args.simulations}x{args.steps}x{args.agents}.db"
+
+
 def build_unkeyed(source: Path, target: Path) -> None:
     """The same simulations and steps in tables whose only key is the rowid."""
     target.unlink(missing_ok=True)
@@ -152,25 +166,11 @@ def child(kind: str, db: str, extra: str) -> dict:
         }
         if kind == "frame-alternating":  # the three in turns in one process: a fair ratio on a busy machine
             jobs = {k: work[k] for k in ("frame-10", "read-sql-10", "read-sql-10-sqlite3")}
-            result = {k: job() for k, job in jobs.items()}
-            bests = {k: float("inf") for k in jobs}
-            for _ in range(ROUNDS):
-                for k, job in jobs.items():
-                    started = time.perf_counter()
-                    job()
-                    bests[k] = min(bests[k], time.perf_counter() - started)
-            best = bests
-        else:
-            job = work[kind]
-            result = job()  # warm the page cache and the code paths
-            best = float("inf")
-            for _ in range(SLOW_ROUNDS.get(kind, ROUNDS)):
-                started = time.perf_counter()
-                job()
-                best = min(best, time.perf_counter() - started)
-    import resource
-
-    return {"seconds": best, "result": result, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            timed = benchkit.best_in_turns(jobs, ROUNDS)
+            return {"seconds": {k: t.seconds for k, t in timed.items()},
+                    "result": {k: t.result for k, t in timed.items()}}
+        seconds, result = benchkit.best_of(work[kind], SLOW_ROUNDS.get(kind, ROUNDS))
+        return {"seconds": seconds, "result": result}
 
 
 def _per_simulation(db: str, sims: list[str]) -> int:
@@ -273,32 +273,29 @@ def _export_all(tool, fmt: str, sims: list[str] | None = None) -> int:
 
 
 def run_child(kind: str, db: Path, unkeyed: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(db), str(unkeyed)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout)
+    """``kind`` timed in a child process of its own: its best time (the child's), its peak memory."""
+    return benchkit.run(__file__, "--child", kind, str(db), str(unkeyed))
+
+
+#: The table of what the query commands take.
+TABLE = benchkit.Table(benchkit.Column("what", 40, left=True), benchkit.Column("time", 12, "{:.1f} ms"),
+                       benchkit.Column("peak RSS", 12, "{:.0f} MiB"), benchkit.Column("result", 0, left=True, gap=2))
 
 
 # --- report ----------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--simulations", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--agents", type=int, default=10, help="agents per simulation (agent_states rows per step)")
-    parser.add_argument("--workdir", type=Path, help="keep the database here (reused next time)")
+    add_database_options(parser)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-query-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    db = workdir / f"bench_{args.simulations}x{args.steps}x{args.agents}.db"
-    unkeyed = workdir / f"unkeyed_{args.simulations}x{args.steps}.db"
-    try:
+    with benchkit.workdir(args.workdir, "farm-merge-bench-query-") as workdir:
+        db = database_path(workdir, args)
+        unkeyed = workdir / f"unkeyed_{args.simulations}x{args.steps}.db"
         built = 0.0
         if not db.exists():
             built = build(db, args.simulations, args.steps, args.agents)
@@ -310,7 +307,7 @@ def main() -> None:
         print(f"experiment database: {counts['simulations']} simulations x {args.steps:,} steps = "
               f"{counts['simulation_steps']:,} simulation_steps rows, {counts['agent_states']:,} agent_states rows, "
               f"{db.stat().st_size / 1e6:.0f} MB" + (f" (built in {built:.0f}s)" if built else " (reused)")
-              + f"; machine: {os.cpu_count()} cores; best of {ROUNDS} runs after a warm-up, page cache warm")
+              + f"; {benchkit.machine()}; best of {ROUNDS} runs after a warm-up, page cache warm")
         kinds = [
             ("summary", "summary, all simulations (farm-merge)"),
             ("per-simulation", "summary, one query per simulation"),
@@ -337,10 +334,10 @@ def main() -> None:
         ]
         results = {}
         print()
-        print(f"{'what':<40}{'time':>12}{'peak RSS':>12}  result")
+        print(TABLE.header())
         for kind, label in kinds:
             r = results[kind] = run_child(kind, db, unkeyed)
-            print(f"{label:<40}{r['seconds'] * 1000:>9.1f} ms{r['peak_rss_mib']:>8.0f} MiB  {r['result']}")
+            print(TABLE.row(label, r["seconds"] * 1000, r["peak_rss_mib"], str(r["result"])))
         turns = {k: v * 1000 for k, v in run_child("frame-alternating", db, unkeyed)["seconds"].items()}
 
         ms = {k: v["seconds"] * 1000 for k, v in results.items()}
@@ -389,9 +386,6 @@ def main() -> None:
                 print(f"  {label}:")
                 for line in tool.explain(statement):
                     print(f"    {line}")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import children  # noqa: E402  (scripts/children.py)
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 TARGET_DRIFT = 1.1
 TARGET_RSS_MIB = 150
@@ -144,13 +142,7 @@ def child_merge(spec: dict) -> dict:
 
 
 def run(spec: dict) -> dict:
-    return children.run(__file__, "--child", json.dumps(spec))
-
-
-def new_target(path: Path) -> str:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return str(path)
+    return benchkit.run(__file__, "--child", json.dumps(spec))
 
 
 def per_mb(per_source: list, index: int) -> float:
@@ -172,15 +164,17 @@ def main() -> None:
         print(json.dumps(child_merge(json.loads(args.child))))
         return
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-scale-"))
-    try:
+    with benchkit.workdir(args.workdir, "farm-merge-bench-scale-") as workdir:
         if args.files:
             thousand(args, workdir)
         if args.big_mb:
             big_one(args, workdir)
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+
+#: The table of the merge and its re-run.
+TABLE = benchkit.Table(benchkit.Column("what", 40, left=True), benchkit.Column("seconds", 9),
+                       benchkit.Column("CPU s", 8), benchkit.Column("MB/s", 8, "{:.1f}"),
+                       benchkit.Column("peak RSS", 11, "{:.0f} MiB"))
 
 
 def thousand(args: argparse.Namespace, workdir: Path) -> None:
@@ -190,8 +184,8 @@ def thousand(args: argparse.Namespace, workdir: Path) -> None:
     total = sum(p.stat().st_size for p in sources)
     print(f"{len(sources)} run files of {args.min_mb:g}-{args.max_mb:g} MB (copies of {args.distinct} generated "
           f"ones, mixed eras), {total / 1e6:,.0f} MB in all (ready in {time.perf_counter() - t0:.0f}s); "
-          f"machine: {os.cpu_count()} cores, shared (load average {children.load_average()} at the start)")
-    target = new_target(workdir / "merged.db")
+          f"{benchkit.machine(shared=True)}")
+    target = benchkit.fresh_sqlite(workdir / "merged.db")
     spec = {"sources": [str(s) for s in sources], "target": target, "id_template": "{stem}"}
     first = run(spec)
     assert first["merged"] == len(sources), first["failed"][:3]
@@ -203,11 +197,12 @@ def thousand(args: argparse.Namespace, workdir: Path) -> None:
     wall_drift = per_mb(tail, 1) / per_mb(head, 1)
     cpu_drift = per_mb(tail, 2) / per_mb(head, 2)
     print()
-    print(f"{'what':<40}{'seconds':>9}{'CPU s':>8}{'MB/s':>8}{'peak RSS':>11}")
-    print(f"{f'merge {len(sources)} files':<40}{first['seconds']:>9.1f}{first['cpu_s']:>8.1f}"
-          f"{total / 1e6 / first['seconds']:>8.1f}{first['peak_rss_mib']:>7.0f} MiB")
-    print(f"{f're-run, all {len(sources)} skipped':<40}{again['seconds']:>9.2f}{again['cpu_s']:>8.2f}{'':>8}"
-          f"{again['peak_rss_mib']:>7.0f} MiB")
+    print(TABLE.header())
+    print(TABLE.row(f"merge {len(sources)} files", f"{first['seconds']:.1f}", f"{first['cpu_s']:.1f}",
+                    total / 1e6 / first["seconds"], first["peak_rss_mib"]))
+    # the re-run takes a fraction of a second: two decimals; it writes nothing, so no MB/s
+    print(TABLE.row(f"re-run, all {len(sources)} skipped", f"{again['seconds']:.2f}", f"{again['cpu_s']:.2f}", None,
+                    again["peak_rss_mib"]))
     print()
     print(f"time per MB, first {hundred} sources: {per_mb(head, 1):.1f} ms wall, {per_mb(head, 2):.1f} ms CPU; "
           f"last {hundred}: {per_mb(tail, 1):.1f} ms wall, {per_mb(tail, 2):.1f} ms CPU")
@@ -216,7 +211,7 @@ def thousand(args: argparse.Namespace, workdir: Path) -> None:
     print(f"peak memory {first['peak_rss_mib']:.0f} MiB   (target <= {TARGET_RSS_MIB} MiB)")
     print(f"re-run of {len(sources)} skipped sources: {again['seconds']:.2f} s   (target <= {TARGET_RERUN_S:g} s)")
     print(f"merged size {size / 1e6:,.0f} MB / sources {total / 1e6:,.0f} MB = {size / total:.3f}x")
-    new_target(workdir / "merged.db")
+    benchkit.fresh_sqlite(workdir / "merged.db")
 
 
 def big_one(args: argparse.Namespace, workdir: Path) -> None:
@@ -225,13 +220,13 @@ def big_one(args: argparse.Namespace, workdir: Path) -> None:
     big = make_big(workdir / "big.db", args.big_mb)
     print()
     print(f"one source of {big.stat().st_size / 1e6:,.0f} MB (ready in {time.perf_counter() - t0:.0f}s)")
-    target = new_target(workdir / "big_merged.db")
+    target = benchkit.fresh_sqlite(workdir / "big_merged.db")
     one = run({"sources": [str(big)], "target": target})
     assert one["merged"] == 1, one["failed"]
     print(f"merged in {one['seconds']:.1f} s (CPU {one['cpu_s']:.1f} s), "
           f"{big.stat().st_size / 1e6 / one['seconds']:.1f} MB/s; peak memory {one['peak_rss_mib']:.0f} MiB   "
           f"(target <= {TARGET_RSS_MIB} MiB)")
-    new_target(workdir / "big_merged.db")
+    benchkit.fresh_sqlite(workdir / "big_merged.db")
 
 
 if __name__ == "__main__":

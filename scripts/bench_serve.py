@@ -17,42 +17,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sqlite3
-import tempfile
-import time
+import sys
 import urllib.parse
 from pathlib import Path
 
-from bench_query import build
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402  (scripts/benchkit.py)
+from bench_query import add_database_options, build, database_path  # noqa: E402  (bench_query.py's database)
 
-from farm_merge.ui import queries, serve
-from farm_merge.ui.pages import status_label
+from farm_merge.ui import queries, serve  # noqa: E402
+from farm_merge.ui.pages import status_label  # noqa: E402
 
 ROUNDS = 5
 
-
-def best(work, rounds: int = ROUNDS) -> tuple[float, object]:
-    work()  # warm-up
-    times, result = [], None
-    for _ in range(rounds):
-        started = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - started)
-    return min(times), result
+#: The table of every query: as SQL alone and as the page's JSON through Datasette.
+TABLE = benchkit.Table(benchkit.Column("query", 34, left=True), benchkit.Column("SQL", 10, "{:.1f}ms"),
+                       benchkit.Column("JSON (Datasette)", 19, "{:.1f}ms"), benchkit.Column("rows", 9, "{:,}"),
+                       benchkit.Column("JSON bytes", 12, "{:,}"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--simulations", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--agents", type=int, default=10, help="agents per simulation (agent_states rows per step)")
-    parser.add_argument("--workdir", type=Path, help="keep the database here (reused next time)")
+    add_database_options(parser)
     args = parser.parse_args()
+    with benchkit.workdir(args.workdir, "farm-merge-bench-serve-") as workdir:
+        report(args, database_path(workdir, args))
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-serve-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"bench_{args.simulations}x{args.steps}x{args.agents}.db"
+
+def report(args: argparse.Namespace, path: Path) -> None:
+    """Build the database at ``path`` unless it is there, then time and print every query."""
     built = build(path, args.simulations, args.steps, args.agents) if not path.exists() else 0.0
     with serve.served_database(path) as served:
         sql = queries.experiment_queries(served.metrics, served.data_tables, served.list_sql)
@@ -65,7 +59,7 @@ def main() -> None:
     print(f"experiment database: {counts['simulations']} simulations x {args.steps:,} steps = "
           f"{counts['simulation_steps']:,} simulation_steps rows, {counts['agent_states']:,} agent_states rows, "
           f"{path.stat().st_size / 1e6:.0f} MB" + (f" (built in {built:.0f}s)" if built else " (reused)")
-          + f"; machine: {os.cpu_count()} cores; best of {ROUNDS} runs after a warm-up, page cache warm\n")
+          + f"; {benchkit.machine()}; best of {ROUNDS} runs after a warm-up, page cache warm\n")
 
     chosen = {"metric": "total_agents", "by": "learning_rate"}
     one = {"simulation_id": middle}
@@ -85,21 +79,21 @@ def main() -> None:
     def through_datasette(url: str):
         return lambda: loop.run_until_complete(fetch(url))
 
-    print(f"{'query':<34}{'SQL':>10}{'JSON (Datasette)':>19}{'rows':>9}{'JSON bytes':>12}")
+    print(TABLE.header())
     slowest = 0.0
     for title, group in (("the experiment page", page), (f"the page of {middle}", simulation)):
         print(f"  {title}:")
         for name, params in group:
-            sql_s, rows = best(lambda: con.execute(sql[name]["sql"], params).fetchall())
+            sql_s, rows = benchkit.best_of(lambda: con.execute(sql[name]["sql"], params).fetchall(), ROUNDS)
             url = f"/{path.stem}/{name}.json?" + urllib.parse.urlencode(params)
-            json_s, (size, _) = best(through_datasette(url))
+            json_s, (size, _) = benchkit.best_of(through_datasette(url), ROUNDS)
             slowest = max(slowest, json_s)
-            print(f"  {name:<32}{sql_s * 1000:>8.1f}ms{json_s * 1000:>17.1f}ms{len(rows):>9,}{size:>12,}")
+            print(TABLE.row(f"  {name}", sql_s * 1000, json_s * 1000, len(rows), size))
     print()
     for name, url in (("experiment page (HTML)", "/?" + urllib.parse.urlencode(chosen)),
                       (f"page of {middle} (HTML)", f"/-/simulations/{middle}")):
-        html_s, (size, _) = best(through_datasette(url))
-        print(f"  {name:<32}{'':>10}{html_s * 1000:>17.1f}ms{'':>9}{size:>12,}")
+        html_s, (size, _) = benchkit.best_of(through_datasette(url), ROUNDS)
+        print(TABLE.row(f"  {name}", None, html_s * 1000, None, size))
     print(f"\nslowest JSON of a page: {slowest * 1000:.0f} ms (target: under 1,000 ms each)")
     print("\nEXPLAIN QUERY PLAN of metric_series:")
     for row in con.execute("EXPLAIN QUERY PLAN " + sql["metric_series"]["sql"], chosen):

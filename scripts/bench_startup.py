@@ -15,13 +15,15 @@ slowest imports of each.  Target (issues 11 and 12): every command starts in at 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 0.25
@@ -42,10 +44,9 @@ def commands(work: Path) -> dict[str, list[str]]:
 
 
 def run_once(tree: Path, argv: list[str], *extra: str) -> tuple[float, str]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, *extra, "-m", "farm_merge", *argv], env=env, capture_output=True,
-                          text=True, cwd=tree)
+    done = subprocess.run([sys.executable, *extra, "-m", "farm_merge", *argv], env=benchkit.python_env(tree),
+                          capture_output=True, text=True, cwd=tree)
     seconds = time.perf_counter() - started
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} from {tree} failed:\n{done.stderr}")
@@ -72,8 +73,8 @@ def prepare(work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--compare-with", type=Path, metavar="TREE", help="another checkout to time beside this one")
+    benchkit.add_rounds(parser, 7)
+    benchkit.add_compare_with(parser)
     args = parser.parse_args()
     trees = {"this checkout": ROOT}
     if args.compare_with:
@@ -82,20 +83,22 @@ def main() -> None:
         work = Path(tmp)
         prepare(work)
         cmds = commands(work)
-        best = {(t, c): float("inf") for t in trees for c in cmds}
-        for _ in range(args.rounds):  # alternating, so that a busy moment hits every contender alike
-            for cmd, argv in cmds.items():
-                for label, tree in trees.items():
-                    seconds, _ = run_once(tree, argv)
-                    best[label, cmd] = min(best[label, cmd], seconds)
+
+        def job(tree: Path, argv: list[str]):
+            return lambda round_: {"seconds": run_once(tree, argv)[0]}
+
+        best = benchkit.alternate(args.rounds, {(label, cmd): job(tree, argv)
+                                                for cmd, argv in cmds.items() for label, tree in trees.items()})
         print(f"start-up of farm-merge commands: best of {args.rounds} rounds, wall time of the whole process; "
-              f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}\n")
+              f"{benchkit.machine()}; Python {sys.version.split()[0]}\n")
         width = max(len(c) for c in cmds)
-        print(f"{'command':<{width}}  " + "  ".join(f"{label[-22:]:>22}" for label in trees) + "   slowest imports (this checkout)")
+        table = benchkit.Table(benchkit.Column("command", width, left=True),
+                               *(benchkit.Column(label[-22:], 22, "{:.3f}s", gap=2) for label in trees),
+                               benchkit.Column("slowest imports (this checkout)", 0, left=True, gap=3))
+        print(table.header())
         for cmd, argv in cmds.items():
-            cells = "  ".join(f"{best[label, cmd]:>21.3f}s" for label in trees)
-            print(f"{cmd:<{width}}  {cells}   {slowest_imports(ROOT, argv)}")
-        worst = max(best["this checkout", c] for c in cmds)
+            print(table.row(cmd, *(best[label, cmd]["seconds"] for label in trees), slowest_imports(ROOT, argv)))
+        worst = max(best["this checkout", c]["seconds"] for c in cmds)
         print(f"\nslowest command start: {worst:.3f} s   (target <= {TARGET_S} s)")
 
 

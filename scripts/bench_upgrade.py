@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from farm_merge.storage import legacy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
-import children  # noqa: E402  (scripts/children.py)
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 
 # --- the contenders, each run in a child process: bench_upgrade.py --child KIND manifest ---
 
@@ -88,7 +86,7 @@ def run_child(kind: str, sources: list[Path], workdir: Path) -> dict:
         copies.append(str(folder / source.name))
     manifest = folder / "manifest.json"
     manifest.write_text(json.dumps(copies))
-    result = children.run(__file__, "--child", kind, str(manifest))
+    result = benchkit.run(__file__, "--child", kind, str(manifest))
     merged = list(folder.glob("*.merged.sqlite"))  # the merge's one-simulation databases
     result.update(size_after=sum(p.stat().st_size for p in merged) or sum(Path(c).stat().st_size for c in copies))
     return result
@@ -98,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=7)
     parser.add_argument("--mb", type=float, default=20.0, help="approximate size of each file")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best time counts")
+    benchkit.add_rounds(parser, 2)
     parser.add_argument("--workdir", type=Path, help="keep generated files here (reused next time)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -107,28 +105,22 @@ def main() -> None:
         print(json.dumps(CHILDREN[kind](json.loads(Path(manifest).read_text()))))
         return
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="farm-merge-bench-upgrade-"))
-    try:
+    with benchkit.workdir(args.workdir, "farm-merge-bench-upgrade-") as workdir:
         t0 = time.perf_counter()
         sources = generate(workdir / "runs", args.files, args.mb)
         total = sum(p.stat().st_size for p in sources)
         print(f"{len(sources)} run files of {min(len(sources), len(legacy.ERAS))} eras, "
-              f"{total / 1e6:.0f} MB in all (generated in {time.perf_counter() - t0:.0f}s), "
-              f"machine: {os.cpu_count()} cores")
-        best: dict[str, dict] = {}
-        for _ in range(args.rounds):
-            for kind in CHILDREN:
-                result = run_child(kind, sources, workdir)
-                if kind not in best or result["seconds"] < best[kind]["seconds"]:
-                    best[kind] = result
+              f"{total / 1e6:.0f} MB in all (generated in {time.perf_counter() - t0:.0f}s), {benchkit.machine()}")
+        best = benchkit.alternate(args.rounds, {kind: lambda round_, kind=kind: run_child(kind, sources, workdir)
+                                                for kind in CHILDREN})
         rate = lambda seconds: total / 1e6 / seconds  # noqa: E731
         names = {"upgrade": "farm-merge upgrade --no-backup", "upgrade+backup": "farm-merge upgrade (backup)",
                  "merge": "merge each into a new database", "vacuum": "VACUUM INTO (copy once)"}
         print()
-        print(f"{'method':<34}{'seconds':>9}{'MB/s':>9}{'peak RSS':>11}")
+        print(TABLE.header())
         for kind, name in names.items():
             r = best[kind]
-            print(f"{name:<34}{r['seconds']:>9.2f}{rate(r['seconds']):>9.1f}{r['peak_rss_mib']:>8.0f} MiB")
+            print(TABLE.row(name, r["seconds"], rate(r["seconds"]), r["peak_rss_mib"]))
         up, backed, merge, vacuum = (best[k]["seconds"] for k in ("upgrade", "upgrade+backup", "merge", "vacuum"))
         print()
         print(f"upgrade in place / merge into a new database (time): {up / merge:.2f}x")
@@ -138,9 +130,11 @@ def main() -> None:
         for kind, what in (("upgrade", "upgraded in place"), ("merge", "merged into new databases")):
             size = best[kind]["size_after"]
             print(f"{what}: {size / 1e6:.0f} MB / original {total / 1e6:.0f} MB = {size / total:.3f}x")
-    finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+
+#: The table of the four ways to the same data.
+TABLE = benchkit.Table(benchkit.Column("method", 34, left=True), benchkit.Column("seconds", 9, "{:.2f}"),
+                       benchkit.Column("MB/s", 9, "{:.1f}"), benchkit.Column("peak RSS", 12, "{:.0f} MiB"))
 
 
 if __name__ == "__main__":

@@ -9,14 +9,18 @@ file counts agents and steps from the start), as they do in real folders of runs
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import random
 import sqlite3
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from farm_merge.samples.simulation import ResourceNode
 from farm_merge.storage.legacy import CURRENT_ERA, DATA_TABLE_KEYS, ERAS, Era
 from farm_merge.storage.legacy import era as era_named
 from farm_merge.storage.outputs import Staging
@@ -53,21 +57,14 @@ def write_run_file(
     ``simulation_id`` NULL, as real 2025-03 files do.  ``recorded_path``: the path its
     ``simulations`` row records (default: ``path``).
     """
-    era = era_named(era) if isinstance(era, str) else era
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(path)
+    era, path = _era(era), Path(path)
     rng = random.Random(seed)
     if era.has_simulation_id and simulation_id is None:
         simulation_id = f"sim_{rng.getrandbits(40):010x}"
     recorded_id = simulation_id if era.has_simulation_id else None
     model = _Model(rng, era, recorded_id, agents=agents, resources=resources)
 
-    con = sqlite3.connect(path)
-    try:
-        for table in era.tables.values():
-            for statement in table.create_sql():
-                con.execute(statement)
+    with _new_file(path, era) as con:
         writer = _Writer(con, era, recorded_id, null_simulation_id_every)
         writer.insert("simulation_config", [model.config_row(seed, steps)])
         for step in range(steps):
@@ -78,8 +75,6 @@ def write_run_file(
             writer.insert("simulations", [model.simulation_row(Path(recorded_path or path), seed, steps)])
         con.commit()
         return RunFile(path, era.name, recorded_id, dict(writer.counts))
-    finally:
-        con.close()
 
 
 def write_sample_runs(
@@ -92,18 +87,16 @@ def write_sample_runs(
     agents: int = 15,
     prefix: str = "simulation",
 ) -> list[RunFile]:
-    """Write ``count`` run files cycling through ``eras`` into ``folder``, all of them or,
-    interrupted, none (they are put in place together at the end)."""
+    """Write ``count`` run files cycling through ``eras`` into ``folder``: all, or none if interrupted."""
     folder = Path(folder)
     written = []
     with Staging(folder) as staging:
         for i in range(count):
-            run_era = eras[i % len(eras)]
-            name = run_era if isinstance(run_era, str) else run_era.name
-            final = folder / f"{prefix}_{i:04d}_{name}.db"
+            run_era = _era(eras[i % len(eras)])
+            final = folder / f"{prefix}_{i:04d}_{run_era.name}.db"
             run = write_run_file(
                 staging.add(final.name), run_era, seed=seed * 100_003 + i, steps=steps, agents=agents,
-                null_simulation_id_every=50 if name == "2025-03" else 0, recorded_path=final,
+                null_simulation_id_every=50 if run_era.name == "2025-03" else 0, recorded_path=final,
             )
             written.append(replace(run, path=final))
     return written
@@ -144,20 +137,13 @@ def write_agentfarm_experiment(
     do), so they collide on ``agents.agent_id`` and the file keeps the first simulation's
     row for each id.
     """
-    era = era_named(era) if isinstance(era, str) else era
+    era, path = _era(era), Path(path)
     if not era.has_simulation_id:
         raise ValueError(f"AgentFarm's ExperimentDatabase appeared in 2025-03; era {era.name} predates it")
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(path)
     rng = random.Random(seed)
     ids = [f"sim_{i:03d}" for i in range(simulations)]
     rows: dict[str | None, dict[str, int]] = {}
-    con = sqlite3.connect(path)
-    try:
-        for table in era.tables.values():
-            for statement in table.create_sql():
-                con.execute(statement)
+    with _new_file(path, era) as con:
         con.execute(
             "INSERT INTO experiments (experiment_id, name, description, creation_date, last_updated, status) "
             "VALUES (?, ?, 'Created with ExperimentDatabase', ?, ?, 'running')",
@@ -188,24 +174,43 @@ def write_agentfarm_experiment(
                 for sim, n in con.execute(f"SELECT simulation_id, count(*) FROM {table} GROUP BY 1"):
                     rows.setdefault(sim, {})[table] = n
         return ExperimentFile(path, era.name, experiment_id, ids, rows)
+
+
+def _era(era: Era | str) -> Era:
+    return era_named(era) if isinstance(era, str) else era
+
+
+@contextlib.contextmanager
+def _new_file(path: Path, era: Era) -> Iterator[sqlite3.Connection]:
+    """A new SQLite file at ``path`` with ``era``'s tables, closed at the end (never over a file there)."""
+    if path.exists():
+        raise FileExistsError(path)
+    con = sqlite3.connect(path)
+    try:
+        for table in era.tables.values():
+            for statement in table.create_sql():
+                con.execute(statement)
+        yield con
     finally:
         con.close()
 
 
+def _timestamp(step: int) -> str:
+    """The wall-clock time a row of ``step`` records: a run starts at _START, a step a second."""
+    return str(_START + timedelta(seconds=step))
+
+
 def shape_for_megabytes(megabytes: float) -> dict[str, int]:
     """Steps and agents that make a current-era run file of about ``megabytes`` MB."""
-    agents = 60
-    steps = max(5, int(megabytes * 14))
-    return {"steps": steps, "agents": agents, "resources": 40}
+    return {"steps": max(5, int(megabytes * 14)), "agents": 60, "resources": 40}
 
 
 class _Writer:
     """Inserts model rows into a run file, projected onto the era's columns.
 
     ``shared=True`` writes as AgentFarm's ExperimentDatabase did into a file several
-    simulations share: integer keys come from SQLite's autoincrement, and a row whose
-    single-column key another simulation already took is lost (``INSERT OR IGNORE``; in
-    AgentFarm the insert failed).
+    simulations share: integer keys come from SQLite's autoincrement, and a row whose single-column
+    key another simulation already took is lost (``INSERT OR IGNORE``; in AgentFarm the insert failed).
     """
 
     def __init__(self, con: sqlite3.Connection, era: Era, simulation_id: str | None, null_every: int,
@@ -239,9 +244,21 @@ class _Writer:
         self.counts[table] = self.counts.get(table, 0) + written
 
 
+@dataclass(eq=False, slots=True)  # the model removes agents from its lists by identity
 class _Agent:
-    __slots__ = ("key", "type", "x", "y", "resources", "health", "age", "generation", "parent", "birth", "death",
-                 "genome", "reward")
+    key: int | str
+    type: str
+    x: float
+    y: float
+    resources: float
+    generation: int
+    parent: int | str | None  # the parent's key
+    birth: int
+    genome: str
+    death: int | None = None
+    health: float = 100.0
+    age: int = 0
+    reward: float = 0.0
 
 
 class _Model:
@@ -258,18 +275,13 @@ class _Model:
         self.agents: list[_Agent] = []
         self.born: list[_Agent] = []
         self.next_agent = 1
-        self.state_serial = 0
-        self.action_serial = 0
-        self.resource_serial = 0
-        self.incident_serial = 0
-        self.experience_serial = 0
-        self.event_serial = 0
-        self.interaction_serial = 0
-        self.edge_serial = 0
-        self.resource_nodes = [
-            [self._resource_id(i + 1), rng.uniform(5, 20), rng.randrange(self.size), rng.randrange(self.size)]
-            for i in range(resources)
-        ]
+        # the integer keys of each table's rows, counted from 1 as SQLite's autoincrement does
+        self.serials: defaultdict[str, Iterator[int]] = defaultdict(lambda: itertools.count(1))
+        self.resource_nodes = []
+        for i in range(resources):
+            amount = rng.uniform(5, 20)
+            x, y = float(rng.randrange(self.size)), float(rng.randrange(self.size))
+            self.resource_nodes.append(ResourceNode(self._resource_id(i + 1), amount, x, y))
         for _ in range(agents):
             self.agents.append(self._new_agent(birth=0, parent=None, generation=0))
         self.founders = list(self.agents)
@@ -283,28 +295,23 @@ class _Model:
 
     def _state_id(self, agent: _Agent, step: int) -> int | str:
         if self.integer_ids:
-            self.state_serial += 1
-            return self.state_serial
+            return next(self.serials["agent_states"])
         if "starvation_counter" in self.era.tables["agent_states"].column_names and self.simulation_id:
             return f"{self.simulation_id}:{agent.key}-{step}"
         return f"{agent.key}-{step}"
 
     def _new_agent(self, birth: int, parent: _Agent | None, generation: int) -> _Agent:
-        a = _Agent()
-        a.key = self._agent_id(self.next_agent)
+        """A founder at a random place, or ``parent``'s child on its cell and of its type."""
+        key = self._agent_id(self.next_agent)
         self.next_agent += 1
-        a.type = self.rng.choice(AGENT_TYPES) if parent is None else parent.type
-        a.x = float(self.rng.randrange(self.size)) if parent is None else parent.x
-        a.y = float(self.rng.randrange(self.size)) if parent is None else parent.y
-        a.resources = round(self.rng.uniform(5, 15), 3)
-        a.health = 100.0
-        a.age = 0
-        a.generation = generation
-        a.parent = parent.key if parent else None
-        a.birth, a.death = birth, None
-        a.genome = f"{a.type}:{generation}:{a.key}"
-        a.reward = 0.0
-        return a
+        if parent is None:
+            kind = self.rng.choice(AGENT_TYPES)
+            x, y = float(self.rng.randrange(self.size)), float(self.rng.randrange(self.size))
+        else:
+            kind, x, y = parent.type, parent.x, parent.y
+        resources = round(self.rng.uniform(5, 15), 3)
+        return _Agent(key, kind, x, y, resources, generation, parent.key if parent else None, birth,
+                      f"{kind}:{generation}:{key}")
 
     # rows -----------------------------------------------------------------------------
     def config_row(self, seed: int, steps: int) -> dict:
@@ -350,7 +357,7 @@ class _Model:
             "learning_experiences", "reproduction_events", "social_interactions", "interactions")}
         births = deaths = 0
         for node in self.resource_nodes:
-            node[1] = min(25.0, node[1] + 1.5)
+            node.amount = min(25.0, node.amount + 1.5)
         for a in list(self.agents):
             action = rng.choice(ACTIONS)
             before = a.resources
@@ -362,8 +369,8 @@ class _Model:
                 a.resources -= 0.2
             elif action == "gather":
                 node = rng.choice(self.resource_nodes)
-                take = min(node[1], rng.uniform(2, 6))
-                node[1] -= take
+                take = min(node.amount, rng.uniform(2, 6))
+                node.amount -= take
                 a.resources += take
                 reward = take
             elif action in ("share", "attack") and len(self.agents) > 1:
@@ -409,10 +416,9 @@ class _Model:
                 # Early simulator versions logged some states twice; only the autoincrement id differs.
                 out["agent_states"].append(self._state(step, a))
         for node in self.resource_nodes:
-            self.resource_serial += 1
-            out["resource_states"].append({"id": self.resource_serial, "step_number": step, "resource_id": node[0],
-                                           "amount": round(node[1], 6), "position_x": float(node[2]),
-                                           "position_y": float(node[3])})
+            out["resource_states"].append({"id": next(self.serials["resource_states"]), "step_number": step,
+                                           "resource_id": node.id, "amount": round(node.amount, 6),
+                                           "position_x": node.x, "position_y": node.y})
         out["simulation_steps"].append(self._step_row(step, births, deaths))
         return out
 
@@ -426,10 +432,9 @@ class _Model:
         }
 
     def _action(self, step: int, a: _Agent, action: str, target, before: float, reward: float) -> dict:
-        self.action_serial += 1
         return {
-            "action_id": self.action_serial, "step_number": step, "agent_id": a.key, "action_type": action,
-            "action_target_id": target, "state_before_id": None, "state_after_id": None,
+            "action_id": next(self.serials["agent_actions"]), "step_number": step, "agent_id": a.key,
+            "action_type": action, "action_target_id": target, "state_before_id": None, "state_after_id": None,
             "position_before": f"({a.x}, {a.y})", "position_after": f"({a.x}, {a.y})",
             "resources_before": round(before, 6), "resources_after": round(a.resources, 6),
             "reward": round(reward, 6), "details": json.dumps({"success": True}) if target else None,
@@ -437,44 +442,39 @@ class _Model:
         }
 
     def _incident(self, step: int, a: _Agent, before: float, after: float, cause: str) -> dict:
-        self.incident_serial += 1
-        return {"incident_id": self.incident_serial, "step_number": step, "agent_id": a.key,
+        return {"incident_id": next(self.serials["health_incidents"]), "step_number": step, "agent_id": a.key,
                 "health_before": round(before, 6), "health_after": round(after, 6), "cause": cause,
                 "details": json.dumps({"cause": cause})}
 
     def _experience(self, step: int, a: _Agent, action: str, reward: float) -> dict:
-        self.experience_serial += 1
-        return {"experience_id": self.experience_serial, "step_number": step, "agent_id": a.key,
+        return {"experience_id": next(self.serials["learning_experiences"]), "step_number": step, "agent_id": a.key,
                 "module_type": action, "module_id": f"{action}_module", "state_before": "[0.0, 0.0]",
                 "action_taken": ACTIONS.index(action), "action_taken_mapped": action, "reward": round(reward, 6),
                 "state_after": "[0.0, 0.0]", "loss": round(self.rng.random(), 6)}
 
     def _reproduction(self, step: int, parent: _Agent, child: _Agent, before: float) -> dict:
-        self.event_serial += 1
-        return {"event_id": self.event_serial, "step_number": step, "parent_id": parent.key,
+        return {"event_id": next(self.serials["reproduction_events"]), "step_number": step, "parent_id": parent.key,
                 "offspring_id": child.key, "success": 1, "parent_resources_before": round(before, 6),
                 "parent_resources_after": round(parent.resources, 6),
                 "offspring_initial_resources": child.resources, "failure_reason": None,
                 "parent_generation": parent.generation, "offspring_generation": child.generation,
                 "parent_position_x": parent.x, "parent_position_y": parent.y,
-                "timestamp": str(_START + timedelta(seconds=step))}
+                "timestamp": _timestamp(step)}
 
     def _social(self, out: dict, step: int, a: _Agent, other: _Agent, kind: str) -> None:
-        self.interaction_serial += 1
         out["social_interactions"].append({
-            "interaction_id": self.interaction_serial, "step_number": step, "initiator_id": a.key,
+            "interaction_id": next(self.serials["social_interactions"]), "step_number": step, "initiator_id": a.key,
             "recipient_id": other.key, "interaction_type": kind, "subtype": None,
             "outcome": "success", "resources_transferred": 1.0 if kind == "share" else 0.0, "distance": 1.0,
             "initiator_resources_before": round(a.resources, 6), "initiator_resources_after": round(a.resources, 6),
             "recipient_resources_before": round(other.resources, 6),
             "recipient_resources_after": round(other.resources, 6), "group_id": None,
-            "details": None, "timestamp": str(_START + timedelta(seconds=step)),
+            "details": None, "timestamp": _timestamp(step),
         })
-        self.edge_serial += 1
         out["interactions"].append({
-            "interaction_id": self.edge_serial, "step_number": step, "source_type": "agent", "source_id": str(a.key),
-            "target_type": "agent", "target_id": str(other.key), "interaction_type": kind, "action_type": kind,
-            "details": None, "timestamp": str(_START + timedelta(seconds=step)),
+            "interaction_id": next(self.serials["interactions"]), "step_number": step, "source_type": "agent",
+            "source_id": str(a.key), "target_type": "agent", "target_id": str(other.key), "interaction_type": kind,
+            "action_type": kind, "details": None, "timestamp": _timestamp(step),
         })
 
     def _step_row(self, step: int, births: int, deaths: int) -> dict:
@@ -486,7 +486,7 @@ class _Model:
             "agent_type_counts": json.dumps({"system": counts["SystemAgent"],
                                              "independent": counts["IndependentAgent"],
                                              "control": counts["ControlAgent"]}),
-            "total_resources": round(sum(node[1] for node in self.resource_nodes), 6),
+            "total_resources": round(sum(node.amount for node in self.resource_nodes), 6),
             "average_agent_resources": round(sum(a.resources for a in self.agents) / n, 6) if n else 0.0,
             "births": births, "deaths": deaths,
             "current_max_generation": max((a.generation for a in self.agents), default=0),
