@@ -208,7 +208,7 @@ def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_di
     result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
     assert result.exit_code == 1
     assert result.output == (f"Error: {target} is at schema revision 0002_simulation_keys, this release needs "
-                             f"0004_fractional_ages; run: farm-merge upgrade {target}\n")
+                             f"0005_ledger_source_simulations; run: farm-merge upgrade {target}\n")
 
 
 def test_target_written_by_a_newer_release(tmp_path, runs_dir):

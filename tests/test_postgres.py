@@ -253,11 +253,11 @@ def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_se
                               "VALUES ('sim_a', 0, 5), ('sim_a', 1, 6)")
     current = CliRunner().invoke(cli, ["current", target])
     assert (current.exit_code, current.output) == (1, f"{target}: 0002_simulation_keys, behind head "
-                                                      f"0004_fractional_ages; run: farm-merge upgrade {target}\n")
+                                                      f"0005_ledger_source_simulations; run: farm-merge upgrade {target}\n")
     upgraded = CliRunner().invoke(cli, ["upgrade", target])
     assert upgraded.exit_code == 0, upgraded.output
-    assert f"upgraded {target} from 0002_simulation_keys to 0004_fractional_ages\n" in upgraded.output
-    assert CliRunner().invoke(cli, ["current", target]).output == f"{target}: 0004_fractional_ages (head)\n"
+    assert f"upgraded {target} from 0002_simulation_keys to 0005_ledger_source_simulations\n" in upgraded.output
+    assert CliRunner().invoke(cli, ["current", target]).output == f"{target}: 0005_ledger_source_simulations (head)\n"
     assert rows(target, "SELECT simulation_id, step_number, total_agents FROM simulation_steps ORDER BY 2") == [
         ("sim_a", 0, 5), ("sim_a", 1, 6)]
     pg_server.drop(target)

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 VERSION_TABLE = "farm_merge_version"
 
 #: The revisions this release ships, oldest first (``alembic/versions``).
-REVISIONS = ("0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages")
+REVISIONS = ("0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages",
+             "0005_ledger_source_simulations")
 HEAD_REVISION = REVISIONS[-1]
 
 #: The revision whose tables have the per-run layout of AgentFarm's run files.
