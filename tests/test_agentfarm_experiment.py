@@ -103,8 +103,9 @@ def test_agentfarm_experiment_files_are_recognised(tmp_path):
         with versions.open_checked(exp.path):
             pass
     assert str(raised.value) == (f"{exp.path} is not a farm-merge experiment database (an experiment file written "
-                                 f"by AgentFarm's ExperimentDatabase, era 2025-11); to make it one in place: "
-                                 f"farm-merge upgrade {exp.path}")
+                                 f"by AgentFarm's ExperimentDatabase, era 2025-11); merge it into a new experiment "
+                                 f"database, which leaves it as it is: farm-merge merge {exp.path} --into NEW.db (or "
+                                 f"make it one in place, rewriting it: farm-merge upgrade {exp.path})")
 
 
 @pytest.mark.parametrize("era", ["2025-03", "2025-09", "2025-11"])

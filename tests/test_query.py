@@ -323,7 +323,8 @@ BAD_DATABASES = {
     "empty": (_empty, "{path} is not a farm-merge experiment database (empty database)"),
     "legacy_run_file": (_legacy_run_file,
                         "{path} is not a farm-merge experiment database (a legacy AgentFarm run file of era 2024-12); "
-                        "to make it one in place: farm-merge upgrade {path}"),
+                        "merge it into a new experiment database, which leaves it as it is: farm-merge merge {path} "
+                        "--into NEW.db (or make it one in place, rewriting it: farm-merge upgrade {path})"),
     "old_revision": (_old_revision, "{path} is at schema revision 0002_simulation_keys, this release needs "
                                     "0005_ledger_source_simulations; run: farm-merge upgrade {path}"),
 }
