@@ -413,3 +413,28 @@ def test_a_new_database_holds_exactly_what_the_migrations_leave(tmp_path):
 
     assert contents(tmp_path / "replayed.db") == contents(migrated)
     assert schema_of(tmp_path / "replayed.db") == schema_of(migrated)
+
+
+def test_ledger_rows_merged_before_0005_get_the_simulations_of_their_source(tmp_path, runs_dir):
+    """A ledger written before the two columns existed (here: merged at head, then taken
+    down to 0004) gets, on upgrade, what the merge would have recorded: how many
+    simulations each source held and the id it recorded for each."""
+    from farm_merge import consolidate
+
+    two = tmp_path / "two.db"
+    consolidate.merge([str(runs_dir / "run_05_2025-09.db"), str(runs_dir / "run_06_2025-11.db")], str(two),
+                      progress=False)
+    target = tmp_path / "exp.db"
+    consolidate.merge([str(two), str(runs_dir / "run_00_2024-11.db"), str(runs_dir / "run_04_2025-03.db")],
+                      str(target), progress=False)
+    query = "SELECT simulation_id, source_simulations, source_recorded_id FROM merge_ledger ORDER BY 1"
+    recorded = rows(target, query)
+    assert sorted(n for _, n, _ in recorded) == [1, 1, 2, 2]
+    engine = db.create_engine_for(target)
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrations.alembic_config(conn), "0004_fractional_ages")
+    engine.dispose()
+    assert "source_simulations" not in [r[1] for r in rows(target, "PRAGMA table_info(merge_ledger)")]
+    result = CliRunner().invoke(cli, ["upgrade", str(target), "--no-backup"])
+    assert result.exit_code == 0, result.output
+    assert rows(target, query) == recorded
