@@ -235,6 +235,9 @@ def test_keep_copies_merges_each_copy_as_a_simulation_of_its_own(runs_dir, tmp_p
     for original, copy in copies.items():
         assert_same_rows(copy, target, f"copies_{copy.stem}")
         assert_same_rows(runs_dir / original, target, f"runs_{Path(original).stem}")
+    # Kept once, a copy is a source of its own: a re-run without the flag skips it as merged, not as a copy.
+    again = merge([runs_dir / "*.db", *copies.values()], target, id_template="{parent}_{stem}", replace=True)
+    assert set(statuses(again).values()) == {("skipped", "already merged (identical content)")}
     cli_copy = CliRunner().invoke(cli, ["merge", str(copies["run_00_2024-11.db"]), "--into", str(tmp_path / "b.db"),
                                         "--keep-copies", "--id-template", "x_{stem}"])
     assert cli_copy.exit_code == 0, cli_copy.output
