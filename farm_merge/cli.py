@@ -59,11 +59,13 @@ def cli() -> None:
 @click.option("--replace", is_flag=True, help="Re-merge a simulation whose source changed, replacing its rows.")
 @click.option("--verify", is_flag=True, help="Also compare a content checksum of every table.")
 @click.option("--include-active", is_flag=True, help="Merge sources that a process may still be writing.")
+@click.option("--keep-copies", is_flag=True, help="Merge a source whose bytes are another source's (a copied run "
+              "file) as a simulation of its own [default: skip it as a copy].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary table; only errors.")
 @reports_errors
 def merge(sources, target, experiment_id, name, description, id_template, dry_run, replace, verify,
-          include_active, as_json, quiet) -> None:
+          include_active, keep_copies, as_json, quiet) -> None:
     """Merge per-run .db files (paths or globs; ** is recursive) into one experiment database.
 
     \b
@@ -80,7 +82,7 @@ def merge(sources, target, experiment_id, name, description, id_template, dry_ru
     report = engine.merge(
         sources, target, experiment_id=experiment_id, name=name, description=description,
         id_template=id_template, dry_run=dry_run, replace=replace, verify=verify,
-        include_active=include_active, progress=False if quiet or as_json else None,
+        include_active=include_active, keep_copies=keep_copies, progress=False if quiet or as_json else None,
     )
     if as_json:
         click.echo(to_json(report.to_dict()))
@@ -103,7 +105,7 @@ def render_merge_report(report: MergeReport) -> str:
     verb = "would merge" if report.dry_run else "merged"
     summary = (f"{verb} {merged}, skipped {skipped}, failed {failed} "
                f"into {report.target} (experiment {report.experiment_id}) in {report.seconds:.1f}s")
-    if not merged and not failed and all(r.reason.startswith("already merged") for r in report.skipped):
+    if not merged and not failed and not any(r.reason.startswith("active:") for r in report.skipped):
         summary += " — nothing new to merge"
     lines.append(summary)
     return "\n".join(lines)

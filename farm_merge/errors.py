@@ -23,14 +23,23 @@ class DatabaseNotFound(FarmMergeError):
 class NotAnExperimentDatabase(FarmMergeError):
     """A database farm-merge did not create (or not a database at all).
 
-    ``fix`` is the command that makes it one, when there is one (a legacy run file or an
-    AgentFarm experiment file is upgraded in place).
+    ``fix`` is the command that makes it one in place, when there is one (a legacy run
+    file or an AgentFarm experiment file is upgraded in place); such a file is first
+    pointed at a merge into a new experiment database, which leaves it as it is.
     """
 
     def __init__(self, target: str, looks_like: str, fix: str | None = None):
         self.target, self.looks_like, self.fix = target, looks_like, fix
-        hint = f"; to make it one in place: {fix}" if fix else ""
+        hint = (f"; merge it into a new experiment database, which leaves it as it is: "
+                f"farm-merge merge {_quoted(target)} --into NEW.db (or make it one in place, rewriting it: {fix})"
+                if fix else "")
         super().__init__(f"{target} is not a farm-merge experiment database ({looks_like}){hint}")
+
+
+def _quoted(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
 
 
 class SchemaOutOfDate(FarmMergeError):
@@ -69,21 +78,22 @@ class SourceActive(SourceError):
 
 class TargetWriteError(FarmMergeError):
     """The target could not be written (disk full, a file size limit, an I/O error, read-only,
-    locked by other processes for longer than the busy timeout).
+    not a regular file, locked by other processes for longer than the busy timeout).
 
     A merge stops there.  The transaction that failed was rolled back, so the target holds
     whole simulations only; ``merged`` sources went in before it stopped (None: it failed
     while being opened), and the same command completes the merge once the target can be
-    written; ``then`` says so.
+    written.  ``then`` says what to do about this cause (who may not write where, which
+    process holds the lock, make room).
     """
 
-    def __init__(self, target: str, reason: str, merged: int | None = None,
-                 then: str = "make room and run the same command again"):
+    def __init__(self, target: str, reason: str, merged: int | None = None, then: str | None = None):
         self.target, self.reason, self.merged, self.then = target, reason, merged, then
         stopped = "" if merged is None else (
             f"; the merge stopped after {merged} source{'' if merged == 1 else 's'} and the target holds whole "
-            f"simulations only; {then}")
-        super().__init__(f"cannot write to {target}: {reason}{stopped}")
+            "simulations only")
+        hint = then or ("run the same command again once it can be written" if merged is not None else "")
+        super().__init__(f"cannot write to {target}: {reason}{stopped}{'; ' + hint if hint else ''}")
 
 
 class DatabaseUnreadable(FarmMergeError):
@@ -220,6 +230,17 @@ class DatabaseUnavailable(FarmMergeError):
     def __init__(self, target: str, reason: str):
         self.target, self.reason = target, reason
         super().__init__(f"cannot connect to {target}: {reason}")
+
+
+class ConnectionLost(FarmMergeError):
+    """The connection to a server database broke part-way (the server restarted, an
+    administrator ended the session, the network failed).  Whatever was committed before
+    is kept, the transaction that was open is gone; ``then`` says what that leaves and that
+    the same command completes the work."""
+
+    def __init__(self, target: str, doing: str, reason: str, then: str):
+        self.target, self.doing, self.reason, self.then = target, doing, reason, then
+        super().__init__(f"lost the connection to {target} while {doing} ({reason}); {then}")
 
 
 class OutOfScope(FarmMergeError):

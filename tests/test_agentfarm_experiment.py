@@ -19,7 +19,7 @@ from farm_merge.errors import NotAnExperimentDatabase
 from farm_merge.storage import versions
 from farm_merge.storage.schema import DATA_TABLES
 
-HEAD = "0004_fractional_ages"
+HEAD = "0005_ledger_source_simulations"
 SHAPE = {"simulations": 3, "steps": 30, "agents": 6, "resources": 4}
 
 
@@ -103,8 +103,9 @@ def test_agentfarm_experiment_files_are_recognised(tmp_path):
         with versions.open_checked(exp.path):
             pass
     assert str(raised.value) == (f"{exp.path} is not a farm-merge experiment database (an experiment file written "
-                                 f"by AgentFarm's ExperimentDatabase, era 2025-11); to make it one in place: "
-                                 f"farm-merge upgrade {exp.path}")
+                                 f"by AgentFarm's ExperimentDatabase, era 2025-11); merge it into a new experiment "
+                                 f"database, which leaves it as it is: farm-merge merge {exp.path} --into NEW.db (or "
+                                 f"make it one in place, rewriting it: farm-merge upgrade {exp.path})")
 
 
 @pytest.mark.parametrize("era", ["2025-03", "2025-09", "2025-11"])
@@ -119,7 +120,8 @@ def test_agentfarm_experiment_file_upgrades_without_losing_a_row(tmp_path, era):
 
     assert report.to_revision == HEAD and versions.state_of(exp.path).at_head
     # several simulations do not fit the per-run layout: stamped at 0002, upgraded from there
-    assert report.adoption.revision == "0002_simulation_keys" and report.steps == ["0003_experiment_catalog", HEAD]
+    assert report.adoption.revision == "0002_simulation_keys"
+    assert report.steps == ["0003_experiment_catalog", "0004_fractional_ages", HEAD]
     assert report.adoption.simulation_ids == ["old_exp", "sim_000", "sim_001", "sim_002"]
     assert report.adoption.orphans == {"simulation_config": 1}
     assert report.adoption.attributed == {"health_incidents": died}  # each under its agent's simulation

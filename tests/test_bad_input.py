@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -185,8 +187,9 @@ def test_target_that_is_not_an_experiment_database(tmp_path, runs_dir):
     result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
     assert result.exit_code == 1
     assert result.output == (f"Error: {target} is not a farm-merge experiment database "
-                             f"(a legacy AgentFarm run file of era 2025-11); to make it one in place: "
-                             f"farm-merge upgrade {target}\n")
+                             f"(a legacy AgentFarm run file of era 2025-11); merge it into a new experiment "
+                             f"database, which leaves it as it is: farm-merge merge {target} --into NEW.db (or make "
+                             f"it one in place, rewriting it: farm-merge upgrade {target})\n")
 
 
 def test_target_that_is_not_a_database_at_all(tmp_path, runs_dir):
@@ -208,7 +211,7 @@ def test_target_at_an_older_revision_names_the_upgrade_command(tmp_path, runs_di
     result = run_cli("merge", runs_dir / "run_00_2024-11.db", "--into", target)
     assert result.exit_code == 1
     assert result.output == (f"Error: {target} is at schema revision 0002_simulation_keys, this release needs "
-                             f"0004_fractional_ages; run: farm-merge upgrade {target}\n")
+                             f"0005_ledger_source_simulations; run: farm-merge upgrade {target}\n")
 
 
 def test_target_written_by_a_newer_release(tmp_path, runs_dir):
@@ -222,6 +225,120 @@ def test_target_written_by_a_newer_release(tmp_path, runs_dir):
     assert result.exit_code == 1
     assert "newer than this release knows" in result.output
     assert "upgrade farm-merge" in result.output
+
+
+# --- a target that cannot be written: each cause gets its own remedy -------------------------
+
+STOPPED = "the merge stopped after 0 sources and the target holds whole simulations only"
+
+
+def _user() -> str:
+    import pwd
+
+    return "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def merge_as_a_user_who_may_not_write(paths: list[Path], *args) -> subprocess.CompletedProcess:
+    """``farm-merge merge ARGS`` run by a user who may not write ``paths``: for an ordinary
+    user, their write permission taken away; for root (whom file modes do not stop), in a
+    user namespace (``unshare -r``) where they belong to a user it does not map."""
+    command = [sys.executable, "-m", "farm_merge", "merge", *map(str, args)]
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in paths}
+        for p in paths:
+            p.chmod(modes[p] & ~0o222)
+        try:
+            return subprocess.run(command, capture_output=True, text=True)
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-r", "true"]).returncode != 0:
+        pytest.skip("running as root without unshare: no way to be refused permission here")
+    for p in paths:
+        os.chown(p, 12345, 12345)
+    try:
+        return subprocess.run(["unshare", "-r", *command], capture_output=True, text=True)
+    finally:
+        for p in paths:
+            os.chown(p, 0, 0)
+
+
+def _folder_not_writable(tmp_path: Path, runs: Path):
+    folder = tmp_path / "locked_up"
+    folder.mkdir()
+    target = folder / "exp.db"
+    return [folder], target, (f"{_user()} may not create files in {folder}; {STOPPED}; give {_user()} write "
+                              f"permission on {folder} (or merge into a database in a folder {_user()} can write) "
+                              "and run the same command again")
+
+
+def _folder_not_writable_below(tmp_path: Path, runs: Path):
+    folder = tmp_path / "locked_up"
+    folder.mkdir()
+    target = folder / "new" / "deeper" / "exp.db"  # the folders it would make
+    return [folder], target, (f"{_user()} may not create files in {folder}; {STOPPED}; give {_user()} write "
+                              f"permission on {folder} (or merge into a database in a folder {_user()} can write) "
+                              "and run the same command again")
+
+
+def _file_not_writable(tmp_path: Path, runs: Path):
+    target = tmp_path / "exp.db"
+    assert run_cli("merge", runs / "run_00_2024-11.db", "--into", target, "--quiet").exit_code == 0
+    return [target], target, (f"{_user()} may not write to {target}; {STOPPED}; give {_user()} write permission "
+                              "on it (or merge into another database) and run the same command again")
+
+
+def _folder_of_a_wal_database_not_writable(tmp_path: Path, runs: Path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    target = folder / "exp.db"
+    assert run_cli("merge", runs / "run_00_2024-11.db", "--into", target, "--quiet").exit_code == 0
+    return [folder], target, (f"{_user()} may not create files in {folder} (SQLite keeps its -wal and -shm files "
+                              f"beside the database); {STOPPED}; give {_user()} write permission on {folder} (or "
+                              f"merge into a database in a folder {_user()} can write) and run the same command "
+                              "again")
+
+
+UNWRITABLE = {"new in a folder": _folder_not_writable, "new below a folder": _folder_not_writable_below,
+              "a file": _file_not_writable, "the folder of a WAL database": _folder_of_a_wal_database_not_writable}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE)
+def test_a_target_this_user_may_not_write_says_who_may_not_write_where(tmp_path, runs_dir, case):
+    forbidden, target, reason = UNWRITABLE[case](tmp_path, runs_dir)
+    result = merge_as_a_user_who_may_not_write(forbidden, runs_dir, "--into", target, "--quiet")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: cannot write to {target}: {reason}\n"
+
+
+def test_a_target_on_a_read_only_file_system_says_so(tmp_path, runs_dir):
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("no unshare here: no way to mount a read-only file system")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    command = [sys.executable, "-m", "farm_merge", "merge", str(runs_dir), "--into", str(folder / "exp.db"), "-q"]
+    script = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && {shlex.join(command)}"
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == (f"Error: cannot write to {folder / 'exp.db'}: {folder} is on a read-only file system; "
+                             f"{STOPPED}; merge into a database on writable storage (or remount it read-write) and "
+                             "run the same command again\n")
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, make", [("a character device", lambda tmp: Path("/dev/null")),
+                                        ("a named pipe", lambda tmp: _fifo(tmp / "pipe.db"))],
+                         ids=["/dev/null", "fifo"])
+def test_a_target_that_is_not_a_regular_file_says_so(tmp_path, runs_dir, kind, make):
+    target = make(tmp_path)
+    result = run_cli("merge", runs_dir, "--into", target)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: cannot write to {target}: it is {kind}, not a regular file; give the path of "
+                             "a database file (a new one is created there) and run the same command again\n")
 
 
 def test_usage_error_exits_2(tmp_path):

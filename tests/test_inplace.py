@@ -21,7 +21,7 @@ from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFail
 from farm_merge.storage import legacy, versions
 from farm_merge.storage.schema import DATA_TABLES
 
-HEAD = "0004_fractional_ages"
+HEAD = "0005_ledger_source_simulations"
 
 
 def dump(path: Path) -> list[str]:
@@ -61,7 +61,7 @@ def test_legacy_run_file_of_every_era_holds_its_rows_and_merges_like_the_run_fil
 
     assert report.to_revision == HEAD and report.adoption.revision == "0001_per_run_layout"
     assert report.adoption.simulation_ids == [simulation_id]
-    assert report.steps == ["0002_simulation_keys", "0003_experiment_catalog", HEAD]
+    assert report.steps == ["0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages", HEAD]
     assert versions.state_of(run.path).at_head
     backup = Path(report.backup)
     assert backup.name.startswith("simulation_20250301.db.") and backup.suffix == ".bak"
@@ -105,7 +105,8 @@ def test_farm_merge_upgrade_prints_the_backup_first_then_the_result(tmp_path):
     (backup,) = tmp_path.glob("*.bak")
     total = sum(n for t, n in run.rows.items() if t not in legacy.CATALOG_TABLES)
     assert result.stderr.splitlines() == [f"backup: {backup}", "applied 0002_simulation_keys",
-                                          "applied 0003_experiment_catalog", f"applied {HEAD}"]
+                                          "applied 0003_experiment_catalog", "applied 0004_fractional_ages",
+                                          f"applied {HEAD}"]
     assert result.stdout == (f"upgraded {run.path} from a legacy AgentFarm run file of era 2024-12 to {HEAD}: "
                              f"1 simulation (sim_0301), {total:,} rows kept\n")
 
@@ -271,7 +272,7 @@ def test_the_lock_is_released_when_an_upgrade_ends(tmp_path):
 def test_an_upgrade_does_not_go_back_and_says_so_before_writing(tmp_path):
     path = tmp_path / "exp.db"
     versions.create_database(path)
-    with pytest.raises(UpgradeFailed, match=r"it would start at 0004_fractional_ages, which is past "
+    with pytest.raises(UpgradeFailed, match=r"it would start at 0005_ledger_source_simulations, which is past "
                                             r"0002_simulation_keys; an upgrade does not go back"):
         inplace.upgrade(path, "0002_simulation_keys")
     exp = samples.write_agentfarm_experiment(tmp_path / "agentfarm.db", simulations=2, steps=4, agents=3, resources=2)
@@ -291,7 +292,7 @@ def test_upgrade_json_report(tmp_path):
                                    "steps")} == {
         "target": str(run.path), "was": "a legacy AgentFarm run file of era 2025-03", "from_revision": None,
         "to_revision": HEAD, "nothing_to_do": False, "backup": str(backup),
-        "steps": ["0002_simulation_keys", "0003_experiment_catalog", HEAD]}
+        "steps": ["0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages", HEAD]}
     assert report["adopted"]["simulation_ids"] == [run.simulation_id]
     assert report["adopted"]["recorded_id"] == run.simulation_id
     assert report["rows"]["agent_states"] == run.rows["agent_states"]

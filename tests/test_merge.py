@@ -251,14 +251,6 @@ def test_read_only_source_folder_merges(runs_dir, tmp_path):
     assert rows(target, "SELECT count(*) FROM merge_ledger") == [(len(legacy.ERAS),)]
 
 
-def test_target_is_not_merged_into_itself(runs_dir):
-    target = runs_dir / "experiment.db"
-    report = merge([runs_dir / "*.db"], target)
-    assert len(report.merged) == len(legacy.ERAS)
-    again = merge([runs_dir / "*.db"], target)
-    assert str(target) not in [r.path for r in again.results]
-
-
 def test_secondary_indexes_exist_after_a_bulk_merge(runs_dir, backend):
     target = backend.target()
     merge([runs_dir / "*.db"], target)
@@ -322,21 +314,109 @@ def test_a_rerun_with_a_path_template_skips_known_content_and_a_new_template_mer
     assert [r.status for r in other.results] == ["merged"] * len(legacy.ERAS)
 
 
-def test_a_known_source_whose_id_another_source_takes_is_reported_with_it(runs_dir, backend, tmp_path):
-    """The shortcut leaves clashes to the full path: a copy of a merged file under another
-    name lands on the same recorded id, and both are reported, as without the shortcut."""
+def _outcome(report) -> list[tuple]:
+    return [(Path(r.path).name, r.status, r.reason, r.simulation_ids) for r in report.results]
+
+
+def _rerun_both_ways(sources, target, monkeypatch, **kwargs) -> tuple[list, list]:
+    """The re-run's report with the shortcut, and the one a full inspection gives (the
+    shortcut turned off) on the same target; for re-runs that write nothing."""
+    from farm_merge.consolidate import engine
+
+    fast = _outcome(merge(sources, target, **kwargs))
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.rerun, "skip_known_content", lambda *args, **kw: {})
+        full = _outcome(merge(sources, target, **kwargs))
+    return fast, full
+
+
+def _source_of_two_simulations(runs_dir: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A farm-merge experiment database of two run files, used as a source."""
+    source = tmp_path / "two.db"
+    report = merge([runs_dir / "run_05_2025-09.db", runs_dir / "run_06_2025-11.db"], source)
+    return source, sorted(sim for r in report.results for sim in r.simulation_ids)
+
+
+def test_a_rerun_reports_a_simulation_replaced_from_another_source_as_a_full_inspection_does(
+        runs_dir, tmp_path, backend, monkeypatch):
+    """A source of two simulations, one of them replaced since from another file: the re-run
+    reports the conflict for it (not "skipped, identical"), alone and with the other file."""
+    source, (first, second) = _source_of_two_simulations(runs_dir, tmp_path)
+    target = backend.target()
+    assert [r.status for r in merge([source], target).results] == ["merged"]
+    other = tmp_path / "other" / "run_06_2025-11.db"  # records the second id, with other content
+    other.parent.mkdir()
+    shutil.copy(runs_dir / "run_06_2025-11.db", other)
+    con = sqlite3.connect(other)
+    con.execute("UPDATE agent_actions SET reward = reward + 1 WHERE rowid = 1")
+    con.commit()
+    con.close()
+    replaced = merge([other], target, replace=True)
+    assert [(r.status, r.simulation_ids) for r in replaced.results] == [("merged", [second])]
+
+    alone_fast, alone_full = _rerun_both_ways([source], target, monkeypatch)
+    assert alone_fast == alone_full == [(source.name, "failed", (
+        f"simulation {second!r} is already in the target, merged from {other.resolve()}; pass --replace to merge this "
+        "file in its place, or --id-template to give it another id"), [first, second])]
+    together_fast, together_full = _rerun_both_ways([source, other], target, monkeypatch)
+    assert together_fast == together_full
+    assert [(name, status) for name, status, *_ in together_fast] == [(source.name, "failed"), (other.name, "failed")]
+    assert all("also comes from" in reason for _, _, reason, _ in together_fast)
+    assert rows(target, "SELECT simulation_id, source_path FROM merge_ledger ORDER BY 1") == [
+        (first, str(source.resolve())), (second, str(other.resolve()))]
+
+
+def test_a_rerun_without_the_template_of_the_first_merge_decides_as_a_full_inspection(runs_dir, backend,
+                                                                                       monkeypatch):
+    """Merged under a template's ids, re-run without it: the ids the file records are new,
+    and the full path merges them; the shortcut must not call the source merged."""
+    from farm_merge.consolidate import engine
+
+    target = backend.target()
+    sources = [runs_dir / "run_04_2025-03.db", runs_dir / "run_06_2025-11.db"]
+    merge(sources, target, id_template="{stem}_x")
+    opened, real_inspect = [], engine.inspect_source
+    monkeypatch.setattr(engine, "inspect_source", lambda source, **kw: opened.append(source) or real_inspect(source, **kw))
+    again = merge(sources, target)
+    assert [r.status for r in again.results] == ["merged", "merged"]
+    assert [r.simulation_ids[0] for r in again.results] == [
+        rows(s, "SELECT simulation_id FROM simulations")[0][0] for s in sources]
+    assert len(opened) == 2
+    opened.clear()
+    third = merge(sources, target)  # now under both sets of ids: the shortcut holds again
+    assert [r.status for r in third.results] == ["skipped", "skipped"] and opened == []
+
+
+def test_the_ledger_records_how_many_simulations_a_source_held_and_the_id_it_recorded(runs_dir, tmp_path, backend):
+    source, ids = _source_of_two_simulations(runs_dir, tmp_path)
+    target = backend.target()
+    merge([source, runs_dir / "run_00_2024-11.db"], target)
+    assert rows(target, "SELECT simulation_id, source_simulations, source_recorded_id FROM merge_ledger "
+                        "ORDER BY 1") == sorted([(ids[0], 2, ids[0]), (ids[1], 2, ids[1]), ("run_00_2024-11", 1, None)])
+
+
+@pytest.mark.parametrize("other", ["changed copy", "kept copy"])
+def test_a_known_source_whose_id_another_source_takes_is_reported_with_it(runs_dir, backend, tmp_path, other):
+    """The shortcut leaves clashes to the full path: another file that records the same id
+    (a copy changed since, or a copy kept with --keep-copies) lands on the merged one's id,
+    and both are reported, as without the shortcut."""
     target = backend.target()
     source = runs_dir / "run_06_2025-11.db"
     merge([source], target)
     copy = tmp_path / "copy.db"
     shutil.copy(source, copy)
-    report = merge([source, copy], target)
+    if other == "changed copy":
+        con = sqlite3.connect(copy)
+        con.execute("UPDATE agent_actions SET reward = reward + 1 WHERE rowid = 1")
+        con.commit()
+        con.close()
+    report = merge([source, copy], target, keep_copies=other == "kept copy")
     assert [r.status for r in report.results] == ["failed", "failed"]
     assert all("also comes from" in r.reason for r in report.results)
 
 
 def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path):
-    """1,000 sources in one merge (tiny copies of a file of every era, told apart by
+    """1,000 sources in one merge (tiny copies of a file of every era, kept and told apart by
     --id-template): every one is merged whole, with its rows and its ledger row, the
     indexes are all there, and a re-run skips all of them."""
     eras = write_runs(tmp_path / "eras", steps=2, agents=2, resources=1)
@@ -345,7 +425,7 @@ def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path
     for i in range(1000):
         shutil.copy(eras[i % len(eras)].path, runs / f"r{i:04d}.db")
     target = tmp_path / "exp.db"
-    report = merge([runs], target, id_template="{stem}")
+    report = merge([runs], target, id_template="{stem}", keep_copies=True)
     assert [r.status for r in report.results] == ["merged"] * 1000
     assert [r.simulation_ids for r in report.results] == [[f"r{i:04d}"] for i in range(1000)]
     assert rows(target, "SELECT count(*), count(DISTINCT source_path) FROM merge_ledger") == [(1000, 1000)]
@@ -360,7 +440,7 @@ def test_a_thousand_tiny_sources_merge_whole_and_a_rerun_skips_them_all(tmp_path
     for i in (0, 1, 2, 3, 4, 5, 6, 500, 999):
         assert_same_rows(runs / f"r{i:04d}.db", target, f"r{i:04d}")
     assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(target)
-    again = merge([runs], target, id_template="{stem}")
+    again = merge([runs], target, id_template="{stem}", keep_copies=True)
     assert [r.status for r in again.results] == ["skipped"] * 1000
 
 

@@ -37,7 +37,8 @@ def schema_of(path) -> dict:
     return out
 
 
-REVISIONS = ["0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages"]
+REVISIONS = ["0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages",
+             "0005_ledger_source_simulations"]
 
 
 def test_single_head():
@@ -120,7 +121,7 @@ def test_downgrade_refuses_to_fold_several_simulations_into_one(tmp_path, runs_d
         with conn.begin():
             command.downgrade(migrations.alembic_config(conn), "0001_per_run_layout")
     engine.dispose()
-    assert rows(target, "SELECT version_num FROM farm_merge_version") == [("0004_fractional_ages",)]
+    assert rows(target, "SELECT version_num FROM farm_merge_version") == [("0005_ledger_source_simulations",)]
 
 
 def test_farm_merge_upgrade_creates_and_then_says_nothing_to_do(tmp_path):
@@ -128,10 +129,10 @@ def test_farm_merge_upgrade_creates_and_then_says_nothing_to_do(tmp_path):
     target.touch()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
     assert result.exit_code == 0, result.output
-    assert result.stdout == f"upgraded {target} from an empty database to 0004_fractional_ages\n"
+    assert result.stdout == f"upgraded {target} from an empty database to 0005_ledger_source_simulations\n"
     assert result.stderr.splitlines() == [f"applied {rev}" for rev in REVISIONS]  # no backup of an empty file
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
-    assert result.output == f"{target} is already at 0004_fractional_ages; nothing to do\n"
+    assert result.output == f"{target} is already at 0005_ledger_source_simulations; nothing to do\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.db"]
 
 
@@ -143,9 +144,10 @@ def test_farm_merge_upgrade_from_an_older_revision(tmp_path):
         command.upgrade(migrations.alembic_config(conn), "0002_simulation_keys")
     engine.dispose()
     result = CliRunner().invoke(cli, ["upgrade", str(target)])
-    assert result.stdout == f"upgraded {target} from 0002_simulation_keys to 0004_fractional_ages\n"
+    assert result.stdout == f"upgraded {target} from 0002_simulation_keys to 0005_ledger_source_simulations\n"
     (backup,) = tmp_path.glob("exp.db.*.bak")
-    assert result.stderr.splitlines() == [f"backup: {backup}", "applied 0003_experiment_catalog", "applied 0004_fractional_ages"]
+    assert result.stderr.splitlines() == [f"backup: {backup}", "applied 0003_experiment_catalog",
+                                         "applied 0004_fractional_ages", "applied 0005_ledger_source_simulations"]
     assert rows(backup, "SELECT version_num FROM farm_merge_version") == [("0002_simulation_keys",)]
 
 
@@ -154,7 +156,7 @@ def test_alembic_command_line_from_the_repository_root(tmp_path):
     result = subprocess.run([sys.executable, "-m", "alembic", "-x", f"db={target}", "upgrade", "head"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert rows(target, "SELECT version_num FROM farm_merge_version") == [("0004_fractional_ages",)]
+    assert rows(target, "SELECT version_num FROM farm_merge_version") == [("0005_ledger_source_simulations",)]
     assert schema_of(target) == schema_of(_created(tmp_path))
 
 
@@ -323,11 +325,11 @@ def _future(path) -> None:
 
 
 CURRENT_STATES = {
-    "head": (versions.create_database, 0, "{db}: 0004_fractional_ages (head)"),
+    "head": (versions.create_database, 0, "{db}: 0005_ledger_source_simulations (head)"),
     "behind": (lambda p: _at_revision(p, "0002_simulation_keys"), 1,
-               "{db}: 0002_simulation_keys, behind head 0004_fractional_ages; run: farm-merge upgrade {db}"),
+               "{db}: 0002_simulation_keys, behind head 0005_ledger_source_simulations; run: farm-merge upgrade {db}"),
     "newer": (_future, 1, "{db}: 0099_from_the_future, newer than this release of farm-merge knows "
-                          "(head 0004_fractional_ages); upgrade farm-merge: pip install -U farm-merge"),
+                          "(head 0005_ledger_source_simulations); upgrade farm-merge: pip install -U farm-merge"),
     "legacy": (lambda p: samples.write_run_file(p, "2024-12-int", **SMALL), 1,
                "{db}: a legacy AgentFarm run file of era 2024-12-int, no revision; run: farm-merge upgrade {db}"),
     "empty": (lambda p: p.touch(), 1, "{db}: empty database, no revision; run: farm-merge upgrade {db}"),
@@ -411,3 +413,28 @@ def test_a_new_database_holds_exactly_what_the_migrations_leave(tmp_path):
 
     assert contents(tmp_path / "replayed.db") == contents(migrated)
     assert schema_of(tmp_path / "replayed.db") == schema_of(migrated)
+
+
+def test_ledger_rows_merged_before_0005_get_the_simulations_of_their_source(tmp_path, runs_dir):
+    """A ledger written before the two columns existed (here: merged at head, then taken
+    down to 0004) gets, on upgrade, what the merge would have recorded: how many
+    simulations each source held and the id it recorded for each."""
+    from farm_merge import consolidate
+
+    two = tmp_path / "two.db"
+    consolidate.merge([str(runs_dir / "run_05_2025-09.db"), str(runs_dir / "run_06_2025-11.db")], str(two),
+                      progress=False)
+    target = tmp_path / "exp.db"
+    consolidate.merge([str(two), str(runs_dir / "run_00_2024-11.db"), str(runs_dir / "run_04_2025-03.db")],
+                      str(target), progress=False)
+    query = "SELECT simulation_id, source_simulations, source_recorded_id FROM merge_ledger ORDER BY 1"
+    recorded = rows(target, query)
+    assert sorted(n for _, n, _ in recorded) == [1, 1, 2, 2]
+    engine = db.create_engine_for(target)
+    with engine.connect() as conn, conn.begin():
+        command.downgrade(migrations.alembic_config(conn), "0004_fractional_ages")
+    engine.dispose()
+    assert "source_simulations" not in [r[1] for r in rows(target, "PRAGMA table_info(merge_ledger)")]
+    result = CliRunner().invoke(cli, ["upgrade", str(target), "--no-backup"])
+    assert result.exit_code == 0, result.output
+    assert rows(target, query) == recorded

@@ -7,6 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -253,11 +254,11 @@ def test_farm_merge_upgrade_brings_an_older_revision_to_head_with_its_rows(pg_se
                               "VALUES ('sim_a', 0, 5), ('sim_a', 1, 6)")
     current = CliRunner().invoke(cli, ["current", target])
     assert (current.exit_code, current.output) == (1, f"{target}: 0002_simulation_keys, behind head "
-                                                      f"0004_fractional_ages; run: farm-merge upgrade {target}\n")
+                                                      f"0005_ledger_source_simulations; run: farm-merge upgrade {target}\n")
     upgraded = CliRunner().invoke(cli, ["upgrade", target])
     assert upgraded.exit_code == 0, upgraded.output
-    assert f"upgraded {target} from 0002_simulation_keys to 0004_fractional_ages\n" in upgraded.output
-    assert CliRunner().invoke(cli, ["current", target]).output == f"{target}: 0004_fractional_ages (head)\n"
+    assert f"upgraded {target} from 0002_simulation_keys to 0005_ledger_source_simulations\n" in upgraded.output
+    assert CliRunner().invoke(cli, ["current", target]).output == f"{target}: 0005_ledger_source_simulations (head)\n"
     assert rows(target, "SELECT simulation_id, step_number, total_agents FROM simulation_steps ORDER BY 2") == [
         ("sim_a", 0, 5), ("sim_a", 1, 6)]
     pg_server.drop(target)
@@ -342,3 +343,91 @@ def test_rows_go_in_binary_copy_and_a_source_binary_cannot_take_goes_in_text(tmp
     assert rows(url, "SELECT count(*) FROM agents WHERE simulation_id = ? AND birth_time = 3", (sim,)) == born
     assert rows(url, "SELECT count(*) FROM simulation_steps WHERE simulation_id = ? AND agent_type_counts::text = '7'",
                 (sim,)) == [(1,)]
+
+
+#: Where a merge can lose its server: (what the merge is doing, the statement the session is
+#: ended before, or the commit after it, what the line says it keeps).
+NOTHING_KEPT = "nothing was merged: run the same command again"
+SCHEMA_LOST = "nothing of it was kept: run the same command again"
+PHASES = {
+    "schema statement": ("creating the schema", "CREATE TABLE", False, SCHEMA_LOST),
+    "schema commit": ("creating the schema", "UPDATE farm_merge_version", True, SCHEMA_LOST),
+    "merge lock": ("opening it", "SELECT pg_advisory_lock(", False, NOTHING_KEPT),
+    "experiment record": ("recording the experiment", "INSERT INTO experiments", False, NOTHING_KEPT),
+    "decisions": ("deciding which sources are new", "SELECT simulations.simulation_id", False, NOTHING_KEPT),
+    "bulk-load start": ("dropping the secondary indexes for the bulk load", "DROP INDEX", False, NOTHING_KEPT),
+    "source statement": ("merging {first}", "INSERT INTO simulations", False,
+                         "the sources merged before it are in: run the same command again to merge the rest"),
+    "source commit": ("merging {first}", "INSERT INTO merge_ledger", True,
+                      "the sources merged before it are in: run the same command again to merge the rest"),
+    "index build": ("building the secondary indexes", "CREATE INDEX", False,
+                    "every source is merged: run the same command again to build them"),
+    "index commit": ("building the secondary indexes", "CREATE INDEX", True,
+                     "every source is merged: run the same command again to build them"),
+    "last update": ("recording the experiment's last update", "UPDATE experiments SET last_updated", False,
+                    "every source is merged: run the same command again to record it"),
+}
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_merge_that_loses_its_server_at_any_phase_stops_in_one_line_and_a_rerun_completes_it(
+        tmp_path, pg_server, phase):
+    """The session is ended from another connection (pg_terminate_backend) just before the
+    phase's statement, or just before the commit that follows it: the merge prints one
+    line that says where it stopped and what is kept, and the same command completes it."""
+    from click.testing import CliRunner
+    from sqlalchemy import Engine
+
+    from conftest import index_names
+    from farm_merge.cli import cli
+    from farm_merge.storage.schema import DATA_TABLES
+
+    doing, statement, at_commit, then = PHASES[phase]
+    url = pg_server.create(at_head=not doing.startswith("creating the schema"))
+    sources = [r.path for r in write_runs(tmp_path / "runs", ["2025-09", "2025-11"], steps=3, agents=3, resources=2)]
+    last, killed = {}, []
+
+    def kill(conn) -> None:
+        pid = backend_pid(conn)
+        killed.append(pg_server.execute(url, "SELECT pg_terminate_backend(%s)", (pid,)))
+        for _ in range(500):  # until the server has ended it
+            if not pg_server.execute(url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)):
+                break
+            time.sleep(0.01)
+
+    once = threading.Lock()  # the indexes are built on two connections at once
+
+    def before_statement(conn, cursor, sql, *rest) -> None:
+        last[backend_pid(conn)] = sql.lstrip()
+        if not at_commit and sql.lstrip().startswith(statement) and once.acquire(blocking=False):
+            kill(conn)
+
+    def before_commit(conn) -> None:
+        if at_commit and last.get(backend_pid(conn), "").startswith(statement) and once.acquire(blocking=False):
+            kill(conn)
+
+    event.listen(Engine, "before_cursor_execute", before_statement)
+    event.listen(Engine, "commit", before_commit)
+    try:
+        lost = CliRunner().invoke(cli, ["merge", *map(str, sources), "--into", url, "--quiet"])
+    finally:
+        event.remove(Engine, "before_cursor_execute", before_statement)
+        event.remove(Engine, "commit", before_commit)
+    assert killed == [[(True,)]]
+    assert lost.exit_code == 1, lost.output
+    # The first source to merge (in simulation-id order) is named.
+    doing = re.escape(doing).replace(re.escape("{first}"), "(" + "|".join(re.escape(str(p)) for p in sources) + ")")
+    assert re.fullmatch(rf"Error: lost the connection to {re.escape(url)} while {doing} \([^\n]+\); "
+                        rf"{re.escape(then)}\n", lost.output), lost.output
+    if then == SCHEMA_LOST:  # the schema's transaction is gone, DDL and all
+        assert rows(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+    else:
+        assert rows(url, "SELECT count(*) FROM merge_ledger") == [(2 if then.startswith("every source") else 0,)]
+
+    again = consolidate.merge([str(p) for p in sources], url, progress=False)
+    assert again.exit_code == 0
+    assert rows(url, "SELECT count(*) FROM merge_ledger") == [(2,)]
+    assert {ix.name for t in DATA_TABLES.values() for ix in t.indexes} <= index_names(url)
+    for result in again.results:
+        assert_same_rows(Path(result.path), url, result.simulation_ids[0])
+    pg_server.drop(url)

@@ -371,9 +371,10 @@ BAD_DATABASES = {
     "empty": (_empty, "{path} is not a farm-merge experiment database (empty database)"),
     "legacy_run_file": (_legacy_run_file,
                         "{path} is not a farm-merge experiment database (a legacy AgentFarm run file of era 2024-12); "
-                        "to make it one in place: farm-merge upgrade {path}"),
+                        "merge it into a new experiment database, which leaves it as it is: farm-merge merge {path} "
+                        "--into NEW.db (or make it one in place, rewriting it: farm-merge upgrade {path})"),
     "old_revision": (_old_revision, "{path} is at schema revision 0002_simulation_keys, this release needs "
-                                    "0004_fractional_ages; run: farm-merge upgrade {path}"),
+                                    "0005_ledger_source_simulations; run: farm-merge upgrade {path}"),
 }
 
 
@@ -413,7 +414,7 @@ def bad_server_databases(pg_server) -> dict[str, str]:
         missing: f"cannot connect to {missing}: connection failed: ",
         silent: f"cannot connect to {silent}: connection failed: ",
         empty: f"{empty} is not a farm-merge experiment database (empty database)\n",
-        old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0004_fractional_ages; "
+        old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0005_ledger_source_simulations; "
              f"run: farm-merge upgrade {old}\n",
     }
     assert versions.state_of(empty).kind == "new"  # reading never writes

@@ -59,8 +59,8 @@ def test_installed_wheel_upgrades_a_run_file_from_another_directory(tmp_path):
     upgraded = _run([farm_merge, "upgrade", run.path.name, "--simulation-id", "sim_0301", "--no-backup"],
                     cwd=elsewhere, env=env)
     assert upgraded.stderr.splitlines() == ["applied 0002_simulation_keys", "applied 0003_experiment_catalog",
-                                          "applied 0004_fractional_ages"]
+                                          "applied 0004_fractional_ages", "applied 0005_ledger_source_simulations"]
     assert upgraded.stdout.startswith(f"upgraded {run.path.name} from a legacy AgentFarm run file of era 2025-02")
     current = _run([farm_merge, "current", run.path.name], cwd=elsewhere, env=env)
-    assert current.stdout == f"{run.path.name}: 0004_fractional_ages (head)\n"
+    assert current.stdout == f"{run.path.name}: 0005_ledger_source_simulations (head)\n"
     assert rows(run.path, "SELECT DISTINCT simulation_id FROM agent_states") == [("sim_0301",)]

@@ -32,14 +32,16 @@ from typing import Iterator, Sequence
 from sqlalchemy.exc import DBAPIError
 
 from farm_merge.consolidate import rerun
-from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_ids, simulation_ids
+from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_ids, simulation_ids, skip_copies
 from farm_merge.consolidate.report import FAILED, PLANNED, SKIPPED, MergeReport, SourceResult
 from farm_merge.consolidate.sources import SourceFile, expand, inspect_source
 from farm_merge.consolidate.sqlite import SqliteTarget
 from farm_merge.consolidate.target import MergeTarget, is_locked
-from farm_merge.errors import FarmMergeError, SourceActive, SourceError, TargetWriteError
+from farm_merge.errors import ConnectionLost, FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
 from farm_merge.storage import db, versions
+from farm_merge.storage.files import identity, real_path
+from farm_merge.storage.writer import is_connection_lost
 
 INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
 
@@ -56,6 +58,7 @@ def merge(
     replace: bool = False,
     verify: bool = False,
     include_active: bool = False,
+    keep_copies: bool = False,
     progress: bool | None = None,
     busy_timeout_s: float = db.BUSY_TIMEOUT_S,
 ) -> MergeReport:
@@ -63,11 +66,15 @@ def merge(
 
     ``experiment_id`` defaults to the target's file stem.  Simulation ids come from
     ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``, ``{simulation_id}``,
-    ``{era}``) or else from the id the file records, or else its stem.  ``progress``
-    shows a bar on stderr (None: only on a terminal).  Problems with single sources
-    are reported in the result; problems with the target raise :class:`FarmMergeError`
+    ``{era}``) or else from the id the file records, or else its stem.  A source whose
+    bytes are those of another source, or of one merged before, is skipped as its copy
+    unless ``keep_copies``.  ``progress`` shows a bar on stderr (None: only on a terminal).
+    A new target is created when the first source is about to be written: a dry run, or a
+    merge with nothing to merge, leaves none behind.  Problems with single sources are
+    reported in the result; problems with the target raise :class:`FarmMergeError`
     (:class:`TargetWriteError` when it cannot be written, or other processes hold its
-    write lock for longer than ``busy_timeout_s``: the merge stops there).
+    write lock for longer than ``busy_timeout_s``; :class:`ConnectionLost` when a server
+    is lost: the merge stops there).
     """
     started = time.monotonic()
     check_template(id_template)
@@ -77,40 +84,47 @@ def merge(
     experiment_id = experiment_id or (target_path.stem if target_path is not None
                                      else db.server_url(into).database or "experiment")
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
+    new = versions.is_new(into)  # and a path that cannot be a database is refused before any work
 
     files, unmatched = expand(list(sources))
     report.results += [SourceResult(p, FAILED, "no files match" if _is_glob(p) else "no such file")
                        for p in unmatched]
-    if target_path is not None:
-        target_real = target_path.resolve()
-        sidecars = {Path(f"{target_real}{s}") for s in ("", "-wal", "-shm", "-journal")}
-        files = [f for f in files if f.path.resolve() not in sidecars]
+    files = _without_the_target(files, target_path, report)
 
     # A re-run: a source the ledger knows by path and size is hashed and, if its content is
     # the one merged, skipped without being inspected (see consolidate.rerun).
-    known = rerun.skip_known_content(files, rerun.ledger_by_path(into) if not replace else {},
-                                     id_template=id_template, replace=replace, threads=INSPECT_THREADS)
+    ledger = rerun.ledger_by_path(into) if not new else {}
+    known = rerun.skip_known_content(files, ledger, id_template=id_template, replace=replace,
+                                     threads=INSPECT_THREADS)
     plans = _inspect_all([f for f in files if f not in known], report, include_active=include_active,
                          id_template=id_template, progress=progress)
-    clashing = {sim for p in plans for sim in p.target_ids} & {sim for r in known.values() for sim in r.simulation_ids}
+    if not keep_copies:
+        skip_copies(plans, report, merged={k.sha256: str(f.path) for f, k in known.items()},
+                    in_ledger=lambda plan: any(r.sha256 == plan.info.sha256
+                                               for r in ledger.get(str(plan.info.path.resolve()), ())))
+    clashing = {sim for p in plans for sim in p.target_ids} & {
+        sim for k in known.values() for sim in k.result.simulation_ids}
     if clashing:  # another source lands on one of their ids: inspected, so that both are reported as ever
-        again = [f for f, r in known.items() if clashing & set(r.simulation_ids)]
+        again = [f for f, k in known.items() if clashing & set(k.result.simulation_ids)]
         plans += _inspect_all(again, report, include_active=include_active, id_template=id_template, progress=False)
         for f in again:
             del known[f]
-    report.results += known.values()
+    report.results += [k.result for k in known.values()]
     reject_duplicate_ids(plans, report)
 
-    if dry_run and (not target_path.exists() if target_path is not None else versions.state_of(into).kind == "new"):
-        for plan in plans:
-            report.results.append(plan.result(PLANNED))
+    if new and (dry_run or not plans):  # nothing to write into a new target: it is not created
+        report.results += [plan.result(PLANNED) for plan in plans]
         report.seconds = time.monotonic() - started
         return _ordered(report, files, unmatched)
 
-    with _stop_on_write_failure(report, busy_timeout_s), \
-            versions.open_checked(into, create=not dry_run, busy_timeout_s=busy_timeout_s) as engine:
-        with target_class(engine, experiment_id) as target:
+    stage = _Stage()
+    with _stop_on_write_failure(report, busy_timeout_s, target_path, stage), \
+            versions.open_checked(into, create=new, busy_timeout_s=busy_timeout_s) as engine:
+        stage.now("opening it")
+        with target_class(engine, experiment_id, keep_copies=keep_copies) as target:
+            stage.now("recording the experiment")
             target.ensure_experiment(name, description, dry_run=dry_run)
+            stage.now("deciding which sources are new")
             todo = []
             for plan, decision in zip(plans, target.decide_all(plans, replace=replace)):
                 if decision is None:
@@ -122,6 +136,7 @@ def merge(
             else:
                 # Also with nothing to merge: a first merge killed after its last source left
                 # the secondary indexes dropped, and this is the run that builds them.
+                stage.now("dropping the secondary indexes for the bulk load")
                 target.bulk_load_begin()
                 bar = progress_bar(progress, "merging", sum(p.info.size for p in todo), unit="B")
                 try:
@@ -129,6 +144,7 @@ def merge(
                     # so each simulation's rows then append at the end of its b-trees instead of
                     # splitting pages in the middle (a third faster on 100 files of random ids).
                     for plan in sorted(todo, key=lambda p: min(p.target_ids)):
+                        stage.now(f"merging {plan.info.path}")
                         bar.set_postfix_str(plan.info.path.name, refresh=False)
                         report.results.append(target.merge_one(plan, replace=replace, verify=verify))
                         bar.update(plan.info.size)
@@ -136,30 +152,75 @@ def merge(
                     bar.close()
                 # Not after an error: the target may be full; an interrupted bulk load leaves
                 # the indexes to the next merge.
+                stage.now("building the secondary indexes", after="build them")
                 target.bulk_load_end(progress)
+            stage.now("recording the experiment's last update", after="record it")
             target.touch_experiment(dry_run=dry_run)
     report.seconds = time.monotonic() - started
     return _ordered(report, files, unmatched)
 
 
+class _Stage:
+    """What the merge is doing, for the line that says where a lost server stopped it."""
+
+    def __init__(self) -> None:
+        self.doing, self.after = "opening it", None
+
+    def now(self, doing: str, *, after: str | None = None) -> None:
+        """``after``: what running again does when the sources are all in by then."""
+        self.doing, self.after = doing, after
+
+    def then(self, merged: int) -> str:
+        if self.after:
+            return f"every source is merged: run the same command again to {self.after}"
+        if not merged:
+            return "nothing was merged: run the same command again"
+        return "the sources merged before it are in: run the same command again to merge the rest"
+
+
+def _without_the_target(files: list[SourceFile], target_path: Path | None, report: MergeReport) -> list[SourceFile]:
+    """The sources that are not the target or one of its files, under any name: by real
+    path (a symbolic link, ``dir/../x``; a target not created yet) or by file identity (a
+    hard link, a bind mount).  Each one left out is reported, skipped, with the reason."""
+    if target_path is None:
+        return files
+    real = real_path(target_path)
+    names = {Path(f"{real}{suffix}"): what for suffix, what in (
+        ("", "the target itself"), ("-wal", "the target's -wal file"), ("-shm", "the target's -shm file"),
+        ("-journal", "the target's -journal file"))}
+    identities = {found: what for name, what in names.items() if (found := identity(name)) is not None}
+    kept = []
+    for f in files:
+        what = names.get(real_path(f.path)) or identities.get(identity(f.path))
+        if what is None:
+            kept.append(f)
+        else:
+            report.results.append(SourceResult(str(f.path), SKIPPED, f"{what} (--into): not merged into itself"))
+    return kept
+
+
 @contextmanager
-def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float) -> Iterator[None]:
-    """The target failing to write (disk full, ...) or staying locked stops the merge with
-    one line; every failed transaction was rolled back, so what the target holds is whole."""
+def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float, target_path: Path | None,
+                           stage: _Stage) -> Iterator[None]:
+    """The target failing to write (disk full, ...), staying locked or its server lost
+    stops the merge with one line; every failed transaction was rolled back, so what the
+    target holds is whole."""
     try:
         yield
     except TargetWriteError as e:
-        raise TargetWriteError(e.target, e.reason, len(report.merged)) from e
+        raise TargetWriteError(e.target, e.reason, len(report.merged), e.then) from e
     except (DBAPIError, sqlite3.Error) as e:
+        if is_connection_lost(e):
+            raise ConnectionLost(report.target, stage.doing, versions.first_line(e),
+                                 stage.then(len(report.merged))) from e
         if is_locked(e):
             raise TargetWriteError(
                 report.target, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
                 len(report.merged), "run the same command again when they are done") from e
-        reason = db.write_failure(e)
-        if reason is None:
+        problem = db.write_problem(e, target_path)
+        if problem is None:
             raise
-        raise TargetWriteError(report.target, reason, len(report.merged)) from e
-
+        raise TargetWriteError(report.target, problem[0], len(report.merged), problem[1]) from e
 
 
 def _server_target(url: str) -> type["MergeTarget"]:

@@ -2,7 +2,8 @@
 
 Ids come from ``--id-template`` (``{stem}``, ``{parent}``, ``{relpath}``,
 ``{simulation_id}``, ``{era}``), else the id the file records, else its file stem.  Two
-sources that would land under one id both fail, naming each other.
+sources that would land under one id both fail, naming each other.  A source whose bytes
+are another's (a copied run file) is that one's copy, skipped unless copies are kept.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from farm_merge.consolidate.report import FAILED, MergeReport, SourceResult
+from farm_merge.consolidate.report import FAILED, SKIPPED, MergeReport, SourceResult
 from farm_merge.consolidate.sources import SourceInfo
 from farm_merge.errors import FarmMergeError, SourceError
 
@@ -91,4 +92,32 @@ def reject_duplicate_ids(plans: list[Plan], report: MergeReport) -> None:
                     "tell them apart with --id-template (e.g. '{parent}_{stem}')"))
     plans[:] = [p for p in plans if id(p) not in clashing]
 
+
+def copy_reason(original: str, *, merged: bool, simulation_id: str | None = None) -> str:
+    """The reason a copy of ``original`` (identical bytes) is skipped."""
+    where = f", which is merged already{f' as {simulation_id!r}' if simulation_id else ''}" if merged else ""
+    return f"a copy of {original}{where} (identical bytes); pass --keep-copies to merge it as well"
+
+
+def skip_copies(plans: list[Plan], report: MergeReport, *, merged: dict[str, str], in_ledger) -> None:
+    """Skip each source whose bytes (sha256, computed by the inspection) are another's.
+
+    The source kept is one merged already: one of ``merged`` (sha256 -> path of a source
+    the re-run shortcut found merged), else one that ``in_ledger(plan)`` says the ledger
+    holds at its path with this content, else the first in the order given.  A source the
+    ledger holds so is never a copy (the target decides on it as ever), nor is one with a
+    non-empty ``-wal`` beside it: its content is more than its bytes.
+    """
+    originals: dict[str, tuple[str, bool]] = {sha: (path, True) for sha, path in merged.items()}
+    copies = set()
+    for plan in sorted(plans, key=lambda p: not in_ledger(p)):  # stable: otherwise in the order given
+        if plan.info.active:
+            continue
+        found = originals.get(plan.info.sha256)
+        if found is None or in_ledger(plan):
+            originals.setdefault(plan.info.sha256, (str(plan.info.path), in_ledger(plan)))
+            continue
+        copies.add(id(plan))
+        report.results.append(plan.result(SKIPPED, copy_reason(found[0], merged=found[1]), rows=0))
+    plans[:] = [p for p in plans if id(p) not in copies]
 

@@ -41,7 +41,7 @@ from farm_merge.consolidate.plan import Plan
 from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
 from farm_merge.consolidate.sources import SourceInfo
 from farm_merge.consolidate.target import MergeTarget, copy_failure
-from farm_merge.errors import FarmMergeError, SourceError
+from farm_merge.errors import ConnectionLost, SourceError
 from farm_merge.progress import progress_bar
 from farm_merge.storage import db, indexes
 from farm_merge.storage.postgres import CHUNK_ROWS, column_type, copy_rows, kind_of, refusal
@@ -70,6 +70,11 @@ class PostgresTarget(MergeTarget):
                 self.conn.rollback()
                 self.conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MERGE_LOCK_KEY})")
                 self.conn.commit()
+        except Exception as e:
+            # A session the server ended took its lock with it; the error that ended the
+            # merge (if any) is the one to report.
+            if not (exc[0] is not None or is_connection_lost(e)):
+                raise
         finally:
             super().__exit__(*exc)
 
@@ -147,7 +152,7 @@ class PostgresTarget(MergeTarget):
                     counts, checksums = self._copy(source, info, theirs, ours, single=len(plan.simulations) == 1,
                                                    verify=verify, binary=binary)
                     rows += sum(counts.values())
-                    self._write_catalog(info, theirs, ours, counts, checksums, added)
+                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
         except SourceError as e:
             self._load_columns()
             return plan.result(FAILED, e.reason)
@@ -156,10 +161,10 @@ class PostgresTarget(MergeTarget):
                 # The server is gone (and with the session, the lock that keeps merges apart):
                 # stop. The next run finds the indexes missing and builds them.
                 self.bulk = False
-                raise FarmMergeError(
-                    f"lost the connection to {self.engine.url.render_as_string(hide_password=True)} while merging "
-                    f"{info.path} ({refusal(e) or copy_failure(e)}); the sources merged before it are in: run the "
-                    "same command again to merge the rest") from e
+                raise ConnectionLost(
+                    self.engine.url.render_as_string(hide_password=True), f"merging {info.path}",
+                    refusal(e) or copy_failure(e),
+                    "the sources merged before it are in: run the same command again to merge the rest") from e
             self._load_columns()
             if binary:
                 return _BINARY_REFUSED

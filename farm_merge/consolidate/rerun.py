@@ -11,12 +11,17 @@ Content is what counts, as in :meth:`MergeTarget.decide_all`: the whole file is 
 changed file is always noticed, whatever its size and times say (a stat shortcut on size
 and modification time would not be: they can be set back, and coarse clocks miss rewrites).
 
-The simulation ids must be known without the content: without ``--id-template`` they are
-the ledger's rows for the path (the content, hence the ids it records, is unchanged); with a
-template of ``{stem}``, ``{parent}`` and ``{relpath}`` only, the one id it makes must be the
-ledger's.  Not with ``--replace``, a template that reads the content (``{simulation_id}``,
-``{era}``), or a source with a non-empty ``-wal`` or ``-journal`` beside it (its content is
-more than the file): those take the full path.
+The shortcut must reach the decision a full inspection would, for every simulation of the
+source, and it decides only when it can tell that it does: when every simulation the
+source held (the ledger row records how many, ``source_simulations``) is still in the
+ledger from this path, and under the id the full path would give it.  Without
+``--id-template`` that id is the one the source records (``source_recorded_id``), or its
+stem when it records none; with a template of ``{stem}``, ``{parent}`` and ``{relpath}``
+only, the one id it makes.  A simulation since replaced by another source, or merged under
+an id another template made, sends the source down the full path, which reports what
+became of each.  Not with ``--replace``, a template that reads the content
+(``{simulation_id}``, ``{era}``), or a source with a non-empty ``-wal`` or ``-journal``
+beside it (its content is more than the file): those take the full path.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from farm_merge.consolidate.report import SKIPPED, SourceResult
 from farm_merge.consolidate.sources import SourceFile
 from farm_merge.storage import db, versions
+from farm_merge.storage.files import real_path
 
 #: Template fields that depend on the path only, not on the content.
 PATH_FIELDS = frozenset({"stem", "parent", "relpath"})
@@ -41,13 +47,24 @@ class LedgerRow:
     size: int
     sha256: str
     era: str | None
+    source_simulations: int | None  # how many simulations its source held
+    source_recorded_id: str | None  # the id its source records for it (None: none)
+
+
+@dataclass(frozen=True)
+class KnownSource:
+    """A source skipped by the shortcut: its result, and the sha256 it was found to have."""
+
+    result: SourceResult
+    sha256: str
 
 
 def ledger_by_path(into: str) -> dict[str, list[LedgerRow]]:
     """The ledger's rows by source path (resolved, as the merge records it); empty when the
     target is new, not ours at head, or cannot be read (opening it for the merge says why)."""
     path = db.sqlite_path(into)
-    query = "SELECT source_path, simulation_id, source_size, source_sha256, era FROM merge_ledger"
+    query = ("SELECT source_path, simulation_id, source_size, source_sha256, era, source_simulations, "
+             "source_recorded_id FROM merge_ledger")
     try:
         if path is not None:
             if not path.is_file() or path.stat().st_size == 0 or versions.probe_file(path):
@@ -86,7 +103,7 @@ def _server_ledger(into: str, query: str) -> list[tuple]:
 
 
 def skip_known_content(files: list[SourceFile], ledger: dict[str, list[LedgerRow]], *, id_template: str | None,
-                       replace: bool, threads: int) -> dict[SourceFile, SourceResult]:
+                       replace: bool, threads: int) -> dict[SourceFile, KnownSource]:
     """The sources the ledger holds with exactly their present content, found by hashing
     them (on ``threads`` threads) instead of inspecting them: each one's skipped result."""
     fields = {f for _, f, _, _ in string.Formatter().parse(id_template or "") if f is not None}
@@ -94,18 +111,15 @@ def skip_known_content(files: list[SourceFile], ledger: dict[str, list[LedgerRow
         return {}
     candidates = []
     for f in files:
-        rows = ledger.get(str(f.path.resolve()))
+        rows = ledger.get(str(real_path(f.path)))
         if not rows or any(_has_content(Path(f"{f.path}{s}")) for s in ("-wal", "-journal")):
             continue
         try:
             size = f.path.stat().st_size
         except OSError:
             continue
-        if id_template is not None:
-            ours = id_template.format(stem=f.path.stem, parent=f.path.resolve().parent.name, relpath=f.relpath)
-            if [r.simulation_id for r in rows] != [ours]:
-                continue
-        if all(r.size == size for r in rows) and len({r.sha256 for r in rows}) == 1:
+        rows = _rows_an_inspection_would_name(f, rows, id_template)
+        if rows and all(r.size == size for r in rows) and len({r.sha256 for r in rows}) == 1:
             candidates.append((f, rows, size))
 
     def same_content(candidate: tuple) -> bool:
@@ -117,9 +131,25 @@ def skip_known_content(files: list[SourceFile], ledger: dict[str, list[LedgerRow
 
     with ThreadPoolExecutor(max_workers=threads) as pool:  # hashlib releases the GIL
         same = list(pool.map(same_content, candidates))
-    return {f: SourceResult(str(f.path), SKIPPED, "already merged (identical content)",
-                            sorted(r.simulation_id for r in rows), rows[0].era, size, rows=0)
+    return {f: KnownSource(SourceResult(str(f.path), SKIPPED, "already merged (identical content)",
+                                        sorted(r.simulation_id for r in rows), rows[0].era, size, rows=0),
+                           rows[0].sha256)
             for (f, rows, size), ok in zip(candidates, same) if ok}
+
+
+def _rows_an_inspection_would_name(f: SourceFile, rows: list[LedgerRow], id_template: str | None) -> list[LedgerRow]:
+    """The ledger's rows for this path under the ids an inspection of the content they
+    record would give now (see :func:`farm_merge.consolidate.plan.simulation_ids`), if they
+    are every simulation that content held; else none (the full path decides)."""
+    if id_template is not None:
+        ours = id_template.format(stem=f.path.stem, parent=real_path(f.path).parent.name, relpath=f.relpath)
+        named = [r for r in rows if r.simulation_id == ours]
+    else:
+        named = [r for r in rows if r.simulation_id == (
+            r.source_recorded_id if (r.source_simulations or 0) > 1 else r.source_recorded_id or f.path.stem)]
+    if not named or any(r.source_simulations != len(named) for r in named):
+        return []  # some have since been replaced from another source: the full path reports them
+    return named
 
 
 def _has_content(path: Path) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from farm_merge.errors import SourceActive, SourceError
 from farm_merge.storage import db
+from farm_merge.storage import files as fileids
 from farm_merge.storage.legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch, detect_era
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -124,28 +125,77 @@ class SourceInfo:
 def expand(patterns: list[str]) -> tuple[list[SourceFile], list[str]]:
     """Paths and globs (``**`` recursive, a folder means ``folder/**/*.db``) to files.
 
-    Returns the files, de-duplicated by real path in a stable order (arguments in the
-    order given, each glob's matches sorted), and the arguments that matched nothing.
+    Returns the files, de-duplicated in a stable order (arguments in the order given, each
+    glob's matches sorted), and the arguments that matched nothing.  Two names of one file
+    (a symbolic link, a hard link, a bind mount) are one source: files are told apart by
+    their identity (device and inode), a name that reaches no file by its real path.
     """
     files: list[SourceFile] = []
-    seen: set[str] = set()
+    seen: set = set()
     unmatched: list[str] = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            base, matches = Path(pattern), glob.glob(os.path.join(pattern, "**", "*.db"), recursive=True)
+            base, matches = Path(pattern), _glob(os.path.join(glob.escape(pattern), "**", "*.db"))
         elif glob.has_magic(pattern):
-            base, matches = _glob_base(pattern), glob.glob(pattern, recursive=True)
+            base, matches = _glob_base(pattern), _glob(pattern)
         else:
             base, matches = Path(pattern).parent, [pattern] if os.path.lexists(pattern) else []
         matches = [m for m in matches if not os.path.isdir(m)]
         if not matches:
             unmatched.append(pattern)
         for match in sorted(matches):
-            real = os.path.realpath(match)
-            if real not in seen:
-                seen.add(real)
+            key = fileids.identity(match) or fileids.real_path(match)
+            if key not in seen:
+                seen.add(key)
                 files.append(SourceFile(Path(match), base))
     return files, unmatched
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, but ``**`` enters each folder once.
+
+    Like glob, ``**`` follows symbolic links to folders (a run folder linked into another
+    is searched), but never into a folder it has already searched: glob walks a link that
+    loops back 40 levels deep, and two such links for ever.
+    """
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return glob.glob(pattern)
+    at = parts.index("**")
+    head, tail = os.path.join(*parts[:at]) if at else "", parts[at + 1:] or ("*",)
+    roots = glob.glob(head) if glob.has_magic(head) else [head or os.curdir]
+    found = []
+    for root in roots:
+        for folder in _folders(root):
+            prefix = "" if folder == os.curdir and not head else glob.escape(folder)
+            found += _glob(os.path.join(prefix, *tail))
+    return found
+
+
+def _folders(root: str):
+    """``root`` and every folder below it that is not hidden, each once (by identity)."""
+    seen, stack = set(), [root]
+    while stack:
+        folder = stack.pop()
+        key = fileids.identity(folder)
+        if key is None or key in seen or not os.path.isdir(folder):
+            continue
+        seen.add(key)
+        yield folder
+        try:
+            with os.scandir(folder) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".") and _is_dir(e)]
+        except OSError:
+            continue
+        prefix = "" if folder == os.curdir and root == os.curdir else folder
+        stack += [os.path.join(prefix, name) for name in sorted(names, reverse=True)]
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _glob_base(pattern: str) -> Path:
@@ -163,8 +213,8 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
     name = str(path)
     try:
         size = path.stat().st_size
-    except OSError as e:
-        raise SourceError(name, f"cannot read: {e.strerror}") from e
+    except OSError as e:  # gone, unreadable, a loop of symbolic links
+        raise SourceError(name, f"cannot read: {fileids.os_reason(e)}") from e
     if size == 0:
         raise SourceError(name, "empty file (0 bytes)")
     try:

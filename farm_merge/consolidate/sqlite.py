@@ -50,7 +50,7 @@ class SqliteTarget(MergeTarget):
                     rows += sum(counts.values())
                     if verify:
                         checksums = self._verify_checksums(info, theirs, ours, single=len(plan.simulations) == 1)
-                    self._write_catalog(info, theirs, ours, counts, checksums, added)
+                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
         except SourceError as e:
             self._load_columns()
             return plan.result(FAILED, e.reason)

@@ -18,7 +18,7 @@ from sqlalchemy import table as table_clause
 
 from farm_merge._version import __version__
 from farm_merge.consolidate import records
-from farm_merge.consolidate.plan import Plan
+from farm_merge.consolidate.plan import Plan, copy_reason
 from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
 from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
 from farm_merge.progress import progress_bar
@@ -35,9 +35,11 @@ class MergeTarget:
     (catalogue, decisions, bulk-load indexes, ledger).  A subclass copies one source's
     rows in :meth:`merge_one`; :func:`merge` picks it by the target's URL."""
 
-    def __init__(self, engine: Engine, experiment_id: str):
+    def __init__(self, engine: Engine, experiment_id: str, *, keep_copies: bool = False):
         self.engine = engine
         self.experiment_id = experiment_id
+        #: Merge a source whose bytes are those of one merged already (else it is skipped as a copy).
+        self.keep_copies = keep_copies
         self.conn: Connection | None = None
         self.bulk = False
 
@@ -78,40 +80,60 @@ class MergeTarget:
         the ledger and the simulations are read once for all of them (a query or two per
         source cost more than the decision at a thousand)."""
         with self.conn.begin():
-            merged, logged = self._known(sorted({sim for plan in plans for sim in plan.target_ids}))
-        return [self._decision(plan, merged, logged, replace=replace) for plan in plans]
+            known = self._known(sorted({sim for plan in plans for sim in plan.target_ids}),
+                                sorted({plan.info.sha256 for plan in plans} if not self.keep_copies else ()))
+        return [self._decision(plan, *known, replace=replace) for plan in plans]
 
     def _decide(self, plan: Plan, *, replace: bool) -> SourceResult | None:
         """One plan's decision (as :meth:`decide_all`'s) in the transaction that is open."""
-        merged, logged = self._known(plan.target_ids)
-        return self._decision(plan, merged, logged, replace=replace)
+        known = self._known(plan.target_ids, [plan.info.sha256] if not self.keep_copies else [])
+        return self._decision(plan, *known, replace=replace)
 
-    def _known(self, ids: list[str]) -> tuple[dict, set[str]]:
-        """The ledger rows and the ``simulations`` rows of ``ids`` that the target holds."""
+    def _known(self, ids: list[str], shas: list[str]) -> tuple[dict, set[str], dict[str, list]]:
+        """The ledger rows and the ``simulations`` rows of ``ids`` that the target holds, and
+        the ledger rows of sources with one of the sha256s ``shas`` (copies)."""
         ledger, sims = MergeLedger.__table__, Simulation.__table__
-        merged, logged = {}, set()
+        merged, logged, by_content = {}, set(), {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
             chunk = ids[start:start + _IDS_PER_QUERY]
             merged.update((r.simulation_id, r) for r in self.conn.execute(
                 select(ledger.c.simulation_id, ledger.c.source_path, ledger.c.source_sha256)
                 .where(ledger.c.simulation_id.in_(chunk))))
             logged.update(self.conn.scalars(select(sims.c.simulation_id).where(sims.c.simulation_id.in_(chunk))))
-        return merged, logged
+        for start in range(0, len(shas), _IDS_PER_QUERY):
+            for r in self.conn.execute(
+                    select(ledger.c.simulation_id, ledger.c.source_path, ledger.c.source_sha256)
+                    .where(ledger.c.source_sha256.in_(shas[start:start + _IDS_PER_QUERY]))
+                    .order_by(ledger.c.simulation_id)):
+                by_content.setdefault(r.source_sha256, []).append(r)
+        return merged, logged, by_content
 
-    def _decision(self, plan: Plan, known: dict, logged_ids: set[str], *, replace: bool) -> SourceResult | None:
+    def _decision(self, plan: Plan, known: dict, logged_ids: set[str], by_content: dict[str, list], *,
+                  replace: bool) -> SourceResult | None:
         ids = sorted(plan.target_ids)
+        here = plan.info.path.resolve()
         merged = {sim: known[sim] for sim in ids if sim in known}
         logged = [sim for sim in ids if sim in logged_ids and sim not in merged]
         if merged and len(merged) == len(plan.target_ids) and all(
                 r.source_sha256 == plan.info.sha256 for r in merged.values()):
             first = next(iter(merged.values()))
-            where = "" if Path(first.source_path) == plan.info.path.resolve() else f" from {first.source_path}"
+            where = "" if Path(first.source_path) == here else f" from {first.source_path}"
             return plan.result(SKIPPED, f"already merged{where} (identical content)", rows=0)
+        # A copy: this content merged from another path (and not from this one, under other
+        # ids).  by_content is empty when copies are kept; an active source's content is more
+        # than its bytes.
+        same = by_content.get(plan.info.sha256, [])
+        if same and not plan.info.active and all(Path(r.source_path) != here for r in same):
+            return plan.result(SKIPPED, copy_reason(same[0].source_path, merged=True,
+                                                    simulation_id=same[0].simulation_id), rows=0)
         if (merged or logged) and not replace:
-            sim = next(iter(merged or logged))
+            # The first simulation that is not this content's: in a source of several, the
+            # others may be merged from it identically.
+            sim = next((sim for sim in ids if sim in logged or (sim in merged and merged[sim].source_sha256 !=
+                                                                  plan.info.sha256)), next(iter(merged or logged)))
             if sim in merged:
                 why = (f"simulation {sim!r} was merged from {merged[sim].source_path} with different content"
-                       if Path(merged[sim].source_path) == plan.info.path.resolve()
+                       if Path(merged[sim].source_path) == here
                        else f"simulation {sim!r} is already in the target, merged from {merged[sim].source_path}")
             else:
                 why = f"simulation {sim!r} is already in the target (logged directly)"
@@ -150,8 +172,9 @@ class MergeTarget:
             table = model.__table__
             self.conn.execute(delete(table).where(table.c.simulation_id == ours))
 
-    def _write_catalog(self, info: SourceInfo, theirs: str | None, ours: str, counts: dict[str, int],
+    def _write_catalog(self, plan: Plan, theirs: str | None, ours: str, counts: dict[str, int],
                        checksums: dict[str, str], added: list[str]) -> None:
+        info = plan.info
         values = records.simulation_values(info, theirs, ours, experiment_id=self.experiment_id)
         self.conn.execute(insert(Simulation.__table__).values(**values))
         for experiment in info.experiments:
@@ -160,6 +183,7 @@ class MergeTarget:
         self.conn.execute(insert(MergeLedger.__table__).values(
             simulation_id=ours, experiment_id=self.experiment_id, source_path=str(info.path.resolve()),
             source_size=info.size, source_sha256=info.sha256, era=values["era"], row_counts=counts,
+            source_simulations=len(plan.simulations), source_recorded_id=theirs,
             checksums=checksums or None, added_columns=added or None, merged_at=catalog.now(),
             tool_version=__version__,
         ))

@@ -131,6 +131,8 @@ class MergeLedger(Base):
     row_counts = Column(JSON, nullable=False)
     checksums = Column(JSON)  # per table, with --verify
     added_columns = Column(JSON)  # columns the source brought that the schema lacked
+    source_simulations = Column(Integer)  # how many simulations the source held (this one among them)
+    source_recorded_id = Column(Text)  # the id the source records for this one (NULL: none, the id came from its path)
     merged_at = Column(DateTime, nullable=False)
     tool_version = Column(Text, nullable=False)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-REVISION = '0004_fractional_ages'
+REVISION = '0005_ledger_source_simulations'
 
 STATEMENTS = (
     'CREATE TABLE farm_merge_version (\n\tversion_num VARCHAR(32) NOT NULL, \n\tCONSTRAINT farm_merge_version_pkc PRIMARY KEY (version_num)\n)',
@@ -50,7 +50,7 @@ STATEMENTS = (
     'CREATE INDEX ix_interactions_target_id ON interactions (simulation_id, target_id)',
     'CREATE TABLE "simulation_config" (\n\tsimulation_id TEXT NOT NULL, \n\tconfig_id INTEGER NOT NULL, \n\ttimestamp INTEGER, \n\tconfig_data TEXT, \n\tCONSTRAINT pk_simulation_config PRIMARY KEY (simulation_id, config_id)\n)\n WITHOUT ROWID\n\n',
     'CREATE INDEX ix_simulations_experiment_id ON simulations (experiment_id)',
-    'CREATE TABLE merge_ledger (\n\tsimulation_id TEXT NOT NULL, \n\texperiment_id TEXT, \n\tsource_path TEXT NOT NULL, \n\tsource_size INTEGER NOT NULL, \n\tsource_sha256 TEXT NOT NULL, \n\tera TEXT, \n\trow_counts JSON NOT NULL, \n\tchecksums JSON, \n\tadded_columns JSON, \n\tmerged_at DATETIME NOT NULL, \n\ttool_version TEXT NOT NULL, \n\tCONSTRAINT pk_merge_ledger PRIMARY KEY (simulation_id)\n)',
+    'CREATE TABLE merge_ledger (\n\tsimulation_id TEXT NOT NULL, \n\texperiment_id TEXT, \n\tsource_path TEXT NOT NULL, \n\tsource_size INTEGER NOT NULL, \n\tsource_sha256 TEXT NOT NULL, \n\tera TEXT, \n\trow_counts JSON NOT NULL, \n\tchecksums JSON, \n\tadded_columns JSON, \n\tmerged_at DATETIME NOT NULL, \n\ttool_version TEXT NOT NULL, source_simulations INTEGER, source_recorded_id TEXT, \n\tCONSTRAINT pk_merge_ledger PRIMARY KEY (simulation_id)\n)',
     'CREATE INDEX ix_merge_ledger_source_sha256 ON merge_ledger (source_sha256)',
 )
 

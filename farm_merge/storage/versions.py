@@ -16,6 +16,7 @@ server database through the migrations (the one thing here that loads Alembic).
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from farm_merge.errors import (
+    ConnectionLost,
     DatabaseNotFound,
     DatabaseUnavailable,
     DatabaseUnreadable,
@@ -31,7 +33,7 @@ from farm_merge.errors import (
     SchemaTooNew,
     TargetWriteError,
 )
-from farm_merge.storage import db
+from farm_merge.storage import db, files
 from farm_merge.storage.legacy import detect_era
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
 VERSION_TABLE = "farm_merge_version"
 
 #: The revisions this release ships, oldest first (``alembic/versions``).
-REVISIONS = ("0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages")
+REVISIONS = ("0001_per_run_layout", "0002_simulation_keys", "0003_experiment_catalog", "0004_fractional_ages",
+             "0005_ledger_source_simulations")
 HEAD_REVISION = REVISIONS[-1]
 
 #: The revision whose tables have the per-run layout of AgentFarm's run files.
@@ -151,7 +154,7 @@ def check(connection: Any, target: str, *, allow_new: bool = False) -> DatabaseS
     if state.kind == "new" and allow_new:
         return state
     if state.kind != "experiment":
-        fix = f"farm-merge upgrade {target}" if state.kind in ADOPTABLE else None
+        fix = f"farm-merge upgrade {shlex.quote(target)}" if state.kind in ADOPTABLE else None
         raise NotAnExperimentDatabase(target, state.description, fix)
     if state.revision != HEAD_REVISION:
         if state.too_new:
@@ -205,19 +208,63 @@ def first_line(e: BaseException) -> str:
 
 
 def probe_file(path: Path) -> str | None:
-    """Why ``path`` cannot be opened as a database, or None if it can."""
-    if not path.exists():
+    """Why ``path`` cannot be opened as a database, or None if it can (an empty file is a
+    new database to SQLite)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         return "no such file"
-    if path.is_dir():
+    except OSError as e:  # a symbolic link loop, ...
+        return files.os_reason(e)
+    kind = files.kind_of(st.st_mode)
+    if kind == "a directory":
         return "is a directory"
-    size = path.stat().st_size
-    if size == 0:
-        return None  # SQLite treats an empty file as a new database
-    with open(path, "rb") as f:
-        header = f.read(16)
+    if kind is not None:
+        return f"{kind}, not a regular file"
+    if st.st_size == 0:
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as e:
+        return f"cannot read it: {files.os_reason(e)}"
     if header != b"SQLite format 3\x00":
         return "not a SQLite database"
     return None
+
+
+def is_new(target: str | os.PathLike) -> bool:
+    """True if opening ``target`` with ``create`` would build a new experiment database
+    (no file yet, an empty one, a server database without tables); read without writing.
+
+    Raises as :func:`open_engine` would for a path that cannot be one (a symbolic link
+    loop, not a regular file, a directory, not a database).
+    """
+    path = db.sqlite_path(target)
+    if path is None:
+        return state_of(target).kind == "new"
+    _check_path(path, db.display(target), create=True)
+    return not path.exists() or path.stat().st_size == 0
+
+
+def _check_path(path: Path, name: str, *, create: bool) -> None:
+    """Raise unless ``path`` is a file SQLite can open as a database (or, with ``create``,
+    one that is not there yet)."""
+    if not os.path.lexists(path):
+        if not create:
+            raise DatabaseNotFound(name)
+        return
+    problem = probe_file(path)
+    if problem == "no such file":  # a symbolic link to where the database is to be
+        if not create:
+            raise DatabaseNotFound(name)
+        return
+    if problem is None:
+        return
+    if create and (problem == files.LOOP or problem.endswith("not a regular file")):
+        reason, hint = files.unwritable(path) or (problem, None)
+        raise TargetWriteError(name, reason, then=hint)
+    raise NotAnExperimentDatabase(name, problem)
 
 
 def open_engine(
@@ -241,16 +288,16 @@ def open_engine(
     name = db.display(target)
     path = db.sqlite_path(target)
     if path is not None:
-        if not path.exists() and not create:
-            raise DatabaseNotFound(name)
-        problem = probe_file(path) if path.exists() else None
-        if problem:
-            raise NotAnExperimentDatabase(name, problem)
+        _check_path(path, name, create=create)
         # Only a database about to be created gets its page size and WAL mode: opening
         # an empty file to read it must not write to it.
         if create and (not path.exists() or path.stat().st_size == 0):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db.initialize_sqlite(path, page_size=page_size)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db.initialize_sqlite(path, page_size=page_size)
+            except (OSError, sqlite3.Error) as e:
+                reason, hint = files.unwritable(path) or (db.write_failure(e) or str(e), None)
+                raise TargetWriteError(name, reason, then=hint) from e
     engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib,
                                   reader=reader and not create)
     try:
@@ -264,21 +311,39 @@ def open_engine(
             if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
                 raise DatabaseUnavailable(name, first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
-            if reason := db.write_failure(e):
-                raise (DatabaseUnreadable if reader else TargetWriteError)(name, reason) from e
+            if reader and not create and (reason := db.write_failure(e)):
+                raise DatabaseUnreadable(name, reason) from e
+            if problem := db.write_problem(e, path):
+                raise TargetWriteError(name, problem[0], then=problem[1]) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
         if state.kind == "new":
-            from farm_merge.storage.catalog import catalog_lock
-
-            with engine.connect().execution_options(immediate=True) as conn, conn.begin():
-                catalog_lock(conn)
-                if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
-                    _create_schema(conn, sqlite=path is not None)
+            _create_new(engine, name, sqlite=path is not None)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _create_new(engine: Engine, name: str, *, sqlite: bool) -> None:
+    """Build the schema at head on a new database, in one transaction (under the catalogue
+    lock, checking again there: exactly one of several processes builds it).  A server lost
+    meanwhile, in the statements or in the commit, is :class:`ConnectionLost`: the
+    transaction, DDL and all, is gone."""
+    from farm_merge.storage.catalog import catalog_lock
+
+    try:
+        with engine.connect().execution_options(immediate=True) as conn, conn.begin():
+            catalog_lock(conn)
+            if check(conn, name, allow_new=True).kind == "new":  # nobody built it meanwhile
+                _create_schema(conn, sqlite=sqlite)
+    except Exception as e:
+        from farm_merge.storage.writer import is_connection_lost
+
+        if not sqlite and is_connection_lost(e):
+            raise ConnectionLost(name, "creating the schema", first_line(e),
+                                 "nothing of it was kept: run the same command again") from e
+        raise
 
 
 def _create_schema(conn: Any, *, sqlite: bool) -> None:
