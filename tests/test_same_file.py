@@ -290,3 +290,34 @@ def test_an_existing_empty_file_is_used_as_it_is(runs_dir, tmp_path):
     report = merge([runs_dir / "run_00_2024-11.db"], target)
     assert [r.status for r in report.results] == ["merged"]
     assert rows(target, "SELECT count(*) FROM simulations") == [(1,)]
+
+
+def _initialized(path: Path) -> None:
+    from farm_merge.storage import db
+
+    db.initialize_sqlite(path)  # what a creation cut short between its two steps leaves
+
+
+def _rollback_journal_file(path: Path) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version = 0")
+    con.execute("VACUUM")  # page 1 on disk, no table
+    con.close()
+
+
+@pytest.mark.parametrize("make", [_initialized, _rollback_journal_file], ids=["wal, page size set", "rollback journal"])
+def test_a_sqlite_file_without_tables_is_a_new_target(runs_dir, tmp_path, make):
+    """A creation cut short (a signal, a second merge racing it) leaves a SQLite file with no
+    table yet: the next merge builds the schema in it, and one that merges nothing leaves it."""
+    target = tmp_path / "exp.db"
+    make(target)
+    assert target.stat().st_size > 0
+    before = target.read_bytes()
+    assert merge([runs_dir / "*.sqlite"], target).merged == []
+    assert [r.status for r in merge([runs_dir / "run_00_2024-11.db"], target, dry_run=True).results] == ["planned"]
+    assert target.read_bytes() == before
+    report = merge([runs_dir / "*.db"], target)
+    assert [r.status for r in report.results] == ["merged"] * len(legacy.ERAS)
+    assert rows(target, "SELECT count(*) FROM merge_ledger") == [(len(legacy.ERAS),)]

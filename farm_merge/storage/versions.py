@@ -235,7 +235,9 @@ def probe_file(path: Path) -> str | None:
 
 def is_new(target: str | os.PathLike) -> bool:
     """True if opening ``target`` with ``create`` would build a new experiment database
-    (no file yet, an empty one, a server database without tables); read without writing.
+    (no file yet, an empty one, a SQLite file or a server database without tables); read
+    without writing.  (A SQLite file without tables is what a creation cut short leaves:
+    the page size and journal mode are set before the schema is built.)
 
     Raises as :func:`open_engine` would for a path that cannot be one (a symbolic link
     loop, not a regular file, a directory, not a database).
@@ -244,7 +246,7 @@ def is_new(target: str | os.PathLike) -> bool:
     if path is None:
         return state_of(target).kind == "new"
     _check_path(path, db.display(target), create=True)
-    return not path.exists() or path.stat().st_size == 0
+    return not path.exists() or path.stat().st_size == 0 or state_of(target).kind == "new"
 
 
 def _check_path(path: Path, name: str, *, create: bool) -> None:
