@@ -23,6 +23,11 @@ KEPT = {
     "split": "no run file was written (they are put in place together once all are written)",
     "export": "nothing was written (the files are put in place together once all are written)",
 }
+#: What they leave instead when stopped before their new target was created (:data:`interrupts.NO_TARGET_YET`).
+KEPT_WITHOUT_TARGET = {
+    "merge": "nothing was written (a new target is created only when the first source is about to be written)",
+    "demo": "the sample runs are written all or none, and no target was created yet",
+}
 #: Commands whose last step puts files in place: interrupted after it, they say what is there.
 ENDS_WITH_FILES = ("split", "export", "compare")
 #: Commands a signal is the normal end of (a server): at any moment they say ``stopped`` and exit 0.
@@ -51,8 +56,9 @@ def interrupted_line(stop: interrupts.Interrupted) -> str:
     written = interrupts.notes() if stop.command in ENDS_WITH_FILES else []
     if written:
         return f"Interrupted ({name}) once its files were in place: {'; '.join(written)}"
-    return f"Interrupted ({name}): {KEPT.get(stop.command, 'nothing was changed')}; run the same command again " \
-           "to complete it"
+    kept = KEPT_WITHOUT_TARGET.get(stop.command) if interrupts.marked(interrupts.NO_TARGET_YET) else None
+    kept = kept or KEPT.get(stop.command, "nothing was changed")
+    return f"Interrupted ({name}): {kept}; run the same command again to complete it"
 
 
 def run(group: click.Group, argv: list[str] | None = None) -> None:

@@ -17,8 +17,9 @@ Two rules keep the clean-up whole:
   (moving a set of finished files into place), and raises it when the step is done.  Outside
   the command line (a library caller, the main thread) it holds Ctrl-C the same way.
 
-:func:`note` records output a command has put in place whole, so that the line printed on an
-interrupt can say what is kept.
+:func:`note` records output a command has put in place whole, and :func:`mark` where a command
+is when that changes what an interrupt leaves (a merge that has not created its new target
+yet), so that the line printed on an interrupt can say what is kept.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _State:
         self.deferring = 0
         self.pending = False
         self.notes: list[str] = []
+        self.marks: set[str] = set()
 
 
 _state = _State()
@@ -150,6 +152,22 @@ def note(text: str) -> None:
     """Record output that is in place and whole (said on an interrupt)."""
     if _state.installed:
         _state.notes.append(text)
+
+
+#: A merge into a new target that has not begun to create it: an interrupt leaves no target.
+NO_TARGET_YET = "no target yet"
+
+
+def mark(fact: str, holds: bool = True) -> None:
+    """Record that ``fact`` (such as :data:`NO_TARGET_YET`) holds, or no longer does, where
+    the command now is (said on an interrupt)."""
+    if _state.installed:
+        (_state.marks.add if holds else _state.marks.discard)(fact)
+
+
+def marked(fact: str) -> bool:
+    """True if :func:`mark` last recorded that ``fact`` holds."""
+    return fact in _state.marks
 
 
 @contextmanager

@@ -239,6 +239,72 @@ def test_a_signal_at_any_moment_stops_the_command_in_one_line_and_the_same_comma
                 (versions.head_revision(),)]
 
 
+# --- a first merge: the target is created only when the first source is about to be written ---
+
+#: Run the command line with a function wrapped to send this process a signal once it returns.
+SIGNAL_AFTER = """
+import importlib, os, sys, time
+module, attribute, signum = sys.argv[1], sys.argv[2], int(sys.argv[3])
+owner = importlib.import_module(module)
+*path, name = attribute.split(".")
+for part in path:
+    owner = getattr(owner, part)
+real = getattr(owner, name)
+
+def wrapped(*args, **kwargs):
+    result = real(*args, **kwargs)
+    os.kill(os.getpid(), signum)
+    time.sleep(30)  # the handler raises in here
+    return result
+
+setattr(owner, name, wrapped)
+sys.argv = ["farm-merge", *sys.argv[4:]]
+from farm_merge.cli import main
+main()
+"""
+
+WHOLE = "the target holds whole simulations only (each source is merged whole or not at all)"
+#: command, the moment the signal comes (the function it follows), what the line says is kept.
+FIRST_MERGE = {
+    "merge, inspecting": ("merge", "farm_merge.consolidate.engine", "_inspect_all",
+                          "nothing was written (a new target is created only when the first source is about to be "
+                          "written)"),
+    "merge, creating the target": ("merge", "farm_merge.storage.db", "initialize_sqlite", WHOLE),
+    "merge, after a source": ("merge", "farm_merge.consolidate.sqlite", "SqliteTarget.merge_one", WHOLE),
+    "demo, inspecting": ("demo", "farm_merge.consolidate.engine", "_inspect_all",
+                         "the sample runs are written all or none, and no target was created yet"),
+}
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+@pytest.mark.parametrize("case", FIRST_MERGE)
+def test_a_first_merge_stopped_says_whether_the_target_was_created_and_the_same_command_completes_it(
+        case, signum, sources, tmp_path):
+    command, module, function, kept = FIRST_MERGE[case]
+    out = tmp_path / "OUT"
+    target = out / ("new/merged.db" if command == "merge" else "demo/experiment.db")
+    args = (["merge", *[str(r.path) for r in sources[:4]], "--into", str(target), "--quiet"] if command == "merge"
+            else ["demo", str(out / "demo"), "--runs", "3", "--quiet"])
+    stopped = subprocess.run([sys.executable, "-c", SIGNAL_AFTER, module, function, str(signum), *args],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    where = f"{case}, {signal.Signals(signum).name}: rc {stopped.returncode}, stderr {stopped.stderr!r}"
+    assert stopped.returncode == 128 + signum, where
+    assert stopped.stderr.splitlines()[-1] == (f"Interrupted ({signal.Signals(signum).name}): {kept}; "
+                                               "run the same command again to complete it"), where
+    assert "Traceback" not in stopped.stderr and leftovers(tmp_path) == [], where
+    if "no target" in kept or "nothing was written" in kept:
+        assert not target.exists() and not (out / "new").exists(), where
+    elif target.exists() and ledger_count(target):
+        assert {s for (s,) in rows(target, "SELECT simulation_id FROM simulations")} == \
+            {s for (s,) in rows(target, "SELECT simulation_id FROM merge_ledger")}, where
+
+    again = subprocess.run([sys.executable, "-m", "farm_merge", *args], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, (where, again.stderr)
+    assert leftovers(tmp_path) == [], where
+    assert ledger_count(target) == (4 if command == "merge" else 3), where
+
+
 # --- serve: a signal is how a server ends ---------------------------------------------------
 
 #: When the signal comes: as the command starts, half-way to serving (a server database: while

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 
 from sqlalchemy.exc import DBAPIError
 
+from farm_merge import interrupts
 from farm_merge.consolidate import rerun
 from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_ids, simulation_ids, skip_copies
 from farm_merge.consolidate.report import FAILED, PLANNED, SKIPPED, MergeReport, SourceResult
@@ -85,6 +86,7 @@ def merge(
                                      else db.server_url(into).database or "experiment")
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
     new = versions.is_new(into)  # and a path that cannot be a database is refused before any work
+    interrupts.mark(interrupts.NO_TARGET_YET, new)
 
     files, unmatched = expand(list(sources))
     report.results += [SourceResult(p, FAILED, "no files match" if _is_glob(p) else "no such file")
@@ -118,6 +120,7 @@ def merge(
         return _ordered(report, files, unmatched)
 
     stage = _Stage()
+    interrupts.mark(interrupts.NO_TARGET_YET, False)  # from here a stopped merge may leave a target (whole)
     with _stop_on_write_failure(report, busy_timeout_s, target_path, stage), \
             versions.open_checked(into, create=new, busy_timeout_s=busy_timeout_s) as engine:
         stage.now("opening it")
