@@ -336,9 +336,13 @@ def test_experiment_id_restricts_every_answer(tmp_path, backend):
 
 # --- errors ----------------------------------------------------------------------------------
 
+#: name (the command, then what tells the form apart) -> the arguments after the database.
 COMMANDS = {
     "info": [], "list": [], "summary": [], "compare": ["--metric", "total_agents"],
     "export": ["--all", "--output", "OUT"], "split": ["--output", "OUT"],
+    "summary --by": ["--by", "learning_rate"], "compare --by": ["--metric", "total_agents", "--by", "learning_rate"],
+    "compare --plot": ["--series", "--plot", "OUT/series.png"],
+    "export parquet": ["--all", "--format", "parquet", "--output", "OUT"],
 }
 
 
@@ -360,6 +364,11 @@ def _old_revision(path: Path) -> None:
     inplace.upgrade(str(path), "0002_simulation_keys", backup=False)
 
 
+def _previous_head(path: Path) -> None:
+    path.write_bytes(b"")
+    inplace.upgrade(str(path), "0004_fractional_ages", backup=False)  # the head before 0005: databases made by then
+
+
 def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
@@ -375,6 +384,8 @@ BAD_DATABASES = {
                         "--into NEW.db (or make it one in place, rewriting it: farm-merge upgrade {path})"),
     "old_revision": (_old_revision, "{path} is at schema revision 0002_simulation_keys, this release needs "
                                     "0005_ledger_source_simulations; run: farm-merge upgrade {path}"),
+    "previous_head": (_previous_head, "{path} is at schema revision 0004_fractional_ages, this release needs "
+                                      "0005_ledger_source_simulations; run: farm-merge upgrade {path}"),
 }
 
 
@@ -396,7 +407,7 @@ def test_every_command_refuses_a_bad_database_in_one_line(command, kind, bad_dat
     path = bad_databases[kind]
     before = path.read_bytes() if path.exists() else None
     args = [a.replace("OUT", str(tmp_path / "out")) for a in COMMANDS[command]]
-    result = run(command, path, *args)
+    result = run(command.split()[0], path, *args)
     assert result.exit_code == 1
     assert result.output == "Error: " + BAD_DATABASES[kind][1].format(path=path) + "\n"
     assert (path.read_bytes() if path.exists() else None) == before  # reading never writes
@@ -408,18 +419,21 @@ def bad_server_databases(pg_server) -> dict[str, str]:
     """URL -> the start of the one line every command answers with."""
     missing = pg_server.url_of("farm_merge_test_no_such_database")
     silent = "postgresql+psycopg://postgres@127.0.0.1:1/farm"  # nothing listens on port 1
-    empty, old = pg_server.create(), pg_server.create()
+    empty, old, previous = pg_server.create(), pg_server.create(), pg_server.create()
     inplace.upgrade(old, "0002_simulation_keys", backup=False)
+    inplace.upgrade(previous, "0004_fractional_ages", backup=False)
     yield {
         missing: f"cannot connect to {missing}: connection failed: ",
         silent: f"cannot connect to {silent}: connection failed: ",
         empty: f"{empty} is not a farm-merge experiment database (empty database)\n",
         old: f"{old} is at schema revision 0002_simulation_keys, this release needs 0005_ledger_source_simulations; "
              f"run: farm-merge upgrade {old}\n",
+        previous: f"{previous} is at schema revision 0004_fractional_ages, this release needs "
+                  f"0005_ledger_source_simulations; run: farm-merge upgrade {previous}\n",
     }
     assert versions.state_of(empty).kind == "new"  # reading never writes
-    pg_server.drop(empty)
-    pg_server.drop(old)
+    for url in (empty, old, previous):
+        pg_server.drop(url)
 
 
 @pytest.mark.postgres
@@ -428,7 +442,7 @@ def test_every_command_refuses_a_bad_server_database_in_one_line(command, bad_se
     """No such database, nothing listening, a database without our tables, an older revision."""
     for url, message in bad_server_databases.items():
         args = [a.replace("OUT", str(tmp_path / "out")) for a in COMMANDS[command]]
-        result = run(command, url, *args)
+        result = run(command.split()[0], url, *args)
         assert result.exit_code == 1, result.output
         assert result.output.startswith("Error: " + message), result.output
         assert len(result.output.splitlines()) == 1
@@ -437,7 +451,7 @@ def test_every_command_refuses_a_bad_server_database_in_one_line(command, bad_se
 
 def test_library_errors_are_farm_merge_errors(bad_databases):
     for kind, error in [("no_such_file", FarmMergeError), ("legacy_run_file", NotAnExperimentDatabase),
-                        ("old_revision", SchemaOutOfDate)]:
+                        ("old_revision", SchemaOutOfDate), ("previous_head", SchemaOutOfDate)]:
         with pytest.raises(error):
             ExperimentQueryTool(bad_databases[kind])
 

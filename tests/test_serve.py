@@ -242,8 +242,17 @@ def _not_a_database(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("make", [_legacy, _not_a_database, lambda tmp_path: tmp_path / "missing.db"],
-                         ids=["legacy run file", "not a database", "no such file"])
+def _previous_head(tmp_path):
+    from farm_merge.consolidate import inplace
+
+    path = tmp_path / "old.db"
+    path.write_bytes(b"")
+    inplace.upgrade(str(path), "0004_fractional_ages", backup=False)  # the head before 0005
+    return path
+
+
+@pytest.mark.parametrize("make", [_legacy, _not_a_database, lambda tmp_path: tmp_path / "missing.db", _previous_head],
+                         ids=["legacy run file", "not a database", "no such file", "the previous head revision"])
 def test_a_database_it_cannot_serve_gets_the_error_the_other_commands_give(tmp_path, make):
     path = make(tmp_path)
     served = subprocess.run([sys.executable, "-m", "farm_merge", "serve", str(path), "--port", "0"],
@@ -252,6 +261,8 @@ def test_a_database_it_cannot_serve_gets_the_error_the_other_commands_give(tmp_p
     assert served.returncode == listed.exit_code == 1
     assert served.stdout == ""
     assert served.stderr == listed.output and served.stderr.startswith("Error: ") and served.stderr.count("\n") == 1
+    assert ("farm-merge merge" in served.stderr) == (make is _legacy)  # kept as it is first
+    assert ("farm-merge upgrade" in served.stderr) == (make in (_legacy, _previous_head))
 
 
 def test_without_the_ui_extra_it_says_how_to_install_it(experiment):
