@@ -11,7 +11,8 @@
 
 Each merge runs in a child process of its own (its peak memory is its own).  The 1,000
 files are copies of ``--distinct`` generated files of mixed eras and sizes (generating a
-thousand takes long), so they are merged with ``--id-template '{stem}'``; the 2 GB file is
+thousand takes long), so they are merged with ``--id-template '{stem}'`` and ``--keep-copies``
+(else each copy is skipped as one); the 2 GB file is
 a generated 2025-11 file whose rows are repeated, under new keys, until it is large enough.
 
 Targets (issue 12): last hundred within 1.1x the time per MB of the first hundred; peak
@@ -136,7 +137,9 @@ def child_merge(spec: dict) -> dict:
         return result
 
     SqliteTarget.merge_one = timed
-    report = consolidate.merge(spec["sources"], spec["target"], id_template=spec.get("id_template"), progress=False)
+    # The copies stand in for distinct runs: kept, each a simulation of its own.
+    report = consolidate.merge(spec["sources"], spec["target"], id_template=spec.get("id_template"), keep_copies=True,
+                               progress=False)
     return {"merged": len(report.merged), "skipped": len(report.skipped), "failed": [r.reason for r in report.failed],
             "per_source": per_source}
 
