@@ -23,10 +23,10 @@ KEPT = {
     "split": "no run file was written (they are put in place together once all are written)",
     "export": "nothing was written (the files are put in place together once all are written)",
 }
-#: What they leave instead when stopped before their new target was created (:data:`interrupts.NO_TARGET_YET`).
-KEPT_WITHOUT_TARGET = {
-    "merge": "nothing was written (a new target is created only when the first source is about to be written)",
-    "demo": "the sample runs are written all or none, and no target was created yet",
+#: What they leave instead when stopped before the merge began to write (:data:`interrupts.WRITING_TARGET`).
+KEPT_BEFORE_WRITING = {
+    "merge": "nothing was written (the target is written, or created, only once every source is inspected)",
+    "demo": "the sample runs are written all or none, and nothing was merged yet",
 }
 #: Commands whose last step puts files in place: interrupted after it, they say what is there.
 ENDS_WITH_FILES = ("split", "export", "compare")
@@ -34,14 +34,25 @@ ENDS_WITH_FILES = ("split", "export", "compare")
 ENDS_ON_A_SIGNAL = ("serve",)
 
 
+class Command(click.Command):
+    """A command of :class:`Commands`: the command itself is :func:`interrupts.live`, so that
+    a signal held while the command line was parsed is raised once the command is known
+    (``serve`` then says ``stopped``)."""
+
+    def invoke(self, ctx: click.Context):
+        with interrupts.live():
+            return super().invoke(ctx)
+
+
 class Commands(click.Group):
     """The command group: under :func:`run`, a command stopped by SIGINT or SIGTERM ends in
     :class:`~farm_merge.interrupts.Interrupted`, whatever the error its clean-up met."""
 
+    command_class = Command
+
     def invoke(self, ctx: click.Context):
         try:
-            with interrupts.live():
-                return super().invoke(ctx)
+            return super().invoke(ctx)
         except (SystemExit, click.exceptions.Exit):
             raise  # the command finished (a signal after it does not undo it)
         except BaseException as e:
@@ -56,7 +67,7 @@ def interrupted_line(stop: interrupts.Interrupted) -> str:
     written = interrupts.notes() if stop.command in ENDS_WITH_FILES else []
     if written:
         return f"Interrupted ({name}) once its files were in place: {'; '.join(written)}"
-    kept = KEPT_WITHOUT_TARGET.get(stop.command) if interrupts.marked(interrupts.NO_TARGET_YET) else None
+    kept = None if interrupts.marked(interrupts.WRITING_TARGET) else KEPT_BEFORE_WRITING.get(stop.command)
     kept = kept or KEPT.get(stop.command, "nothing was changed")
     return f"Interrupted ({name}): {kept}; run the same command again to complete it"
 

@@ -18,8 +18,7 @@ Two rules keep the clean-up whole:
   the command line (a library caller, the main thread) it holds Ctrl-C the same way.
 
 :func:`note` records output a command has put in place whole, and :func:`mark` where a command
-is when that changes what an interrupt leaves (a merge that has not created its new target
-yet), so that the line printed on an interrupt can say what is kept.
+is when that changes what an interrupt leaves (a merge that has begun to write its target), so that the line printed on an interrupt can say what is kept.
 """
 
 from __future__ import annotations
@@ -154,12 +153,13 @@ def note(text: str) -> None:
         _state.notes.append(text)
 
 
-#: A merge into a new target that has not begun to create it: an interrupt leaves no target.
-NO_TARGET_YET = "no target yet"
+#: A merge that has begun to open its target for writing (or to create it); before it, an
+#: interrupt leaves nothing written.
+WRITING_TARGET = "writing the target"
 
 
 def mark(fact: str, holds: bool = True) -> None:
-    """Record that ``fact`` (such as :data:`NO_TARGET_YET`) holds, or no longer does, where
+    """Record that ``fact`` (such as :data:`WRITING_TARGET`) holds, or no longer does, where
     the command now is (said on an interrupt)."""
     if _state.installed:
         (_state.marks.add if holds else _state.marks.discard)(fact)

@@ -254,7 +254,7 @@ real = getattr(owner, name)
 def wrapped(*args, **kwargs):
     result = real(*args, **kwargs)
     os.kill(os.getpid(), signum)
-    time.sleep(30)  # the handler raises in here
+    time.sleep(0.5)  # the handler raises by here, unless it holds the signal for later
     return result
 
 setattr(owner, name, wrapped)
@@ -264,15 +264,15 @@ main()
 """
 
 WHOLE = "the target holds whole simulations only (each source is merged whole or not at all)"
+NOTHING_YET = "nothing was written (the target is written, or created, only once every source is inspected)"
 #: command, the moment the signal comes (the function it follows), what the line says is kept.
 FIRST_MERGE = {
-    "merge, inspecting": ("merge", "farm_merge.consolidate.engine", "_inspect_all",
-                          "nothing was written (a new target is created only when the first source is about to be "
-                          "written)"),
+    "merge, parsing its arguments": ("merge", "click.core", "Group.parse_args", NOTHING_YET),
+    "merge, inspecting": ("merge", "farm_merge.consolidate.engine", "_inspect_all", NOTHING_YET),
     "merge, creating the target": ("merge", "farm_merge.storage.db", "initialize_sqlite", WHOLE),
     "merge, after a source": ("merge", "farm_merge.consolidate.sqlite", "SqliteTarget.merge_one", WHOLE),
     "demo, inspecting": ("demo", "farm_merge.consolidate.engine", "_inspect_all",
-                         "the sample runs are written all or none, and no target was created yet"),
+                         "the sample runs are written all or none, and nothing was merged yet"),
 }
 
 
@@ -292,7 +292,7 @@ def test_a_first_merge_stopped_says_whether_the_target_was_created_and_the_same_
     assert stopped.stderr.splitlines()[-1] == (f"Interrupted ({signal.Signals(signum).name}): {kept}; "
                                                "run the same command again to complete it"), where
     assert "Traceback" not in stopped.stderr and leftovers(tmp_path) == [], where
-    if "no target" in kept or "nothing was written" in kept:
+    if kept != WHOLE:
         assert not target.exists() and not (out / "new").exists(), where
     elif target.exists() and ledger_count(target):
         assert {s for (s,) in rows(target, "SELECT simulation_id FROM simulations")} == \
@@ -306,6 +306,16 @@ def test_a_first_merge_stopped_says_whether_the_target_was_created_and_the_same_
 
 
 # --- serve: a signal is how a server ends ---------------------------------------------------
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+def test_serve_stopped_while_its_arguments_are_parsed_says_stopped(signum, experiment_db, tmp_path):
+    """A signal held while the command line is parsed is raised once the command is known."""
+    pytest.importorskip("datasette")
+    stopped = subprocess.run([sys.executable, "-c", SIGNAL_AFTER, "click.core", "Group.parse_args", str(signum),
+                              "serve", str(experiment_db), "--port", "0"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+    assert (stopped.returncode, stopped.stdout, stopped.stderr) == (0, "", "stopped\n")
+
 
 #: When the signal comes: as the command starts, half-way to serving (a server database: while
 #: its snapshot is taken), and once it serves (after a page was fetched).

@@ -86,7 +86,6 @@ def merge(
                                      else db.server_url(into).database or "experiment")
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
     new = versions.is_new(into)  # and a path that cannot be a database is refused before any work
-    interrupts.mark(interrupts.NO_TARGET_YET, new)
 
     files, unmatched = expand(list(sources))
     report.results += [SourceResult(p, FAILED, "no files match" if _is_glob(p) else "no such file")
@@ -120,7 +119,7 @@ def merge(
         return _ordered(report, files, unmatched)
 
     stage = _Stage()
-    interrupts.mark(interrupts.NO_TARGET_YET, False)  # from here a stopped merge may leave a target (whole)
+    interrupts.mark(interrupts.WRITING_TARGET)  # from here a stopped merge may leave a target (whole)
     with _stop_on_write_failure(report, busy_timeout_s, target_path, stage), \
             versions.open_checked(into, create=new, busy_timeout_s=busy_timeout_s) as engine:
         stage.now("opening it")
