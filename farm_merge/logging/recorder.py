@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from sqlalchemy import Connection, Engine, column, func, insert, inspect, select, table, update
 
 from farm_merge.errors import AgentFarmNotInstalled
-from farm_merge.logging.logger import ExperimentDataLogger
+from farm_merge.logging.logger import ExperimentDataLogger, RowRejected
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, LogTarget, json_text
 from farm_merge.logging.session import Scope, simulation_session
 from farm_merge.storage.writer import write_transaction
@@ -314,15 +314,22 @@ class SimulationRecorder:
 
     # --- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
-        """Flush what is buffered and release the database (the connection pool is always
-        released, even if the last flush fails)."""
+        """Flush what is buffered and release the database (the connection pool is released
+        even if the last flush fails, except when the database refused one of the rows:
+        :class:`~farm_merge.logging.logger.RowRejected` leaves every row buffered and the
+        handle open)."""
         if self.closed:
             return
         try:
             self.logger.close()
-        finally:
+        except RowRejected:
+            raise  # the handle stays open, its rows buffered: drop or fix the row named, close again
+        except BaseException:
             self.closed = True
             self._release()
+            raise
+        self.closed = True
+        self._release()
 
     def cleanup(self) -> None:
         """AgentFarm's ``cleanup()``: :meth:`close`."""
