@@ -154,8 +154,10 @@ class ExperimentDataLogger:
             if not (type(agent_id) is str and type(x) is float and type(y) is float and type(resources) is float
                     and type(health) is float and type(starting) is float and type(starvation) is int
                     and type(reward) is float and type(age) is int
-                    and INT_MIN <= starvation <= INT_MAX and INT_MIN <= age <= INT_MAX):
-                # Anything but plain Python values (ints for floats, numpy scalars, text): check each.
+                    and INT_MIN <= starvation <= INT_MAX and INT_MIN <= age <= INT_MAX
+                    and x == x and y == y and resources == resources and health == health  # not NaN
+                    and starting == starting and reward == reward):
+                # Anything but plain Python values (ints for floats, numpy scalars, text, NaN): check each.
                 where = f"agent_states[{i}]"
                 agent_id = as_text(agent_id, f"{where}.agent_id")
                 x, y = as_number(x, f"{where}.position_x"), as_number(y, f"{where}.position_y")

@@ -144,9 +144,13 @@ def check_step(value: Any, field: str = "step_number") -> int:
 
 def as_number(value: Any, field: str) -> int | float | None:
     """A number as SQLite stores it (numpy scalars become Python numbers); None stays None.
-    An integer outside the signed 64-bit range is a :class:`ValueError` naming ``field``."""
+    NaN becomes None (NULL: what SQLite, hence AgentFarm's run file, stores for it, and now
+    PostgreSQL too, which would keep NaN); ±inf stay ±inf on both.  An integer outside the
+    signed 64-bit range is a :class:`ValueError` naming ``field``."""
     kind = type(value)
-    if kind is float or value is None:
+    if kind is float:
+        return None if value != value else value  # NaN is stored as NULL, as SQLite stores it
+    if value is None:
         return value
     if kind is int:
         return check_int(value, field)
@@ -155,13 +159,15 @@ def as_number(value: Any, field: str) -> int | float | None:
     if isinstance(value, int):
         return check_int(int(value), field)
     if isinstance(value, float):
-        return float(value)
+        return None if value != value else float(value)
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item):
         plain = item()
         if isinstance(plain, int) and not isinstance(plain, bool):
             return check_int(plain, field)
-        if isinstance(plain, (bool, float)):
+        if isinstance(plain, float):
+            return None if plain != plain else plain
+        if isinstance(plain, bool):
             return plain
     raise ValueError(f"{field} must be a number, got {value!r}")
 
