@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from farm_merge.errors import ConfigurationError, SimulationExists, SimulationNotFound
 from farm_merge.logging import liveness
-from farm_merge.logging.recorder import SimulationRecorder
+from farm_merge.logging.recorder import SimulationRecorder, describe_error
 from farm_merge.logging.rows import SIMULATIONS, DataLoggingConfig, json_text
 from farm_merge.storage import catalog, db, versions
 from farm_merge.storage.writer import CACHE_MIB, write_transaction
@@ -106,6 +106,9 @@ class SimulationContext(SimulationRecorder):
                      .where(SIMULATIONS.c.simulation_id == self.simulation_id,
                             (SIMULATIONS.c.parameters.is_(None)) | (cast(SIMULATIONS.c.parameters, Text) == "{}"))
                      .values(parameters=config_json))
+
+    def _error_values(self, reason: str) -> dict[str, Any]:
+        return {"error": reason}
 
     def _release(self) -> None:
         if self.owns_database:
@@ -261,8 +264,9 @@ class ExperimentDatabase:
         return self._write(work)
 
     # --- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        """Flush every context handed out and release the database."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Close every context handed out (each simulation still running is then
+        ``completed``, or ``failed`` with ``error``) and release the database."""
         if self.closed:
             return
         self.closed = True
@@ -270,7 +274,7 @@ class ExperimentDatabase:
             failures = []
             for context in self._contexts.values():
                 try:
-                    context.close()
+                    context.close(error)
                 except Exception as e:  # close the others, then report the first failure
                     failures.append(e)
             if failures:
@@ -281,15 +285,8 @@ class ExperimentDatabase:
     def __enter__(self) -> "ExperimentDatabase":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def describe_error(error: BaseException | str) -> str:
-    """How a failure is recorded in ``simulations.error``."""
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return str(error)
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(exc)
 
 
 class ExperimentManager:
@@ -351,7 +348,7 @@ class ExperimentManager:
         context = self._running.pop(simulation_id, None)
         if context is not None:
             try:
-                context.close()
+                context.close(reason)
             except Exception as e:
                 reason += f"; its last buffered rows were lost: {describe_error(e)}"
         self.database.update_simulation_status(simulation_id, "failed", error=reason)
