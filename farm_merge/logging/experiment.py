@@ -110,6 +110,9 @@ class SimulationContext(SimulationRecorder):
     def _error_values(self, reason: str) -> dict[str, Any]:
         return {"error": reason}
 
+    def _status_changed(self, conn: Connection) -> None:
+        catalog.touch_experiment(conn, self.experiment_id)  # its status follows its simulations
+
     def _release(self) -> None:
         if self.owns_database:
             self.parent_db.close()
@@ -182,6 +185,7 @@ class ExperimentDatabase:
             conn.execute(insert(SIMULATIONS).values(
                 simulation_id=simulation_id, experiment_id=self.experiment_id, start_time=now, status="running",
                 parameters=params, simulation_db_path=self.db_path, heartbeat_at=now))
+            catalog.touch_experiment(conn, self.experiment_id)  # a simulation runs: so does its experiment
 
         def landed(conn: Connection) -> bool:  # our row, not another process's with the same id
             return conn.execute(select(SIMULATIONS.c.simulation_id).where(
@@ -251,13 +255,12 @@ class ExperimentDatabase:
         self._write(lambda conn: catalog.touch_experiment(conn, self.experiment_id, **values))
 
     def settle_experiment_status(self) -> str:
-        """Derive the experiment's status from its simulations: ``running`` while any runs,
-        else ``failed`` if any failed, else ``completed``; store and return it."""
+        """Derive the experiment's status from its simulations (:func:`farm_merge.storage.
+        catalog.experiment_status`: ``running`` while any runs, else ``failed`` if any failed,
+        else ``completed``); store and return it."""
 
         def work(conn: Connection) -> str:
-            statuses = set(conn.scalars(select(SIMULATIONS.c.status)
-                                        .where(SIMULATIONS.c.experiment_id == self.experiment_id)))
-            status = "running" if "running" in statuses else "failed" if "failed" in statuses else "completed"
+            status = catalog.experiment_status(conn, self.experiment_id) or "completed"
             catalog.touch_experiment(conn, self.experiment_id, status=status)
             return status
 

@@ -98,9 +98,15 @@ class SimulationRecorder:
         self._update_record(**{k: v for k, v in values.items() if v is not None})
 
     def _update_record(self, **values: Any) -> None:
-        if values:
-            self._write(lambda conn: conn.execute(
-                update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == self.simulation_id).values(**values)))
+        if not values:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == self.simulation_id).values(**values))
+            if "status" in values:
+                self._status_changed(conn)
+
+        self._write(work)
 
     # --- configuration -------------------------------------------------------------------
     def save_configuration(self, config: Mapping[str, Any]) -> None:
