@@ -3,7 +3,10 @@
 Every ```sh, ```bash and ```python block of the README runs, in order, in one fresh folder
 where ``farm-merge demo`` ran first: shell blocks through ``bash`` (``set -eo pipefail``) with
 this environment's ``farm-merge``, ``alembic`` and ``python`` first on ``PATH``, Python blocks
-with this environment's Python.  ```text blocks are the output the README shows, not run.
+with this environment's Python.  ```text blocks are the output the README shows, not run:
+each line of a ```text block right after a block (or of a shell block's ``# `` comments), but
+for "…" and what changes between runs (times, dates, backup names), must be a line the block
+printed, so an example whose output changes must show the new output.
 
 An HTML comment on the line before a block says how to treat it:
 
@@ -48,6 +51,7 @@ class Block:
     code: str
     mark: str | None = None  # "not run", "file" or "postgres"
     arg: str = ""
+    shown: str = ""  # the ```text block right after it: the output the README shows
 
     def __str__(self) -> str:
         return f"line{self.line}-{self.lang}"
@@ -67,7 +71,34 @@ def blocks(text: str) -> list[Block]:
         found.append(Block(start + 1, lang, "\n".join(lines[start + 1:end]) + "\n",
                            marker.group(1) if marker else None, marker.group(2) if marker else ""))
         i = end + 1
+    for n, block in enumerate(found[:-1]):  # a ```text block just after a block is its output
+        after = found[n + 1]
+        if after.lang == "text" and after.line == block.line + block.code.count("\n") + 2:
+            found[n] = Block(block.line, block.lang, block.code, block.mark, block.arg, after.code)
     return found
+
+
+#: What changes from one run to the next: times, dates, backup names, this folder.
+VARIES = [(re.compile(r"in \d+\.\ds"), "in Xs"), (re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"), "DATE"),
+          (re.compile(r"\d{8}-\d{6}"), "STAMP")]
+
+
+def normal(line: str) -> str:
+    for pattern, replacement in VARIES:
+        line = pattern.sub(replacement, line)
+    return line.rstrip()
+
+
+def shown_lines(block: Block) -> list[str]:
+    """The output lines the README shows for ``block`` (its ```text block, or its ``# `` comments
+    in a shell block after the first command), "…" left out."""
+    if block.shown:
+        lines = block.shown.splitlines()
+    elif block.lang in ("sh", "bash"):
+        lines = [line[2:] for line in block.code.splitlines() if line.startswith("# ")]
+    else:
+        lines = []
+    return [normal(line) for line in lines if line.strip() and line.strip() != "…"]
 
 
 RUN = [b for b in blocks(README.read_text()) if b.lang in RUNNABLE]
@@ -127,6 +158,9 @@ def test_readme_block_runs_as_written(block: Block, folder: Path):
                 admin.execute(f'DROP DATABASE IF EXISTS "{dropped}" WITH (FORCE)')
     assert result.returncode == 0, f"README.md line {block.line}:\n{block.code}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr, f"README.md line {block.line}:\n{result.stderr}"
+    printed = {normal(line) for line in (result.stdout + result.stderr).replace(dropped or "\0", block.arg).splitlines()}
+    missing = [line for line in shown_lines(block) if line not in printed]
+    assert not missing, f"README.md line {block.line} shows output it did not print:\n" + "\n".join(missing)
 
 
 # --- the reference table and --help ------------------------------------------------------------
