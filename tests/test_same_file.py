@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import assert_same_rows, rows
 from farm_merge import consolidate
 from farm_merge.cli import cli
-from farm_merge.storage import legacy
+from farm_merge.storage import hashing, legacy
 
 ITSELF = "the target itself (--into): not merged into itself"
 LOOP = "cannot read: a loop of symbolic links that never reaches a file"
@@ -245,11 +245,9 @@ def test_keep_copies_merges_each_copy_as_a_simulation_of_its_own(runs_dir, tmp_p
 
 def test_copies_are_found_by_the_hash_the_inspection_computed(runs_dir, tmp_path, monkeypatch):
     """Each source is read through sha256 once, the copies too: the comparison reuses it."""
-    from farm_merge.storage import db
-
     copies = _copies(runs_dir, tmp_path / "copies")
-    hashed, real = [], db.sha256_of
-    monkeypatch.setattr(db, "sha256_of", lambda path, *a, **kw: hashed.append(Path(path).name) or real(path, *a, **kw))
+    hashed, real = [], hashing.sha256_of
+    monkeypatch.setattr(hashing, "sha256_of", lambda path, *a, **kw: hashed.append(Path(path).name) or real(path, *a, **kw))
     merge([runs_dir / "*.db", *copies.values()], tmp_path / "exp.db")
     assert sorted(hashed) == sorted([p.name for p in runs_dir.glob("*.db")] + [c.name for c in copies.values()])
 

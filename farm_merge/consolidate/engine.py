@@ -40,7 +40,7 @@ from farm_merge.consolidate.sqlite import SqliteTarget
 from farm_merge.consolidate.target import MergeTarget, is_locked
 from farm_merge.errors import ConnectionLost, FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import db, versions
+from farm_merge.storage import db, failures, versions
 from farm_merge.storage.files import identity, real_path
 from farm_merge.storage.writer import is_connection_lost
 
@@ -219,7 +219,7 @@ def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float, target_pa
             raise TargetWriteError(
                 report.target, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
                 len(report.merged), "run the same command again when they are done") from e
-        problem = db.write_problem(e, target_path)
+        problem = failures.write_problem(e, target_path)
         if problem is None:
             raise
         raise TargetWriteError(report.target, problem[0], len(report.merged), problem[1]) from e

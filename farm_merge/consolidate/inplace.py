@@ -31,7 +31,7 @@ from sqlalchemy import Connection, exc, inspect
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import db, indexes, migrations, versions
+from farm_merge.storage import db, indexes, migrations, sqltext, versions
 from farm_merge.storage.catalog import now
 
 Progress = Callable[[str], None]
@@ -326,7 +326,7 @@ def _rows_per_simulation(conn: Connection) -> dict[str, dict[str | None, int]]:
         if table in catalogue or table.startswith("sqlite_"):
             continue
         if "simulation_id" in {c["name"] for c in inspector.get_columns(table)}:
-            q = db.quote(table)
+            q = sqltext.quote(table)
             counts[table] = dict(conn.exec_driver_sql(
                 f"SELECT simulation_id, count(*) FROM {q} GROUP BY simulation_id").all())
     return counts

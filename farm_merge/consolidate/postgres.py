@@ -43,7 +43,7 @@ from farm_merge.consolidate.sources import SourceInfo
 from farm_merge.consolidate.target import MergeTarget, copy_failure
 from farm_merge.errors import ConnectionLost, SourceError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import db, indexes
+from farm_merge.storage import hashing, indexes, sqltext
 from farm_merge.storage.postgres import CHUNK_ROWS, column_type, copy_rows, kind_of, refusal
 from farm_merge.storage.writer import is_connection_lost
 
@@ -177,13 +177,13 @@ class PostgresTarget(MergeTarget):
         """Add what the source has and the target lacks: unknown tables, new columns."""
         added = []
         for table in info.tables.values():
-            q = db.quote(table.name)
+            q = sqltext.quote(table.name)
             if table.name not in self.columns:
-                cols = ", ".join(f"{db.quote(c)} {column_type(t)}" for c, t in table.columns.items()
+                cols = ", ".join(f"{sqltext.quote(c)} {column_type(t)}" for c, t in table.columns.items()
                                  if c != "simulation_id")
                 self.conn.exec_driver_sql(f"CREATE TABLE {q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
                 self.conn.exec_driver_sql(
-                    f"CREATE INDEX {db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
+                    f"CREATE INDEX {sqltext.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
                 self._added(table.name, "simulation_id", "TEXT")
                 for c, t in table.columns.items():
                     self._added(table.name, c, column_type(t))
@@ -191,7 +191,7 @@ class PostgresTarget(MergeTarget):
                 continue
             for column, declared in table.columns.items():
                 if column not in self.columns[table.name]:
-                    self.conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN {db.quote(column)} {column_type(declared)}")
+                    self.conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN {sqltext.quote(column)} {column_type(declared)}")
                     self._added(table.name, column, column_type(declared))
                     added.append(f"{table.name}.{column}")
         return added
@@ -218,8 +218,8 @@ class PostgresTarget(MergeTarget):
             where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             # The simulation id comes first in every row, as SQLite hands the row over:
             # no tuple is built again here.
-            cursor = source.execute(f"SELECT ?{selected} FROM {db.quote(table.name)}{where}", (ours, *params))
-            digest = db.RowHash() if verify else None
+            cursor = source.execute(f"SELECT ?{selected} FROM {sqltext.quote(table.name)}{where}", (ours, *params))
+            digest = hashing.RowHash() if verify else None
             got = copy_rows(self.conn, table.name, ["simulation_id", *columns],
                             _hashed(cursor, digest, kinds) if verify else cursor, types)
             if got != expected:
@@ -236,13 +236,13 @@ class PostgresTarget(MergeTarget):
 
     def _checksum(self, raw: Any, table: str, columns: list[str], kinds: list[str], ours: str) -> str:
         """The checksum of a simulation's rows as PostgreSQL holds them, read back in chunks."""
-        selected = ", ".join(f"{db.quote(c)}::text" if k == "json" else db.quote(c)
+        selected = ", ".join(f"{sqltext.quote(c)}::text" if k == "json" else sqltext.quote(c)
                              for c, k in zip(columns, kinds)) or "NULL"
-        digest = db.RowHash()
+        digest = hashing.RowHash()
         canonical = [_TARGET_FORMS[k] for k in kinds]
         with raw.cursor(name="farm_merge_verify") as cursor:  # server-side: rows come in chunks
             cursor.itersize = CHUNK_ROWS
-            cursor.execute(f"SELECT {selected} FROM {db.quote(table)} WHERE simulation_id = %s", (ours,))
+            cursor.execute(f"SELECT {selected} FROM {sqltext.quote(table)} WHERE simulation_id = %s", (ours,))
             for row in cursor:
                 digest.step(*[None if v is None else form(v) for form, v in zip(canonical, row)] if columns else [])
         return digest.finalize()
@@ -252,7 +252,7 @@ def _source_expression(column: str, kind: str) -> str:
     """How to read a source column for a target column of ``kind``: as SQLite's affinity
     would have stored it in the SQLite target (TEXT: numbers become their text; INTEGER:
     a whole REAL becomes an integer)."""
-    q = db.quote(column)
+    q = sqltext.quote(column)
     if kind in ("text", "json"):
         return f"CAST({q} AS TEXT)" if kind == "text" else q
     if kind == "int":
@@ -284,11 +284,11 @@ def _binary_expression(column: str, kind: str) -> str:
     form of false and true); any other value stays what it is, and its dumper refuses it."""
     if kind != "bool":
         return _source_expression(column, kind)
-    q = db.quote(column)
+    q = sqltext.quote(column)
     return f"CASE WHEN typeof({q}) = 'integer' AND {q} IN (0, 1) THEN CASE {q} WHEN 1 THEN x'01' ELSE x'00' END ELSE {q} END"
 
 
-def _hashed(cursor: sqlite3.Cursor, digest: db.RowHash, kinds: Sequence[str]) -> Iterator[tuple]:
+def _hashed(cursor: sqlite3.Cursor, digest: hashing.RowHash, kinds: Sequence[str]) -> Iterator[tuple]:
     """The source's rows (the simulation id first), each hashed on the way without it."""
     canonical = [_SOURCE_FORMS[k] for k in kinds]
     while chunk := cursor.fetchmany(CHUNK_ROWS):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from farm_merge.consolidate.report import SKIPPED, SourceResult
 from farm_merge.consolidate.sources import SourceFile
-from farm_merge.storage import db, versions
+from farm_merge.storage import db, hashing, versions
 from farm_merge.storage.files import real_path
 
 #: Template fields that depend on the path only, not on the content.
@@ -125,7 +125,7 @@ def skip_known_content(files: list[SourceFile], ledger: dict[str, list[LedgerRow
     def same_content(candidate: tuple) -> bool:
         f, rows, _ = candidate
         try:
-            return db.sha256_of(f.path) == rows[0].sha256
+            return hashing.sha256_of(f.path) == rows[0].sha256
         except OSError:
             return False
 

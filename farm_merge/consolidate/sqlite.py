@@ -13,9 +13,10 @@ from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
 from farm_merge.consolidate.sources import SourceInfo, SourceTable
 from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
 from farm_merge.errors import SourceError
-from farm_merge.storage import db
-from farm_merge.storage.legacy import DATA_TABLE_KEYS, affinity
+from farm_merge.storage import failures, hashing, sqltext
+from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import DATA_TABLES
+from farm_merge.storage.sqltext import affinity
 
 
 class SqliteTarget(MergeTarget):
@@ -55,7 +56,7 @@ class SqliteTarget(MergeTarget):
             self._load_columns()
             return plan.result(FAILED, e.reason)
         except Exception as e:  # a database error while copying: report it, keep going
-            if db.write_failure(e) or is_locked(e):
+            if failures.write_failure(e) or is_locked(e):
                 raise  # the target's problem, not this source's: the merge stops
             self._load_columns()
             return plan.result(FAILED, copy_failure(e))
@@ -76,15 +77,15 @@ class SqliteTarget(MergeTarget):
             self.columns = self._read_columns()
             tables = {name.lower(): name for name in self.columns}
         for table in info.tables.values():
-            q = db.quote(table.name)
+            q = sqltext.quote(table.name)
             ours = tables.get(table.name.lower())
             if ours is None:
-                cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
+                cols = ", ".join(f"{sqltext.quote(c)} {sqltext.safe_type(t)}" for c, t in table.columns.items()
                                  if c != "simulation_id")
                 self.conn.exec_driver_sql(
                     f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
                 self.conn.exec_driver_sql(
-                    f"CREATE INDEX main.{db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
+                    f"CREATE INDEX main.{sqltext.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
                 self.columns[table.name] = {"simulation_id", *table.columns}
                 added.append(f"table {table.name}")
                 continue
@@ -92,7 +93,7 @@ class SqliteTarget(MergeTarget):
             for column, declared in table.columns.items():
                 if column.lower() not in have:
                     self.conn.exec_driver_sql(
-                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
+                        f"ALTER TABLE main.{q} ADD COLUMN {sqltext.quote(column)} {sqltext.safe_type(declared)}")
                     self.columns[ours].add(column)
                     have.add(column.lower())
                     added.append(f"{table.name}.{column}")
@@ -103,8 +104,8 @@ class SqliteTarget(MergeTarget):
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
             expected = table.rows if single else info.rows_expected(table.name, theirs)
-            q = db.quote(table.name)
-            col_sql = "".join(f", {db.quote(c)}" for c in columns)
+            q = sqltext.quote(table.name)
+            col_sql = "".join(f", {sqltext.quote(c)}" for c in columns)
             where, mine = ("", ()) if single else info.rows_of(table.name, theirs)
             params = (ours, *mine)
             if info.active:
@@ -127,8 +128,8 @@ class SqliteTarget(MergeTarget):
         checksums = {}
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
-            expr = ", ".join(db.hash_expr(db.quote(c)) for c in columns) or "1"
-            q = db.quote(table.name)
+            expr = ", ".join(hashing.hash_expr(sqltext.quote(c)) for c in columns) or "1"
+            q = sqltext.quote(table.name)
             where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             source = self.conn.exec_driver_sql(
                 f"SELECT farm_merge_rowhash({expr}) FROM src.{q}{where}", params).scalar()
@@ -162,4 +163,4 @@ def _key_order(info: SourceInfo, table: SourceTable) -> str:
     columns = DATA_TABLES[table.name].c
     if not all(isinstance(columns[k].type, Text) and affinity(table.columns[k]) == "TEXT" for k in key):
         return ""
-    return " ORDER BY " + ", ".join(db.quote(k) for k in key)
+    return " ORDER BY " + ", ".join(sqltext.quote(k) for k in key)

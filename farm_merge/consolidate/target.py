@@ -22,7 +22,7 @@ from farm_merge.consolidate.plan import Plan, copy_reason
 from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
 from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
 from farm_merge.progress import progress_bar
-from farm_merge.storage import catalog, db, indexes
+from farm_merge.storage import catalog, indexes, sqltext
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 from farm_merge.storage.writer import is_lock_contention
 
@@ -146,7 +146,7 @@ class MergeTarget:
         """Drop the secondary indexes if the data tables are empty (or a killed bulk load
         left some missing): they are built once, densely, by :meth:`bulk_load_end`."""
         with self.conn.begin():
-            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
+            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {sqltext.quote(t)} LIMIT 1").first() is None
                         for t in DATA_TABLES)
             if empty or indexes.missing(self.conn):
                 indexes.drop(self.conn)

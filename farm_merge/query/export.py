@@ -26,7 +26,7 @@ from sqlalchemy import Connection, select
 from farm_merge.errors import FarmMergeError
 from farm_merge.query.attached import attached, columns_of
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
-from farm_merge.storage import db, indexes, versions
+from farm_merge.storage import db, indexes, sqltext, versions
 from farm_merge.storage.outputs import Staging, distinct_names, file_name, name_limit
 
 FORMATS = ("csv", "sqlite")
@@ -177,8 +177,8 @@ def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) ->
     with versions.open_checked(path) as engine, engine.begin() as out:
         indexes.ensure(out)
         for table in added_tables:
-            out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote('ix_' + table + '_simulation_id')} "
-                                f"ON {db.quote(table)} (simulation_id)")
+            out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {sqltext.quote('ix_' + table + '_simulation_id')} "
+                                f"ON {sqltext.quote(table)} (simulation_id)")
     con = db.connect_sqlite(path)
     try:
         con.execute("PRAGMA journal_mode = DELETE")  # a standalone file: no -wal beside it
@@ -193,33 +193,33 @@ def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: Export
     added_tables = []
     for table in CATALOG:
         columns = [c.name for c in columns_of(conn, table, "out")]
-        cols = ", ".join(db.quote(c) for c in columns)
+        cols = ", ".join(sqltext.quote(c) for c in columns)
         rows = 0
         for where, params in filters:
             if table == "experiments":
                 sql = (f"INSERT OR IGNORE INTO out.experiments ({cols}) SELECT {cols} FROM main.experiments "
                        f"WHERE experiment_id IN (SELECT experiment_id FROM main.simulations{where})")
             else:
-                sql = f"INSERT INTO out.{db.quote(table)} ({cols}) SELECT {cols} FROM main.{db.quote(table)}{where}"
+                sql = f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} FROM main.{sqltext.quote(table)}{where}"
             rows += conn.exec_driver_sql(sql, params).rowcount
         report.tables.append(ExportedTable(table, rows))
     for table in tool.data_tables(conn):
         ours = columns_of(conn, table)
         theirs = {c.name for c in columns_of(conn, table, "out")}
         if not theirs:
-            cols = ", ".join(f"{db.quote(c.name)} {c.type}".rstrip() for c in ours if c.name != "simulation_id")
-            conn.exec_driver_sql(f"CREATE TABLE out.{db.quote(table)} (simulation_id TEXT NOT NULL"
+            cols = ", ".join(f"{sqltext.quote(c.name)} {c.type}".rstrip() for c in ours if c.name != "simulation_id")
+            conn.exec_driver_sql(f"CREATE TABLE out.{sqltext.quote(table)} (simulation_id TEXT NOT NULL"
                                  f"{', ' if cols else ''}{cols})")
             added_tables.append(table)
         else:
             for c in ours:
                 if c.name not in theirs:  # a column a merge added for schema drift
-                    conn.exec_driver_sql(f"ALTER TABLE out.{db.quote(table)} ADD COLUMN {db.quote(c.name)} {c.type}")
-        cols = ", ".join(db.quote(c.name) for c in ours)
+                    conn.exec_driver_sql(f"ALTER TABLE out.{sqltext.quote(table)} ADD COLUMN {sqltext.quote(c.name)} {c.type}")
+        cols = ", ".join(sqltext.quote(c.name) for c in ours)
         rows = 0
         for where, params in filters:
             rows += conn.exec_driver_sql(
-                f"INSERT INTO out.{db.quote(table)} ({cols}) SELECT {cols} FROM main.{db.quote(table)}{where}",
+                f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} FROM main.{sqltext.quote(table)}{where}",
                 params).rowcount
         report.tables.append(ExportedTable(table, rows))
     return added_tables

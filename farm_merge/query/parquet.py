@@ -52,8 +52,8 @@ from sqlalchemy.dialects import postgresql
 from farm_merge.errors import FarmMergeError, UnpartitionableId, optional_import
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
-from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
 from farm_merge.storage import db
+from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
 #: Rows fetched at a time: as Python objects they take about 50 times the room they take in Arrow.

@@ -11,6 +11,9 @@ A server URL gets SQLAlchemy's engine for it; ``postgresql://`` means psycopg 3 
 ``postgres`` extra), and pooled connections are checked before use, since a server may
 have dropped them while they sat in the pool.
 
+Quoting SQL text lives in :mod:`farm_merge.storage.sqltext`, file and row checksums in
+:mod:`farm_merge.storage.hashing`, why a write failed in :mod:`farm_merge.storage.failures`.
+
 SQLAlchemy is imported where a URL is parsed or an engine made, not with this module: what
 only opens a SQLite file with :func:`connect_sqlite` (``farm-merge current``) starts
 without it.
@@ -18,7 +21,6 @@ without it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sqlite3
@@ -27,7 +29,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote as url_quote
 
 from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency
-from farm_merge.storage.legacy import affinity
+from farm_merge.storage.hashing import RowHash
+from farm_merge.storage.sqltext import quote  # noqa: F401  (read here by farm_merge.logging.runfile, changed with the logging package)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -101,90 +104,6 @@ def display(target: str | os.PathLike) -> str:
         except Exception:  # not a valid URL: said so where it is opened
             return _masked(str(target))
     return str(target)
-
-
-def quote(identifier: str) -> str:
-    """Quote an SQL identifier; safe for any name a hostile file may hold."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-_PLAIN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
-
-
-def safe_type(declared: str) -> str:
-    """A column type to put in DDL: the declared one if it is plain, else its affinity
-    (a hostile file can declare anything)."""
-    return declared if not declared or _PLAIN_TYPE.match(declared) else affinity(declared)
-
-
-#: I/O errors met while reading: a source's problem, not a failure to write.
-_READ_IOERRS = frozenset({"SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"})
-
-
-def write_failure(error: BaseException | None) -> str | None:
-    """Why SQLite could not write, if ``error`` (sqlite3's, or SQLAlchemy's wrapping it) or an
-    error it was raised from says so: disk full, a file size limit or a failing disk, a
-    read-only file; else None.  (After a failed write SQLite has rolled back, and clean-up
-    code, Alembic's for one, then fails on what is gone: the cause is further down.)"""
-    cause = _write_cause(error)
-    return cause[1] if cause else None
-
-
-#: What to do about a write that ran out of room (a full disk, a file size limit).
-MAKE_ROOM = "make room and run the same command again"
-
-
-def write_problem(error: BaseException | None, path: Path | None) -> tuple[str, str] | None:
-    """:func:`write_failure`'s reason for ``error`` with the remedy that fits its cause, for
-    the SQLite database ``path`` (None: a server's): ``(reason, hint)``, or None if
-    ``error`` is no failure to write.
-
-    A full disk or a failed write is told to make room; a read-only database or one SQLite
-    cannot open is looked at (:func:`farm_merge.storage.files.unwritable`): not a regular
-    file, a read-only file system, a file or folder this user may not write, each with its
-    own remedy.
-    """
-    cause = _write_cause(error)
-    if cause is None:
-        return None
-    kind, reason = cause
-    if kind in ("full", "io"):
-        return reason, MAKE_ROOM
-    from farm_merge.storage import files
-
-    found = files.unwritable(path) if path is not None else None
-    if found is not None:
-        return found
-    where = f"{path} and its folder" if path is not None else "the database"
-    return reason, f"check that {files.user_name()} can write {where}, and run the same command again"
-
-
-def _write_cause(error: BaseException | None) -> tuple[str, str] | None:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        cause = _write_failure(error)
-        if cause is not None:
-            return cause
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _write_failure(error: BaseException) -> tuple[str, str] | None:
-    error = getattr(error, "orig", None) or error
-    if not isinstance(error, sqlite3.Error):
-        return None
-    name, message = getattr(error, "sqlite_errorname", ""), str(error)  # errorname: Python 3.11+
-    if name == "SQLITE_FULL" or "database or disk is full" in message:
-        return "full", "database or disk is full"
-    if name.startswith("SQLITE_READONLY") or "readonly database" in message:
-        return "readonly", message
-    if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in message:
-        return "cantopen", message
-    if (name.startswith("SQLITE_IOERR") and name not in _READ_IOERRS) or (not name and "disk I/O error" in message):
-        # SQLite reports a write cut short by anything but ENOSPC (EFBIG, EIO) this way.
-        return "io", "disk I/O error while writing (no space left, a file size limit, or a failing disk)"
-    return None
 
 
 def file_uri(path: Path, **params: str) -> str:
@@ -316,37 +235,3 @@ def initialize_sqlite(path: Path, *, page_size: int = PAGE_SIZE, journal_mode: s
         con.execute(f"PRAGMA journal_mode = {journal_mode}")
     finally:
         con.close()
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def hash_expr(column_sql: str) -> str:
-    """The SQL expression :class:`RowHash` expects for one column."""
-    return f"iif({column_sql} IS NULL, NULL, hex({column_sql}))"
-
-
-class RowHash:
-    """Order-independent checksum of rows: the sum of each row's SHA-256 prefix, mod 2^64.
-
-    Registered as the SQL aggregate ``farm_merge_rowhash(col, ...)``.  Callers pass each
-    column through :func:`hash_expr`, so a value reads the same whichever affinity
-    stored it (``5`` and ``'5'`` agree) and text that is not valid UTF-8 still hashes.
-    """
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.rows = 0
-
-    def step(self, *values) -> None:
-        raw = "\x1f".join("\x00" if v is None else v for v in values).encode()
-        self.total = (self.total + int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")) % (1 << 64)
-        self.rows += 1
-
-    def finalize(self) -> str:
-        return f"{self.rows}:{self.total:016x}"

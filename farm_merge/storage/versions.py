@@ -33,7 +33,7 @@ from farm_merge.errors import (
     SchemaTooNew,
     TargetWriteError,
 )
-from farm_merge.storage import db, files
+from farm_merge.storage import db, failures, files, sqltext
 from farm_merge.storage.legacy import detect_era
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class _Catalog:
 
     def columns(self, table: str) -> list[str]:
         if self.raw:
-            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({db.quote(table)})")]
+            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({sqltext.quote(table)})")]
         from sqlalchemy import inspect
 
         return [c["name"] for c in inspect(self.connection).get_columns(table)]
@@ -298,7 +298,7 @@ def open_engine(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 db.initialize_sqlite(path, page_size=page_size)
             except (OSError, sqlite3.Error) as e:
-                reason, hint = files.unwritable(path) or (db.write_failure(e) or str(e), None)
+                reason, hint = files.unwritable(path) or (failures.write_failure(e) or str(e), None)
                 raise TargetWriteError(name, reason, then=hint) from e
     engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib,
                                   reader=reader and not create)
@@ -313,9 +313,9 @@ def open_engine(
             if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
                 raise DatabaseUnavailable(name, first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
-            if reader and not create and (reason := db.write_failure(e)):
+            if reader and not create and (reason := failures.write_failure(e)):
                 raise DatabaseUnreadable(name, reason) from e
-            if problem := db.write_problem(e, path):
+            if problem := failures.write_problem(e, path):
                 raise TargetWriteError(name, problem[0], then=problem[1]) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
             raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
