@@ -41,6 +41,7 @@ from farm_merge.consolidate.target import MergeTarget, is_locked
 from farm_merge.errors import ConnectionLost, FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
 from farm_merge.storage import db, failures, versions
+from farm_merge.storage.db import Location, Target
 from farm_merge.storage.files import identity, real_path
 from farm_merge.storage.writer import is_connection_lost
 
@@ -49,7 +50,7 @@ INSPECT_THREADS = max(2, min(4, os.cpu_count() or 1))
 
 def merge(
     sources: Sequence[str],
-    into: str,
+    into: Target,
     *,
     experiment_id: str | None = None,
     name: str | None = None,
@@ -79,11 +80,10 @@ def merge(
     """
     started = time.monotonic()
     check_template(id_template)
-    target_name = db.display(into)
-    target_path = db.sqlite_path(into)
+    into = Location.parse(into)
+    target_name, target_path = into.name, into.path
     target_class = SqliteTarget if target_path is not None else _server_target(into)
-    experiment_id = experiment_id or (target_path.stem if target_path is not None
-                                     else db.server_url(into).database or "experiment")
+    experiment_id = experiment_id or into.database_name or "experiment"
     report = MergeReport(target_name, experiment_id, dry_run=dry_run)
     new = versions.is_new(into)  # and a path that cannot be a database is refused before any work
 
@@ -225,11 +225,11 @@ def _stop_on_write_failure(report: MergeReport, busy_timeout_s: float, target_pa
         raise TargetWriteError(report.target, problem[0], len(report.merged), problem[1]) from e
 
 
-def _server_target(url: str) -> type["MergeTarget"]:
-    """The merge target class for a server database URL (PostgreSQL is the one there is)."""
-    if not db.is_postgresql(url):
-        raise FarmMergeError(f"{db.display(url)}: farm-merge merges into SQLite files and PostgreSQL databases")
-    db.server_url(url)  # the driver is installed
+def _server_target(into: Location) -> type["MergeTarget"]:
+    """The merge target class for a server database (PostgreSQL is the one there is)."""
+    if not into.is_postgresql:
+        raise FarmMergeError(f"{into.name}: farm-merge merges into SQLite files and PostgreSQL databases")
+    into.server_url()  # the driver is installed
     from farm_merge.consolidate.postgres import PostgresTarget  # psycopg and its module only when needed
 
     return PostgresTarget

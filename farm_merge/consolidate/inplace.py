@@ -33,6 +33,7 @@ from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
 from farm_merge.storage import db, indexes, migrations, sqltext, versions
 from farm_merge.storage.catalog import now
+from farm_merge.storage.db import Location, Target
 
 Progress = Callable[[str], None]
 
@@ -103,7 +104,7 @@ class Job:
 
 
 def upgrade(
-    target: str | os.PathLike,
+    target: Target,
     revision: str = "head",
     *,
     simulation_id: str | None = None,
@@ -136,7 +137,7 @@ def upgrade(
 
 @contextmanager
 def upgrading(
-    target: str | os.PathLike,
+    target: Target,
     revision: str = "head",
     *,
     simulation_id: str | None = None,
@@ -153,7 +154,8 @@ def upgrading(
     :class:`UpgradeFailed` after the rollback.
     """
     started = time.monotonic()
-    name, path = db.display(target), db.sqlite_path(target)
+    target = Location.parse(target)
+    name, path = target.name, target.path
     if path is not None:
         if not path.exists():
             if not create:
@@ -188,7 +190,7 @@ def upgrading(
             if progress:
                 progress(f"backup: {report.backup}")
 
-        engine = db.create_engine_for(target)
+        engine = target.engine()
         try:
             with engine.connect() as conn:
                 conn = conn.execution_options(immediate=True)  # take the write lock up front

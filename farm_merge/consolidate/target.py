@@ -20,7 +20,7 @@ from farm_merge._version import __version__
 from farm_merge.consolidate import records
 from farm_merge.consolidate.plan import Plan, copy_reason
 from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
-from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
+from farm_merge.consolidate.sources import UNDECODABLE
 from farm_merge.progress import progress_bar
 from farm_merge.storage import catalog, indexes, sqltext
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation

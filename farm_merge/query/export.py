@@ -147,9 +147,9 @@ def csv_value(value: Any) -> Any:
 
 # --- SQLite -----------------------------------------------------------------------------
 def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
-    source = db.sqlite_path(tool.target)  # None: a server database
+    source = tool.location.path  # None: a server database
     if output.is_dir():
-        stem = source.stem if source is not None else db.server_url(tool.target).database
+        stem = source.stem if source is not None else tool.location.database_name
         folder, name = output, file_name(ids[0] if len(ids) == 1 else stem, ".db", limit=name_limit(output))
     else:  # the file the user named
         folder, name = output.parent, output.name
@@ -166,7 +166,7 @@ def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) ->
     with versions.open_checked(path) as engine, engine.begin() as out:
         indexes.drop(out)  # built once, densely, after the copy
     report = ExportReport(str(path), "sqlite", [])
-    if db.sqlite_path(tool.target) is None:  # no ATTACH for a server: its rows are streamed into the file
+    if tool.location.path is None:  # no ATTACH for a server: its rows are streamed into the file
         copied = copy_into_sqlite(tool, path, simulation_ids)
         report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
         added_tables = [t for t, (_, created) in copied.items() if created]

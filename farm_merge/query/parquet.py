@@ -52,7 +52,6 @@ from sqlalchemy.dialects import postgresql
 from farm_merge.errors import FarmMergeError, UnpartitionableId, optional_import
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
-from farm_merge.storage import db
 from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
@@ -109,7 +108,7 @@ def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[
         conn = snapshot(conn)  # one read transaction: a consistent snapshot
         tables = ["simulations", *tool.data_tables(conn)]
         names = distinct_names(tables, limit=name_limit(folder, room=0))  # table names come from the data
-        with Staging(folder, overwrite=overwrite, protect=db.sqlite_path(tool.target)) as staging:
+        with Staging(folder, overwrite=overwrite, protect=tool.location.path) as staging:
             staging.check(names.values())
             for table in tables:
                 rows = _write_dataset(conn, tool, table, explicit, staging.add_folder(names[table]), partitions, pa, pq)

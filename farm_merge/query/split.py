@@ -83,7 +83,7 @@ def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_i
     staging folder and put in place together at the end, so an interrupted split leaves
     none of them."""
     started = time.monotonic()
-    source = db.sqlite_path(tool.target)  # None: a server database
+    source = tool.location.path  # None: a server database
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
         raise FarmMergeError(f"{tool.db_path} holds no simulations to split")

@@ -1,4 +1,9 @@
-"""Opening experiment databases: paths or URLs in, a configured SQLAlchemy engine out.
+"""Opening experiment databases: a path or URL read once into a :class:`Location`, and from
+it a configured SQLAlchemy engine or sqlite3 connection.
+
+Every entry point (a public function, a command) turns the text it was given into one
+:class:`Location` and hands that value down; the layers below read its fields instead of
+asking again "file or URL?".
 
 SQLite connections get what a database shared by a merge and many loggers needs: a
 busy timeout, ``synchronous=NORMAL`` (durable against a killed process in WAL mode),
@@ -24,8 +29,9 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 from urllib.parse import quote as url_quote
 
 from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency
@@ -43,67 +49,127 @@ PAGE_SIZE = 16384
 BUSY_TIMEOUT_S = 60.0
 
 
-def is_url(target: str | os.PathLike) -> bool:
-    return "://" in str(target)
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
 
 
-def parse_url(target: str | os.PathLike) -> URL:
-    """``target`` as a SQLAlchemy URL; :class:`FarmMergeError` if it cannot be one."""
-    from sqlalchemy.engine import make_url
+@dataclass(frozen=True)
+class Location:
+    """One database: its ``kind`` (``"sqlite"``, ``"postgresql"``, or the backend name of
+    another server URL), the SQLite file (``path``, None for a server or an in-memory
+    database), the server's SQLAlchemy ``url`` and the ``name`` to show in messages (a URL
+    without its password)."""
 
-    try:
-        return make_url(str(target))
-    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
-        raise FarmMergeError(f"{_masked(str(target))}: not a database URL ({e})") from e
+    text: str
+    kind: str
+    name: str
+    path: Path | None = None
+    url: URL | None = None
+
+    @classmethod
+    def parse(cls, target: "Target") -> "Location":
+        """``target`` (a path, a SQLAlchemy URL, or a :class:`Location` already) as a Location;
+        :class:`FarmMergeError` for a URL that cannot be parsed."""
+        if isinstance(target, Location):
+            return target
+        text = str(target)
+        if "://" not in text:
+            return cls(text, SQLITE, text, path=Path(target))
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(text)
+        except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
+            raise FarmMergeError(f"{masked(text)}: not a database URL ({e})") from e
+        kind = url.get_backend_name()
+        name = url.render_as_string(hide_password=True)
+        if kind == SQLITE:
+            path = Path(url.database) if url.database and url.database != ":memory:" else None
+            return cls(text, SQLITE, name, path=path, url=url)
+        return cls(text, kind, name, url=url)
+
+    @property
+    def is_url(self) -> bool:
+        return self.url is not None
+
+    @property
+    def is_sqlite_file(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.kind == POSTGRESQL
+
+    @property
+    def database_name(self) -> str | None:
+        """The file's stem, or the server database's name."""
+        return self.path.stem if self.path is not None else self.url.database if self.url is not None else None
+
+    def server_url(self) -> URL:
+        """The SQLAlchemy URL to open a server database with; ``postgresql://`` is taken to
+        mean psycopg 3.  :class:`MissingDependency` when that driver is not installed."""
+        if self.url is None:
+            raise FarmMergeError(f"{self.name}: a SQLite file, not a server database")
+        url = self.url
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        if url.drivername == "postgresql+psycopg":
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
+        return url
+
+    def engine(self, **options) -> Engine:
+        """An engine on this database (options as :func:`create_engine_for`)."""
+        return create_engine_for(self, **options)
+
+    def reader(self) -> sqlite3.Connection:
+        """A sqlite3 connection that only reads the file, on read-only storage too
+        (:func:`reader_uri`)."""
+        if self.path is None:
+            raise FarmMergeError(f"{self.name}: not a SQLite file")
+        return connect_sqlite(self.path, uri=reader_uri(self.path))
+
+    def __str__(self) -> str:
+        return self.name
 
 
-def _masked(text: str) -> str:
+#: What the public functions accept for a database.
+Target = Union[str, "os.PathLike[str]", Location]
+
+
+def masked(text: str) -> str:
     """A URL SQLAlchemy cannot parse, with whatever sits where a password would hidden."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
 
 
-def sqlite_path(target: str | os.PathLike) -> Path | None:
+def is_url(target: Target) -> bool:
+    return target.is_url if isinstance(target, Location) else "://" in str(target)
+
+
+def sqlite_path(target: Target) -> Path | None:
     """The file behind ``target`` if it is a SQLite path or ``sqlite:///`` URL, else None."""
-    if not is_url(target):
-        return Path(target)
-    url = parse_url(target)
-    if url.get_backend_name() != "sqlite":
-        return None
-    return Path(url.database) if url.database and url.database != ":memory:" else None
+    return Location.parse(target).path
 
 
-def server_url(target: str | os.PathLike) -> URL:
-    """The SQLAlchemy URL of a server database; ``postgresql://`` is taken to mean psycopg 3.
-
-    Raises :class:`FarmMergeError` for a URL SQLAlchemy cannot parse and
-    :class:`MissingDependency` when the driver of a PostgreSQL URL is not installed.
-    """
-    url = parse_url(target)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    if url.drivername == "postgresql+psycopg":
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
-    return url
+def server_url(target: Target) -> URL:
+    """The SQLAlchemy URL of a server database (:meth:`Location.server_url`)."""
+    return Location.parse(target).server_url()
 
 
-def is_postgresql(target: str | os.PathLike) -> bool:
+def is_postgresql(target: Target) -> bool:
     """True if ``target`` is a PostgreSQL URL."""
-    return is_url(target) and parse_url(target).get_backend_name() == "postgresql"
+    return Location.parse(target).is_postgresql
 
 
-def display(target: str | os.PathLike) -> str:
-    """How to name ``target`` in a message (a URL without its password)."""
-    if is_url(target):
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(str(target)).render_as_string(hide_password=True)
-        except Exception:  # not a valid URL: said so where it is opened
-            return _masked(str(target))
-    return str(target)
+def display(target: Target) -> str:
+    """How to name ``target`` in a message (a URL without its password), even a URL that
+    cannot be parsed (that is said where it is opened)."""
+    try:
+        return Location.parse(target).name
+    except FarmMergeError:
+        return masked(str(target))
 
 
 def file_uri(path: Path, **params: str) -> str:
@@ -184,7 +250,7 @@ def _configure(con: sqlite3.Connection, busy_timeout_s: float, cache_mib: int | 
 
 
 def create_engine_for(
-    target: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
+    target: Target, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
     poolclass: type[Pool] | None = None, cache_mib: int | None = None, reader: bool = False,
 ) -> Engine:
     """An engine for a database path or SQLAlchemy URL.
@@ -199,14 +265,15 @@ def create_engine_for(
     from sqlalchemy.exc import NoSuchModuleError
     from sqlalchemy.pool import NullPool, QueuePool
 
-    path = sqlite_path(target)
+    location = Location.parse(target)
+    path = location.path
     if path is None:
         pool = NullPool if null_pool else poolclass
-        url = server_url(target)
+        url = location.server_url()
         try:
             return create_engine(url, pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
         except (ImportError, NoSuchModuleError) as e:  # a dialect or driver that is not installed
-            raise FarmMergeError(f"{display(target)}: cannot open a {url.get_backend_name()} database here ({e}); "
+            raise FarmMergeError(f"{location.name}: cannot open a {url.get_backend_name()} database here ({e}); "
                                  "farm-merge works on SQLite files and PostgreSQL") from e
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
