@@ -4,14 +4,12 @@ in one transaction (rows never pass through Python)."""
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import Text
 
 from farm_merge.consolidate.plan import Plan
-from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
+from farm_merge.consolidate.report import SourceResult
 from farm_merge.consolidate.sources import SourceInfo, SourceTable
-from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
+from farm_merge.consolidate.target import MergeTarget, is_locked
 from farm_merge.errors import SourceError
 from farm_merge.storage import failures, hashing, sqltext
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
@@ -22,84 +20,39 @@ from farm_merge.storage.sqltext import affinity
 class SqliteTarget(MergeTarget):
     """An experiment database on SQLite: each source ATTACHed and copied with INSERT…SELECT."""
 
+    fold_case = True
+    schema = "main."
+
     def __enter__(self) -> "SqliteTarget":
         super().__enter__()
         self.raw = self.conn.connection.driver_connection
         return self
 
+    def column_type(self, declared: str) -> str:
+        return sqltext.safe_type(declared)
+
     # --- one source ----------------------------------------------------------------
-    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
-        started = time.monotonic()
-        info = plan.info
+    def _open_source(self, info: SourceInfo) -> None:
         try:
             self.raw.execute("ATTACH DATABASE ? AS src", (info.uri,))
         except Exception as e:
-            return plan.result(FAILED, f"cannot attach: {e}")
-        try:
-            with self.conn.begin():
-                # Decided before; another merge into this target may have taken the simulation
-                # since.  Under the write lock the answer holds until this commits.
-                decision = self._decide(plan, replace=replace)
-                if decision is not None:
-                    return decision
-                added = self._prepare_tables(info)
-                checksums, rows = {}, 0
-                for theirs, ours in plan.simulations:
-                    if replace:
-                        self._delete_simulation(ours)
-                    counts = self._copy(info, theirs, ours, single=len(plan.simulations) == 1)
-                    rows += sum(counts.values())
-                    if verify:
-                        checksums = self._verify_checksums(info, theirs, ours, single=len(plan.simulations) == 1)
-                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
-        except SourceError as e:
-            self._load_columns()
-            return plan.result(FAILED, e.reason)
-        except Exception as e:  # a database error while copying: report it, keep going
-            if failures.write_failure(e) or is_locked(e):
-                raise  # the target's problem, not this source's: the merge stops
-            self._load_columns()
-            return plan.result(FAILED, copy_failure(e))
-        finally:
-            if not self.conn.invalidated:  # an interrupt inside a statement closed the connection
-                self.raw.execute("DETACH DATABASE src")
-        return plan.result(MERGED, None, rows=rows, added_columns=added, seconds=time.monotonic() - started)
+            raise SourceError(str(info.path), f"cannot attach: {e}") from e
 
-    def _prepare_tables(self, info: SourceInfo) -> list[str]:
-        """Add what the source has and the target lacks: unknown tables, new columns."""
-        added = []
-        # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
-        tables = {name.lower(): name for name in self.columns}
-        known = {(t.lower(), c.lower()) for t, cols in self.columns.items() for c in cols}
-        if any((t.name.lower(), c.lower()) not in known for t in info.tables.values() for c in t.columns):
-            # Another merge into this target may have added them since they were read: read
-            # them again, in this transaction (under its write lock the answer holds).
-            self.columns = self._read_columns()
-            tables = {name.lower(): name for name in self.columns}
-        for table in info.tables.values():
-            q = sqltext.quote(table.name)
-            ours = tables.get(table.name.lower())
-            if ours is None:
-                cols = ", ".join(f"{sqltext.quote(c)} {sqltext.safe_type(t)}" for c, t in table.columns.items()
-                                 if c != "simulation_id")
-                self.conn.exec_driver_sql(
-                    f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
-                self.conn.exec_driver_sql(
-                    f"CREATE INDEX main.{sqltext.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
-                self.columns[table.name] = {"simulation_id", *table.columns}
-                added.append(f"table {table.name}")
-                continue
-            have = {c.lower() for c in self.columns[ours]}
-            for column, declared in table.columns.items():
-                if column.lower() not in have:
-                    self.conn.exec_driver_sql(
-                        f"ALTER TABLE main.{q} ADD COLUMN {sqltext.quote(column)} {sqltext.safe_type(declared)}")
-                    self.columns[ours].add(column)
-                    have.add(column.lower())
-                    added.append(f"{table.name}.{column}")
-        return added
+    def _close_source(self, source: None) -> None:
+        if not self.conn.invalidated:  # an interrupt inside a statement closed the connection
+            self.raw.execute("DETACH DATABASE src")
 
-    def _copy(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, int]:
+    def _decide_again(self, plan: Plan, *, replace: bool) -> SourceResult | None:
+        # Decided before; another merge into this target may have taken the simulation
+        # since.  Under the write lock the answer holds until this commits.
+        return self._decide(plan, replace=replace)
+
+    def _target_failure(self, error: Exception, plan: Plan) -> BaseException | None:
+        # A full disk or a lock held too long is the target's problem: the merge stops.
+        return error if failures.write_failure(error) or is_locked(error) else None
+
+    def _copy(self, source: None, info: SourceInfo, theirs: str | None, ours: str, *, single: bool,
+              verify: bool) -> tuple[dict[str, int], dict[str, str]]:
         counts = {}
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
@@ -122,7 +75,7 @@ class SqliteTarget(MergeTarget):
                 raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
                                                   f"{ours!r} in the target, the source has {expected}")
             counts[table.name] = got
-        return counts
+        return counts, self._verify_checksums(info, theirs, ours, single=single) if verify else {}
 
     def _verify_checksums(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, str]:
         checksums = {}
