@@ -38,7 +38,7 @@ from farm_merge.consolidate.plan import Plan, check_template, reject_duplicate_i
 from farm_merge.consolidate.report import FAILED, MERGED, PLANNED, SKIPPED, MergeReport, SourceResult
 from farm_merge.consolidate.sources import SourceFile, expand, inspect_source
 from farm_merge.consolidate.sqlite import SqliteTarget
-from farm_merge.consolidate.target import MergeTarget, is_locked
+from farm_merge.consolidate.target import MergeTarget
 from farm_merge.errors import ConnectionLost, FarmMergeError, SourceActive, SourceError, TargetWriteError
 from farm_merge.progress import progress_bar
 from farm_merge.storage import db, failures, versions
@@ -253,8 +253,8 @@ def _stop_on_write_failure(into: Location, busy_timeout_s: float, stage: _Stage)
         raise TargetWriteError(e.target, e.reason, stage.merged, e.then) from e
     except (DBAPIError, sqlite3.Error) as e:
         if is_connection_lost(e):
-            raise ConnectionLost(into.name, stage.doing, versions.first_line(e), stage.then()) from e
-        if is_locked(e):
+            raise ConnectionLost(into.name, stage.doing, failures.first_line(e), stage.then()) from e
+        if failures.is_locked(e):
             raise TargetWriteError(
                 into.name, f"database is locked: other processes held its write lock for over {busy_timeout_s:g} s",
                 stage.merged, "run the same command again when they are done") from e

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, exc, inspect
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import db, indexes, migrations, sqltext, versions
+from farm_merge.storage import db, failures, indexes, migrations, sqltext, versions
 from farm_merge.storage.catalog import now
 from farm_merge.storage.db import Location, Target
 
@@ -214,7 +214,7 @@ def upgrading(
                         if report.to_revision == versions.head_revision():
                             indexes.ensure(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
-                    raise UpgradeFailed(name, _one_line(e), report.backup) from e
+                    raise UpgradeFailed(name, failures.first_line(e), report.backup) from e
             if path is not None:
                 report.vacuumed = _compact(engine)
         finally:
@@ -360,7 +360,3 @@ def _verify(conn: Connection, name: str, plan: adopt.Adoption | None,
 
 def _totals(counts: dict[str, dict]) -> dict[str, dict]:
     return {t: {None: sum(c.values())} for t, c in counts.items()}
-
-
-def _one_line(e: Exception) -> str:
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm_merge.errors import SourceActive, SourceError
-from farm_merge.storage import db, hashing, sqltext
+from farm_merge.storage import db, failures, hashing, sqltext
 from farm_merge.storage import files as fileids
 from farm_merge.storage.legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch, detect_era
 
@@ -246,7 +246,7 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         con.text_factory = _lenient_text
         info = _read(con, source, size, uri)
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
+        if failures.is_locked(e):
             raise SourceError(name, "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(name, _reason(e)) from e
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
@@ -297,7 +297,7 @@ def _probe_lock(path: Path) -> None:
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
+        if failures.is_locked(e):
             raise SourceError(str(path), "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(str(path), _reason(e)) from e
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:

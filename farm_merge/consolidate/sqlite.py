@@ -9,7 +9,7 @@ from sqlalchemy import Text
 from farm_merge.consolidate.plan import Plan
 from farm_merge.consolidate.report import SourceResult
 from farm_merge.consolidate.sources import SourceInfo, SourceTable
-from farm_merge.consolidate.target import MergeTarget, is_locked
+from farm_merge.consolidate.target import MergeTarget
 from farm_merge.errors import SourceError
 from farm_merge.storage import failures, hashing, sqltext
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
@@ -49,7 +49,7 @@ class SqliteTarget(MergeTarget):
 
     def _target_failure(self, error: Exception, plan: Plan) -> BaseException | None:
         # A full disk or a lock held too long is the target's problem: the merge stops.
-        return error if failures.write_failure(error) or is_locked(error) else None
+        return error if failures.write_failure(error) or failures.is_locked(error) else None
 
     def _copy(self, source: None, info: SourceInfo, theirs: str | None, ours: str, *, single: bool,
               verify: bool) -> tuple[dict[str, int], dict[str, str]]:

@@ -12,7 +12,6 @@ its own, rows streamed with COPY, PostgreSQL's types).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,8 @@ from farm_merge.consolidate.report import FAILED, MERGED, SKIPPED, SourceResult
 from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo, SourceTable
 from farm_merge.errors import SourceError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import catalog, indexes, sqltext
+from farm_merge.storage import catalog, failures, indexes, sqltext
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
-from farm_merge.storage.writer import is_lock_contention
 
 #: Simulation ids per ``IN (...)`` of a decision query (well under every back end's limit of parameters).
 _IDS_PER_QUERY = 500
@@ -336,7 +334,7 @@ def copy_failure(e: Exception) -> str:
     """One line for a database error met while copying a source."""
     if isinstance(e, UnicodeDecodeError):
         return UNDECODABLE
-    message = str(getattr(e, "orig", None) or e).splitlines()[0]
+    message = failures.first_line(e)
     if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
         return f"{message} (duplicate or missing key in the source)"
     if "malformed" in message or "corrupt" in message:
@@ -344,9 +342,3 @@ def copy_failure(e: Exception) -> str:
     if "not a database" in message:
         return "not a SQLite database (or encrypted)"
     return message
-
-
-
-def is_locked(error: BaseException) -> bool:
-    """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
-    return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))

@@ -1,10 +1,31 @@
-"""Why SQLite could not write: a full disk, a file size limit, a read-only file or folder,
-told apart from sqlite3's errors (or SQLAlchemy's wrapping them), each with its remedy."""
+"""What a database error means: its one line for a message (:func:`first_line`), another
+connection holding the lock (:func:`is_locked`), and why SQLite could not write (a full
+disk, a file size limit, a read-only file or folder) with its remedy; read from sqlite3's
+errors, the drivers', or SQLAlchemy's wrapping them."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+
+#: What SQLite says when another connection holds the lock it needs.
+_LOCKED_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a (driver's) error message, for a message of ours."""
+    return str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+
+
+def is_locked(error: BaseException) -> bool:
+    """True for SQLite's "database is locked"/"busy" errors (sqlite3's, or SQLAlchemy's
+    wrapping them): another connection holds the lock, and another try may get past it."""
+    error = getattr(error, "orig", None) or error
+    if not isinstance(error, sqlite3.OperationalError):
+        return False
+    message = str(error).lower()
+    return any(m in message for m in _LOCKED_MESSAGES)
+
 
 #: I/O errors met while reading: a source's problem, not a failure to write.
 _READ_IOERRS = frozenset({"SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"})

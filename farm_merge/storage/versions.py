@@ -199,14 +199,9 @@ def _server_state(location: Location) -> DatabaseState:
             conn.rollback()
         return state
     except sa_exc.OperationalError as e:
-        raise DatabaseUnavailable(location.name, first_line(e)) from e
+        raise DatabaseUnavailable(location.name, failures.first_line(e)) from e
     finally:
         engine.dispose()
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of a (driver's) error message."""
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
 
 
 def probe_file(path: Path) -> str | None:
@@ -314,14 +309,14 @@ def open_engine(
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
             if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
-                raise DatabaseUnavailable(name, first_line(e)) from e
+                raise DatabaseUnavailable(name, failures.first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
             if reader and not create and (reason := failures.write_failure(e)):
                 raise DatabaseUnreadable(name, reason) from e
             if problem := failures.write_problem(e, path):
                 raise TargetWriteError(name, problem[0], then=problem[1]) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
-            raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
+            raise NotAnExperimentDatabase(name, failures.first_line(e)) from e
         if state.kind == "new":
             _create_new(engine, name, sqlite=path is not None)
     except BaseException:
@@ -346,7 +341,7 @@ def _create_new(engine: Engine, name: str, *, sqlite: bool) -> None:
         from farm_merge.storage.writer import is_connection_lost
 
         if not sqlite and is_connection_lost(e):
-            raise ConnectionLost(name, "creating the schema", first_line(e),
+            raise ConnectionLost(name, "creating the schema", failures.first_line(e),
                                  "nothing of it was kept: run the same command again") from e
         raise
 
