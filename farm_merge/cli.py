@@ -8,6 +8,7 @@ Each command imports the library modules it uses when it runs, so that ``farm-me
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,15 +28,40 @@ if TYPE_CHECKING:
     from farm_merge.storage.versions import DatabaseState
 
 
+#: The library's parameters that are flags here, as its messages name them.
+FLAGGED = ("replace", "keep_copies", "include_active", "overwrite", "id_template", "format", "at", "experiment_id",
+           "output")
+_NAMES = "|".join(FLAGGED)
+_WORDS = (
+    (re.compile(rf"\b({_NAMES})=True\b"), lambda m: _flag(m[1])),                      # replace=True
+    (re.compile(rf"\b({_NAMES})='([^'\s]*)'(?!:)"), lambda m: f"{_flag(m[1])} {m[2]}"),  # format='csv' as an example
+    (re.compile(rf"\b({_NAMES})="), lambda m: f"{_flag(m[1])} "),                      # at='last': the value given
+    (re.compile(r"(?<![\w.'\"-])(id_template|experiment_id)(?![\w.'\"])"), lambda m: _flag(m[1])),  # or pass id_template
+    (re.compile(r"\bchoose another (output|port)\b"), lambda m: f"choose another {'with ' * (m[1] == 'port')}--{m[1]}"),
+)
+
+
+def _flag(parameter: str) -> str:
+    return "--" + parameter.replace("_", "-")
+
+
+def as_flags(message: str) -> str:
+    """A library message in the command line's words: the parameters it names become the
+    flags that set them (``replace=True`` is ``--replace``, ``at='x'`` is ``--at 'x'``)."""
+    for pattern, word in _WORDS:
+        message = pattern.sub(word, message)
+    return message
+
+
 def reports_errors(func):
-    """Turn library errors into ``Error: …`` and exit status 1, with no traceback."""
+    """Turn library errors into ``Error: …`` (in the flags' words) and exit status 1, with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except FarmMergeError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(as_flags(str(e))) from e
 
     return wrapper
 
@@ -84,6 +110,8 @@ def merge(sources, target, experiment_id, name, description, id_template, dry_ru
         id_template=id_template, dry_run=dry_run, replace=replace, verify=verify,
         include_active=include_active, keep_copies=keep_copies, progress=False if quiet or as_json else None,
     )
+    for result in report.results:
+        result.reason = result.reason and as_flags(result.reason)
     if as_json:
         click.echo(to_json(report.to_dict()))
     elif not quiet:

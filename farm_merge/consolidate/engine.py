@@ -39,7 +39,13 @@ from farm_merge.consolidate.report import FAILED, MERGED, PLANNED, SKIPPED, Merg
 from farm_merge.consolidate.sources import SourceFile, expand, inspect_source
 from farm_merge.consolidate.sqlite import SqliteTarget
 from farm_merge.consolidate.target import MergeTarget
-from farm_merge.errors import ConnectionLost, FarmMergeError, SourceActive, SourceError, TargetWriteError
+from farm_merge.errors import (
+    ConnectionLost,
+    SourceActive,
+    SourceError,
+    TargetWriteError,
+    UnsupportedDatabase,
+)
 from farm_merge.progress import progress_bar
 from farm_merge.storage import db, failures, versions
 from farm_merge.storage.db import Location, Target
@@ -267,7 +273,7 @@ def _stop_on_write_failure(into: Location, busy_timeout_s: float, stage: _Stage)
 def _server_target(into: Location) -> type["MergeTarget"]:
     """The merge target class for a server database (PostgreSQL is the one there is)."""
     if not into.is_postgresql:
-        raise FarmMergeError(f"{into.name}: farm-merge merges into SQLite files and PostgreSQL databases")
+        raise UnsupportedDatabase(into.name, "farm-merge merges into SQLite files and PostgreSQL databases")
     into.server_url()  # the driver is installed
     from farm_merge.consolidate.postgres import PostgresTarget  # psycopg and its module only when needed
 

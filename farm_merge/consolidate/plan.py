@@ -1,6 +1,6 @@
 """Which simulations a source holds and the id each gets in the target.
 
-Ids come from ``--id-template`` (``{stem}``, ``{parent}``, ``{relpath}``,
+Ids come from ``id_template`` (``{stem}``, ``{parent}``, ``{relpath}``,
 ``{simulation_id}``, ``{era}``), else the id the file records, else its file stem.  Two
 sources that would land under one id both fail, naming each other.  A source whose bytes
 are another's (a copied run file) is that one's copy, skipped unless copies are kept.
@@ -14,25 +14,23 @@ from typing import Callable
 
 from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
 from farm_merge.consolidate.sources import SourceInfo
-from farm_merge.errors import FarmMergeError, SourceError
+from farm_merge.errors import InvalidArgument, SourceError
 
 TEMPLATE_FIELDS = ("stem", "parent", "relpath", "simulation_id", "era")
 
 
 def check_template(template: str | None) -> None:
-    """Raise :class:`FarmMergeError` unless ``template`` (if given) uses only :data:`TEMPLATE_FIELDS`."""
+    """Raise :class:`InvalidArgument` unless ``template`` (if given) uses only :data:`TEMPLATE_FIELDS`."""
     if template is None:
         return
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
-        raise FarmMergeError(f"--id-template {template!r}: {e}") from e
+        raise InvalidArgument("id_template", template, str(e)) from e
     unknown = [f for f in fields if f not in TEMPLATE_FIELDS]
     if unknown or not fields:
-        raise FarmMergeError(
-            f"--id-template {template!r} must use only {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
-            + (f", not {{{unknown[0]}}}" if unknown else "")
-        )
+        raise InvalidArgument("id_template", template, f"must use only {{{'}, {'.join(TEMPLATE_FIELDS)}}}"
+                              + (f", not {{{unknown[0]}}}" if unknown else ""))
 
 
 @dataclass
@@ -64,7 +62,7 @@ def simulation_ids(info: SourceInfo, template: str | None) -> list[tuple[str | N
                                               "are (farm-merge upgrade keeps them under a simulation of their own: "
                                               "upgrade a copy, then merge it)")
         if template is not None and "{simulation_id}" not in template:
-            raise SourceError(str(info.path), f"holds {len(recorded)} simulations; an --id-template for it "
+            raise SourceError(str(info.path), f"holds {len(recorded)} simulations; an id_template for it "
                                               "must contain {simulation_id}")
         return [(sim, format_id(template, info, sim) if template else sim) for sim in recorded]
     own = recorded[0] if recorded else None
@@ -92,14 +90,14 @@ def reject_duplicate_ids(plans: list[Plan]) -> tuple[list[Plan], list[SourceResu
         others = ", ".join(str(p.info.path) for p in group if p is not plan)
         failed.append(plan.result(
             FAILED, f"simulation id {sim!r} also comes from {others}; "
-                    "tell them apart with --id-template (e.g. '{parent}_{stem}')"))
+                    "tell them apart with id_template (e.g. '{parent}_{stem}')"))
     return [p for p in plans if id(p) not in clashing], failed
 
 
 def copy_reason(original: str, *, merged: bool, simulation_id: str | None = None) -> str:
     """The reason a copy of ``original`` (identical bytes) is skipped."""
     where = f", which is merged already{f' as {simulation_id!r}' if simulation_id else ''}" if merged else ""
-    return f"a copy of {original}{where} (identical bytes); pass --keep-copies to merge it as well"
+    return f"a copy of {original}{where} (identical bytes); pass keep_copies=True to merge it as well"
 
 
 def skip_copies(plans: list[Plan], *, merged: dict[str, str],

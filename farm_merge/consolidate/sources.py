@@ -276,7 +276,7 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     if wal.exists():
         if not include_active and _has_content(wal):
             raise SourceActive(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
-                                          "(merge it when it is done, or pass --include-active)")
+                                          "(merge it when it is done, or pass include_active=True)")
         return db.file_uri(path, mode="ro")
     if wal_mode:
         return db.file_uri(path, mode="ro", immutable="1")

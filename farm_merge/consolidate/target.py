@@ -269,8 +269,8 @@ class MergeTarget:
                        else f"simulation {sim!r} is already in the target, merged from {merged[sim].source_path}")
             else:
                 why = f"simulation {sim!r} is already in the target (logged directly)"
-            return plan.result(FAILED, f"{why}; pass --replace to merge this file in its place, "
-                                       "or --id-template to give it another id")
+            return plan.result(FAILED, f"{why}; pass replace=True to merge this file in its place, "
+                                       "or id_template to give it another id")
         return None
 
     # --- bulk load -----------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import InvalidArgument, NothingToWrite, OutputRefused
 from farm_merge.query.attached import attached, columns_of
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
 from farm_merge.storage import db, indexes, sqltext, versions
@@ -72,10 +72,10 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
     """
     started = time.monotonic()
     if format not in FORMATS:
-        raise FarmMergeError(f"--format {format!r}: use {' or '.join(FORMATS)}")
+        raise InvalidArgument("format", format, f"use {' or '.join(FORMATS)}")
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to export")
+        raise NothingToWrite(tool.db_path, "export")
     explicit = list(simulation_ids) if simulation_ids else None
     if format == "csv":
         report = _export_csv(tool, Path(output), explicit, ids, overwrite)
@@ -88,7 +88,7 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
 # --- CSV --------------------------------------------------------------------------------
 def _export_csv(tool, folder: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; --format csv writes a folder of CSV files")
+        raise OutputRefused(str(folder), "is a file; format='csv' writes a folder of CSV files")
     report = ExportReport(str(folder), "csv", ids)
     with tool.engine.connect() as conn:
         conn = snapshot(conn)  # one read transaction: a consistent snapshot

@@ -49,7 +49,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql
 
-from farm_merge.errors import FarmMergeError, UnpartitionableId, optional_import
+from farm_merge.errors import (
+    NothingToWrite,
+    OutputRefused,
+    UnexportableValue,
+    UnpartitionableId,
+    optional_import,
+)
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
 from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
@@ -93,15 +99,15 @@ def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[
     Parquet dataset per table in the folder ``output`` (see the module docstring).
     Existing datasets are replaced only with ``overwrite``."""
     started = time.monotonic()
-    pa = optional_import("pyarrow", "parquet", "--format parquet")
-    pq = optional_import("pyarrow.parquet", "parquet", "--format parquet", package="pyarrow")
+    pa = optional_import("pyarrow", "parquet", "format='parquet'")
+    pq = optional_import("pyarrow.parquet", "parquet", "format='parquet'", package="pyarrow")
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to export")
+        raise NothingToWrite(tool.db_path, "export")
     explicit = list(simulation_ids) if simulation_ids else None
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; --format parquet writes a folder of datasets")
+        raise OutputRefused(str(folder), "is a file; format='parquet' writes a folder of datasets")
     partitions = partition_names(ids, folder)
     report = ExportReport(str(folder), "parquet", ids)
     with tool.engine.connect() as conn:
@@ -235,6 +241,6 @@ def _arrow_table(table: str, rows: list, columns: list[sa.Column], converters, s
         try:
             arrays.append(convert(values) if convert else pa.array(values, type=arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            raise FarmMergeError(f"{table}.{column.name} holds a value that is not {arrow_type} "
-                                 f"(declared {column.type}): {e}") from None
+            raise UnexportableValue(f"{table}.{column.name}", f"holds a value that is not {arrow_type} "
+                                                                 f"(declared {column.type}): {e}") from None
     return pa.Table.from_arrays(arrays, schema=schema)

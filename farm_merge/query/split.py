@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, select
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import NothingToWrite, OutputRefused, VerificationFailed
 from farm_merge.progress import progress_bar
 from farm_merge.query.attached import ColumnInfo, attached, columns_of, key_of
 from farm_merge.query.export import write_experiment_file
@@ -86,10 +86,10 @@ def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_i
     source = tool.location.path  # None: a server database
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to split")
+        raise NothingToWrite(tool.db_path, "split")
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; split writes a folder of run files")
+        raise OutputRefused(str(folder), "is a file; split writes a folder of run files")
     names = run_file_names(ids, folder)
     report = SplitReport(str(folder))
     with Staging(folder, overwrite=overwrite, protect=source) as staging:
@@ -249,7 +249,7 @@ class _RunFileWriter:
             f"ORDER BY {', '.join(sqltext.quote(k) for k in key)}",
             (*params, self.simulation_id)).rowcount
         if expected is not None and got != expected:
-            raise FarmMergeError(f"split of {self.simulation_id!r}: {name} wrote {got} rows, expected {expected}")
+            raise VerificationFailed(f"split of {self.simulation_id!r}", f"{name} wrote {got} rows, expected {expected}")
         self.counts[name] = got
 
     def _simulations_row(self, layout: legacy.LegacyTable) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 from urllib.parse import quote as url_quote
 
-from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency
+from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency, UnsupportedDatabase
 from farm_merge.storage.hashing import RowHash
 from farm_merge.storage.sqltext import quote  # noqa: F401  (read here by farm_merge.logging.runfile, changed with the logging package)
 
@@ -80,7 +80,7 @@ class Location:
         try:
             url = make_url(text)
         except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
-            raise FarmMergeError(f"{masked(text)}: not a database URL ({e})") from e
+            raise UnsupportedDatabase(masked(text), f"not a database URL ({e})") from e
         kind = url.get_backend_name()
         name = url.render_as_string(hide_password=True)
         if kind == SQLITE:
@@ -109,7 +109,7 @@ class Location:
         """The SQLAlchemy URL to open a server database with; ``postgresql://`` is taken to
         mean psycopg 3.  :class:`MissingDependency` when that driver is not installed."""
         if self.url is None:
-            raise FarmMergeError(f"{self.name}: a SQLite file, not a server database")
+            raise UnsupportedDatabase(self.name, "a SQLite file, not a server database")
         url = self.url
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
@@ -128,7 +128,7 @@ class Location:
         """A sqlite3 connection that only reads the file, on read-only storage too
         (:func:`reader_uri`)."""
         if self.path is None:
-            raise FarmMergeError(f"{self.name}: not a SQLite file")
+            raise UnsupportedDatabase(self.name, "not a SQLite file")
         return connect_sqlite(self.path, uri=reader_uri(self.path))
 
     def __str__(self) -> str:
@@ -273,8 +273,8 @@ def create_engine_for(
         try:
             return create_engine(url, pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
         except (ImportError, NoSuchModuleError) as e:  # a dialect or driver that is not installed
-            raise FarmMergeError(f"{location.name}: cannot open a {url.get_backend_name()} database here ({e}); "
-                                 "farm-merge works on SQLite files and PostgreSQL") from e
+            raise UnsupportedDatabase(location.name, f"cannot open a {url.get_backend_name()} database here ({e}); "
+                                                     "farm-merge works on SQLite files and PostgreSQL") from e
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
