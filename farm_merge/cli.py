@@ -8,7 +8,6 @@ Each command imports the library modules it uses when it runs, so that ``farm-me
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from farm_merge._version import __version__
+from farm_merge.cli_flags import as_flags
 from farm_merge.cli_interrupts import Commands, run
 from farm_merge.errors import FarmMergeError
 from farm_merge.logging.liveness import STALE_AFTER_S
@@ -26,31 +26,6 @@ from farm_merge.query.points import POINTS
 if TYPE_CHECKING:
     from farm_merge.consolidate.report import MergeReport
     from farm_merge.storage.versions import DatabaseState
-
-
-#: The library's parameters that are flags here, as its messages name them.
-FLAGGED = ("replace", "keep_copies", "include_active", "overwrite", "id_template", "format", "at", "experiment_id",
-           "output")
-_NAMES = "|".join(FLAGGED)
-_WORDS = (
-    (re.compile(rf"\b({_NAMES})=True\b"), lambda m: _flag(m[1])),                      # replace=True
-    (re.compile(rf"\b({_NAMES})='([^'\s]*)'(?!:)"), lambda m: f"{_flag(m[1])} {m[2]}"),  # format='csv' as an example
-    (re.compile(rf"\b({_NAMES})="), lambda m: f"{_flag(m[1])} "),                      # at='last': the value given
-    (re.compile(r"(?<![\w.'\"-])(id_template|experiment_id)(?![\w.'\"])"), lambda m: _flag(m[1])),  # or pass id_template
-    (re.compile(r"\bchoose another (output|port)\b"), lambda m: f"choose another {'with ' * (m[1] == 'port')}--{m[1]}"),
-)
-
-
-def _flag(parameter: str) -> str:
-    return "--" + parameter.replace("_", "-")
-
-
-def as_flags(message: str) -> str:
-    """A library message in the command line's words: the parameters it names become the
-    flags that set them (``replace=True`` is ``--replace``, ``at='x'`` is ``--at 'x'``)."""
-    for pattern, word in _WORDS:
-        message = pattern.sub(word, message)
-    return message
 
 
 def reports_errors(func):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from farm_merge.cli import as_flags
+from farm_merge.cli_flags import as_flags
 from farm_merge.consolidate.plan import check_template
 from farm_merge.errors import FarmMergeError, InvalidArgument
 from farm_merge.query.points import parse_point
