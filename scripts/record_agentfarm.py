@@ -43,9 +43,11 @@ EXPERIMENT_RUNS = ("sim_a", "sim_b")
 CONFIG_SIMULATION = "agentfarm_experiment_config"
 EXPERIMENT_ID = "agentfarm_replay"
 #: Columns whose values AgentFarm itself does not repeat from run to run with one seed:
-#: a Python object's id() and wall-clock times.
+#: a Python object's id(), wall-clock times, and the serial ids of health incidents (AgentFarm
+#: writes a death's at once and buffers the others until a flush whose moment depends on the
+#: clock, so their order, hence their ids, vary on runs longer than about 100 steps).
 IGNORED = {"agent_actions": ["module_id"], "simulation_config": ["timestamp"], "interactions": ["timestamp"],
-           "reproduction_events": ["timestamp"]}
+           "reproduction_events": ["timestamp"], "health_incidents": ["incident_id"]}
 
 
 # --- the child: one run of AgentFarm ----------------------------------------------------------

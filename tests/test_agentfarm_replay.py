@@ -87,3 +87,20 @@ def test_the_replay_fails_on_an_answer_or_a_row_that_differs(backend, monkeypatc
     absent.insert(2, ["db", "no_such_method", "call", [], {}, None])
     with pytest.raises(AssertionError, match="db.no_such_method: AgentFarm used it; SimulationContext lacks it"):
         replay(backend.target("absent"), absent, monkeypatch, tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_health_incidents_are_compared_without_their_id(backend, monkeypatch, tmp_path):
+    """AgentFarm numbers incidents in the order its clock-driven flushes write them, which it
+    does not repeat itself on longer runs: the same incidents numbered otherwise are A's run."""
+    records = list(fixture.read_calls())
+    incidents = [i for i, r in enumerate(records) if r[:3] == ["logger", "log_health_incident", "call"]]
+    first, second = incidents[0], incidents[1]
+    assert records[first][4] != records[second][4]
+    swapped = copy.deepcopy(records)
+    swapped[first], swapped[second] = swapped[second], swapped[first]  # same rows, ids 1 and 2 exchanged
+    target = backend.target("swapped")
+    replay(target, swapped, monkeypatch, tmp_path)
+    assert tables_of(target) == RUN_A
+    assert EXPECTED["ignored_columns"]["health_incidents"] == ["incident_id"]
+    assert "incident_id" not in EXPECTED["tables"]["health_incidents"]["columns"]

@@ -234,8 +234,8 @@ def test_a_running_simulation_without_a_heartbeat_is_stale_and_marked_abandoned_
     with ExperimentManager("exp", db_path=experiment_db) as manager:
         log_steps(manager.create_simulation("done"), 3)
         manager.complete_simulation("done")
-    with ExperimentDatabase(experiment_db, "other") as other:  # another experiment's: not ours to mark
-        other.create_simulation_context("elsewhere").logger.flush_all_buffers()
+    other = ExperimentDatabase(experiment_db, "other")  # another experiment's, never closed: not ours to mark
+    other.create_simulation_context("elsewhere").logger.flush_all_buffers()
     (heartbeat,) = rows(experiment_db, "SELECT heartbeat_at FROM simulations WHERE simulation_id = 'silent'")[0]
 
     with ExperimentQueryTool(experiment_db) as tool:

@@ -102,7 +102,7 @@ def test_a_run_file_of_todays_simulator_has_exactly_agentfarms_current_layout(tm
     db.close()
     info = inspect_source(SourceFile(path, tmp_path))
     assert (info.era.label, info.recorded_simulation_ids) == ("2025-11", ["sim_b"])
-    assert rows(path, "SELECT simulation_id, experiment_id, status FROM simulations") == [("sim_b", "exp", "running")]
+    assert rows(path, "SELECT simulation_id, experiment_id, status FROM simulations") == [("sim_b", "exp", "completed")]
     with pytest.raises(RunFileExists, match="sim_b.db already exists; a run file is written once"):
         DatabaseFactory.create(simulation_id="sim_b", use_experiment_db=False, db_path=path)
 

@@ -177,20 +177,36 @@ def test_a_second_process_cannot_upgrade_a_file_being_upgraded(tmp_path):
     assert inplace.upgrade(run.path, backup=False).to_revision == HEAD
 
 
-def test_two_upgrades_started_together_upgrade_the_file_once(tmp_path):
+@pytest.mark.parametrize("second_starts", ["together", "after_the_first_ended"])
+def test_two_upgrades_started_together_upgrade_the_file_once(tmp_path, second_starts):
+    """Either order of finishing, and either outcome of the other (the lock taken, or nothing
+    left to do, when both exit 0): the upgrader is the one that says it upgraded."""
     run = write_run(tmp_path / "run.db", "2025-09", steps=150, agents=30)
     command = [sys.executable, "-m", "farm_merge", "upgrade", str(run.path), "--no-backup"]
-    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(2))
-    outcomes = sorted((p.wait(), p.stdout.read() + p.stderr.read()) for p in (first, second))
-    first.stdout.close(), first.stderr.close(), second.stdout.close(), second.stderr.close()
-    (ok, upgraded), (other_status, other) = outcomes
-    assert ok == 0 and f"upgraded {run.path} from a legacy AgentFarm run file" in upgraded
+    outcomes = []
+    processes = []
+    for _ in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.append(process)
+        if second_starts == "after_the_first_ended":
+            out, err = process.communicate()
+            outcomes.append((process.returncode, out + err))
+    if second_starts == "together":
+        for process in processes:
+            out, err = process.communicate()
+            outcomes.append((process.returncode, out + err))
+    said_upgraded = f"upgraded {run.path} from a legacy AgentFarm run file"
+    upgraders = [o for o in outcomes if said_upgraded in o[1]]
+    assert len(upgraders) == 1, outcomes  # upgraded exactly once
+    (status, _), (other_status, other) = upgraders[0], next(o for o in outcomes if o is not upgraders[0])
+    assert status == 0
     # the other one either found the lock taken or came after and found nothing to do
     assert (other_status, other) in [
         (1, f"Error: {run.path} is being upgraded by another process; try again when it is done\n"),
         (0, f"{run.path} is already at {HEAD}; nothing to do\n"),
     ]
+    if second_starts == "after_the_first_ended":
+        assert outcomes[1] == (0, f"{run.path} is already at {HEAD}; nothing to do\n")
     assert rows(run.path, "SELECT count(*) FROM agent_states") == [(run.rows["agent_states"],)]
 
 

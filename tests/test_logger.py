@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from conftest import execute, rows
 from farm_merge import DataLoggingConfig, ExperimentDatabase
+from farm_merge.logging.logger import RowRejected
 from farm_merge.logging.rows import AGENT_STATE_FIELDS
 from farm_merge.storage.writer import RetryPolicy
 
@@ -258,8 +259,9 @@ def test_a_constraint_violation_is_not_retried_and_the_rows_stay_buffered(experi
     execute(experiment.db_path, "INSERT INTO agents (simulation_id, agent_id) VALUES ('sim_a', 'agent_1')")  # not ours
     ctx.logger.log_agents_batch([AGENT])
     started = time.monotonic()
-    with pytest.raises(IntegrityError):
+    with pytest.raises(RowRejected) as raised:
         ctx.logger.flush_all_buffers()
+    assert isinstance(raised.value.cause, IntegrityError) and raised.value.table == "agents"
     assert time.monotonic() - started < 1
     assert ctx.logger.lock_retries == 0 and ctx.logger.pending_rows == 1
     execute(experiment.db_path, "DELETE FROM agents")

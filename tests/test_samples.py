@@ -67,7 +67,7 @@ SIMULATION_TABLES = {
     "resource_states": "af9579be54e7348a",
     "simulation_config": "989c19f2d4a79b0a",
     "simulation_steps": "dab50b2d87010d78",
-    "simulations": "bff91488e217aff5",
+    "simulations": "dc3cc115f46fbd27",  # status 'completed': the run file was closed
 }
 
 

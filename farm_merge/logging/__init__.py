@@ -3,6 +3,7 @@
 * ``rows``: the rows the logger buffers, table by table, and the checks on what it is given.
 * ``logger``: ``ExperimentDataLogger``, AgentFarm's ``DataLogger`` calls, buffered and
   flushed in one transaction per flush.
+* ``refusals``: a flush the database refused for one row: which row (``RowRejected``).
 * ``recorder``: what a simulator calls on its database besides the logger.
 * ``experiment``: ``ExperimentDatabase``, ``SimulationContext``, ``ExperimentManager``.
 * ``runfile``: ``SimulationDatabase``, a per-run file in AgentFarm's layout, same logger.

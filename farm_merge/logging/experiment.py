@@ -27,7 +27,7 @@ from sqlalchemy.pool import NullPool, QueuePool
 
 from farm_merge.errors import ConfigurationError, SimulationExists, SimulationNotFound
 from farm_merge.logging import liveness
-from farm_merge.logging.recorder import SimulationRecorder
+from farm_merge.logging.recorder import SimulationRecorder, describe_error
 from farm_merge.logging.rows import SIMULATIONS, DataLoggingConfig, json_text
 from farm_merge.storage import catalog, db, versions
 from farm_merge.storage.writer import CACHE_MIB, write_transaction
@@ -107,6 +107,12 @@ class SimulationContext(SimulationRecorder):
                             (SIMULATIONS.c.parameters.is_(None)) | (cast(SIMULATIONS.c.parameters, Text) == "{}"))
                      .values(parameters=config_json))
 
+    def _error_values(self, reason: str) -> dict[str, Any]:
+        return {"error": reason}
+
+    def _status_changed(self, conn: Connection) -> None:
+        catalog.touch_experiment(conn, self.experiment_id)  # its status follows its simulations
+
     def _release(self) -> None:
         if self.owns_database:
             self.parent_db.close()
@@ -179,6 +185,7 @@ class ExperimentDatabase:
             conn.execute(insert(SIMULATIONS).values(
                 simulation_id=simulation_id, experiment_id=self.experiment_id, start_time=now, status="running",
                 parameters=params, simulation_db_path=self.db_path, heartbeat_at=now))
+            catalog.touch_experiment(conn, self.experiment_id)  # a simulation runs: so does its experiment
 
         def landed(conn: Connection) -> bool:  # our row, not another process's with the same id
             return conn.execute(select(SIMULATIONS.c.simulation_id).where(
@@ -248,21 +255,21 @@ class ExperimentDatabase:
         self._write(lambda conn: catalog.touch_experiment(conn, self.experiment_id, **values))
 
     def settle_experiment_status(self) -> str:
-        """Derive the experiment's status from its simulations: ``running`` while any runs,
-        else ``failed`` if any failed, else ``completed``; store and return it."""
+        """Derive the experiment's status from its simulations (:func:`farm_merge.storage.
+        catalog.experiment_status`: ``running`` while any runs, else ``failed`` if any failed,
+        else ``completed``); store and return it."""
 
         def work(conn: Connection) -> str:
-            statuses = set(conn.scalars(select(SIMULATIONS.c.status)
-                                        .where(SIMULATIONS.c.experiment_id == self.experiment_id)))
-            status = "running" if "running" in statuses else "failed" if "failed" in statuses else "completed"
+            status = catalog.experiment_status(conn, self.experiment_id) or "completed"
             catalog.touch_experiment(conn, self.experiment_id, status=status)
             return status
 
         return self._write(work)
 
     # --- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        """Flush every context handed out and release the database."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Close every context handed out (each simulation still running is then
+        ``completed``, or ``failed`` with ``error``) and release the database."""
         if self.closed:
             return
         self.closed = True
@@ -270,7 +277,7 @@ class ExperimentDatabase:
             failures = []
             for context in self._contexts.values():
                 try:
-                    context.close()
+                    context.close(error)
                 except Exception as e:  # close the others, then report the first failure
                     failures.append(e)
             if failures:
@@ -281,15 +288,8 @@ class ExperimentDatabase:
     def __enter__(self) -> "ExperimentDatabase":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def describe_error(error: BaseException | str) -> str:
-    """How a failure is recorded in ``simulations.error``."""
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return str(error)
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(exc)
 
 
 class ExperimentManager:
@@ -351,7 +351,7 @@ class ExperimentManager:
         context = self._running.pop(simulation_id, None)
         if context is not None:
             try:
-                context.close()
+                context.close(reason)
             except Exception as e:
                 reason += f"; its last buffered rows were lost: {describe_error(e)}"
         self.database.update_simulation_status(simulation_id, "failed", error=reason)

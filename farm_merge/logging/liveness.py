@@ -4,7 +4,7 @@ Every flush of a simulation logging into an experiment database stamps its
 ``simulations.heartbeat_at`` (naive UTC) in the flush's own transaction, and a simulation
 that logs steps flushes at least every ``commit_interval`` (5 s by default).  A process
 killed mid-run (SIGKILL, a crash, a lost node) leaves its simulation ``running`` with a
-heartbeat that stops moving; what it flushed is committed and whole.  After
+heartbeat that stops moving (one that closed it marked it ``completed`` or ``failed``); what it flushed is committed and whole.  After
 :data:`STALE_AFTER_S` without a heartbeat the simulation is shown as stale by
 ``farm-merge list``, and opening the experiment (:class:`~farm_merge.ExperimentDatabase`)
 marks it ``failed`` as abandoned.

@@ -14,7 +14,10 @@ when ``commit_interval`` seconds have passed (checked once per step and by
 
 Input is checked before anything is buffered: a negative step, an agent-state tuple of the
 wrong length, an unknown metric name, a value that is not a number where a number belongs
-raise :class:`ValueError` naming the field, and the buffers are as they were.
+raise :class:`ValueError` naming the field, and the buffers are as they were; so does an
+integer no column can hold (outside the signed 64 bits of SQLite's integers and PostgreSQL's
+BIGINT).  A flush the database still refuses because of a row raises
+:class:`~farm_merge.logging.refusals.RowRejected` naming it, and keeps every buffered row.
 
 Keys are assigned here, as AgentFarm's per-run file would have assigned them: serial ids
 from 1 for actions, resource states, incidents, learning experiences, reproduction events
@@ -35,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Connection, Table, bindparam, literal, select, update
 
+from farm_merge.logging.refusals import RowRejected, find_rejected_row, is_row_level
 from farm_merge.logging.rows import (
     AGENT_LEGACY_KEYS,
     AGENT_STATE_FIELDS,
@@ -42,6 +46,8 @@ from farm_merge.logging.rows import (
     METRIC_NAMES,
     RESOURCE_STATE_FIELDS,
     WRITE_TABLES,
+    INT_MAX,
+    INT_MIN,
     DataLoggingConfig,
     LogTarget,
     as_mapping,
@@ -147,8 +153,11 @@ class ExperimentDataLogger:
             agent_id, x, y, resources, health, starting, starvation, defending, reward, age = state
             if not (type(agent_id) is str and type(x) is float and type(y) is float and type(resources) is float
                     and type(health) is float and type(starting) is float and type(starvation) is int
-                    and type(reward) is float and type(age) is int):
-                # Anything but plain Python values (ints for floats, numpy scalars, text): check each.
+                    and type(reward) is float and type(age) is int
+                    and INT_MIN <= starvation <= INT_MAX and INT_MIN <= age <= INT_MAX
+                    and x == x and y == y and resources == resources and health == health  # not NaN
+                    and starting == starting and reward == reward):
+                # Anything but plain Python values (ints for floats, numpy scalars, text, NaN): check each.
                 where = f"agent_states[{i}]"
                 agent_id = as_text(agent_id, f"{where}.agent_id")
                 x, y = as_number(x, f"{where}.position_x"), as_number(y, f"{where}.position_y")
@@ -375,8 +384,13 @@ class ExperimentDataLogger:
 
         # A flush is one transaction: if one of its rows is in, all are (``landed`` is asked
         # only when a lost connection left the commit in doubt).
-        write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry,
-                          landed=landed)
+        try:
+            write_transaction(self.target.engine, work, policy=self.config.retry, on_retry=self._count_retry,
+                              landed=landed)
+        except Exception as e:
+            if not is_row_level(e):
+                raise
+            raise find_rejected_row(self.target, self.simulation_id, batches, self._deaths, _DEATHS, e) from e
         for name, rows in batches.items():
             self.count_written(name, len(rows))
         self._buffers = {name: [] for name in COLUMNS}
@@ -399,6 +413,20 @@ class ExperimentDataLogger:
     def count_written(self, table: str, rows: int) -> None:
         """Add rows committed for this simulation outside a flush (its configuration)."""
         self.rows_written[table] = self.rows_written.get(table, 0) + rows
+
+    def discard_rejected(self, error: RowRejected) -> None:
+        """Drop the one buffered row a failed flush named (``error``), so that the next
+        flush writes the others."""
+        if error.simulation_id != self.simulation_id:
+            raise ValueError(f"{error} is not about simulation {self.simulation_id!r}")
+        if error.table == "deaths":
+            buffer = self._deaths
+        else:
+            buffer = self._buffers[error.table]
+        if not 0 <= error.index < len(buffer) or buffer[error.index] != error.row:
+            raise ValueError(f"the row {error} named is no longer buffered")
+        del buffer[error.index]
+        self._pending -= 1
 
     # --- internals -----------------------------------------------------------------------
     def _count_retry(self, attempt: int, error: BaseException) -> None:

@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from sqlalchemy import Connection, Engine, column, func, insert, inspect, select, table, update
 
 from farm_merge.errors import AgentFarmNotInstalled
-from farm_merge.logging.logger import ExperimentDataLogger
+from farm_merge.logging.logger import ExperimentDataLogger, RowRejected
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, LogTarget, json_text
 from farm_merge.logging.session import Scope, simulation_session
+from farm_merge.storage.catalog import now
 from farm_merge.storage.writer import write_transaction
 
 T = TypeVar("T")
@@ -97,9 +98,15 @@ class SimulationRecorder:
         self._update_record(**{k: v for k, v in values.items() if v is not None})
 
     def _update_record(self, **values: Any) -> None:
-        if values:
-            self._write(lambda conn: conn.execute(
-                update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == self.simulation_id).values(**values)))
+        if not values:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == self.simulation_id).values(**values))
+            if "status" in values:
+                self._status_changed(conn)
+
+        self._write(work)
 
     # --- configuration -------------------------------------------------------------------
     def save_configuration(self, config: Mapping[str, Any]) -> None:
@@ -313,16 +320,55 @@ class SimulationRecorder:
         return [c.name for c in columns], conn.execute(query.order_by(*t.primary_key.columns))
 
     # --- lifetime ------------------------------------------------------------------------
-    def close(self) -> None:
-        """Flush what is buffered and release the database (the connection pool is always
-        released, even if the last flush fails)."""
+    def close(self, error: BaseException | str | None = None) -> None:
+        """Flush what is buffered, record that the simulation ended and release the database.
+
+        A simulation still ``running`` becomes ``completed``, or ``failed`` with ``error``
+        when one is given (leaving a ``with`` block on an exception gives it); a status the
+        caller set is kept.  The connection pool is released even if the last flush fails,
+        except when the database refused one of the rows:
+        :class:`~farm_merge.logging.refusals.RowRejected` leaves every row buffered and the
+        handle open.  A flush that fails otherwise marks the simulation ``failed`` with its error.
+        """
         if self.closed:
             return
         try:
             self.logger.close()
+        except RowRejected:
+            raise  # the handle stays open, its rows buffered: drop or fix the row named, close again
+        except BaseException as e:
+            try:
+                self._record_end(error if error is not None else e)
+            except Exception:  # the database that refused the flush may refuse this too
+                pass
+            self.closed = True
+            self._release()
+            raise
+        try:
+            self._record_end(error)
         finally:
             self.closed = True
             self._release()
+
+    def _record_end(self, error: BaseException | str | None) -> None:
+        """Mark the simulation ``completed`` (``failed`` with ``error``) if it is still ``running``."""
+        values: dict[str, Any] = {"status": "completed" if error is None else "failed", "end_time": now()}
+        if error is not None:
+            values.update(self._error_values(describe_error(error)))
+
+        def work(conn: Connection) -> None:
+            conn.execute(update(SIMULATIONS).where(SIMULATIONS.c.simulation_id == self.simulation_id,
+                                                   SIMULATIONS.c.status == "running").values(**values))
+            self._status_changed(conn)
+
+        self._write(work)
+
+    def _error_values(self, reason: str) -> dict[str, Any]:
+        """Hook: the columns that record why a simulation failed (a run file has none)."""
+        return {}
+
+    def _status_changed(self, conn: Connection) -> None:
+        """Hook: what else a simulation's new status changes (inside its transaction)."""
 
     def cleanup(self) -> None:
         """AgentFarm's ``cleanup()``: :meth:`close`."""
@@ -334,5 +380,12 @@ class SimulationRecorder:
     def __enter__(self) -> "SimulationRecorder":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(exc)
+
+
+def describe_error(error: BaseException | str) -> str:
+    """How a failure is recorded in ``simulations.error``."""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return str(error)

@@ -121,28 +121,53 @@ class LogTarget(Protocol):
 
 # --- checking and converting values ---------------------------------------------------------
 
+#: The integers a column can hold: SQLite's and PostgreSQL's BIGINT, signed 64-bit.
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def check_int(value: int, field: str) -> int:
+    """``value`` if a database can store it, else :class:`ValueError` naming ``field``."""
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{field} is {value}, outside the signed 64-bit integers a database stores "
+                         f"({INT_MIN} to {INT_MAX})")
+    return value
+
+
 def check_step(value: Any, field: str = "step_number") -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
     step = value.__index__()
     if step < 0:
         raise ValueError(f"{field} must be a non-negative integer, got {step}")
-    return step
+    return check_int(step, field)
 
 
 def as_number(value: Any, field: str) -> int | float | None:
-    """A number as SQLite stores it (numpy scalars become Python numbers); None stays None."""
+    """A number as SQLite stores it (numpy scalars become Python numbers); None stays None.
+    NaN becomes None (NULL: what SQLite, hence AgentFarm's run file, stores for it, and now
+    PostgreSQL too, which would keep NaN); ±inf stay ±inf on both.  An integer outside the
+    signed 64-bit range is a :class:`ValueError` naming ``field``."""
     kind = type(value)
-    if kind is float or kind is int or value is None:
+    if kind is float:
+        return None if value != value else value  # NaN is stored as NULL, as SQLite stores it
+    if value is None:
         return value
-    if isinstance(value, (bool, int)):
+    if kind is int:
+        return check_int(value, field)
+    if isinstance(value, bool):
         return int(value)
+    if isinstance(value, int):
+        return check_int(int(value), field)
     if isinstance(value, float):
-        return float(value)
+        return None if value != value else float(value)
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item):
         plain = item()
-        if isinstance(plain, (int, float)):
+        if isinstance(plain, int) and not isinstance(plain, bool):
+            return check_int(plain, field)
+        if isinstance(plain, float):
+            return None if plain != plain else plain
+        if isinstance(plain, bool):
             return plain
     raise ValueError(f"{field} must be a number, got {value!r}")
 

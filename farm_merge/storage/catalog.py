@@ -11,9 +11,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Connection, insert, select, update
 
-from farm_merge.storage.schema import ExperimentModel
+from farm_merge.storage.schema import ExperimentModel, Simulation
 
 EXPERIMENTS = ExperimentModel.__table__
+SIMULATIONS = Simulation.__table__
 
 
 def now() -> datetime:
@@ -64,7 +65,24 @@ def record_experiment(conn: Connection, experiment_id: str, name: str | None = N
                      .values(**{k: v for k, v in (("name", name), ("description", description)) if v}))
 
 
+def experiment_status(conn: Connection, experiment_id: str) -> str | None:
+    """The status an experiment's simulations give it: ``running`` while any runs, else
+    ``failed`` if any failed, else ``completed``; None while it has none.  The one rule every
+    writer (a merge, a logger, the manager) applies through :func:`touch_experiment`."""
+    statuses = set(conn.scalars(select(SIMULATIONS.c.status).where(SIMULATIONS.c.experiment_id == experiment_id)
+                                .distinct()))
+    if not statuses:
+        return None
+    return "running" if "running" in statuses else "failed" if "failed" in statuses else "completed"
+
+
 def touch_experiment(conn: Connection, experiment_id: str, **values) -> None:
-    """Stamp the experiment's ``last_updated`` (and set ``values``) in the caller's transaction."""
+    """Stamp the experiment's ``last_updated`` (and set ``values``) in the caller's
+    transaction; unless ``values`` sets it, its status becomes what its simulations give it
+    (:func:`experiment_status`)."""
+    if "status" not in values:
+        status = experiment_status(conn, experiment_id)
+        if status is not None:
+            values["status"] = status
     conn.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.experiment_id == experiment_id)
                  .values(last_updated=now(), **values))
