@@ -261,6 +261,14 @@ class OutputRefused(FarmMergeError):
         super().__init__(f"{path} {reason}")
 
 
+class OutputWriteFailed(FarmMergeError):
+    """An output could not be written (no space, a name too long, no permission): nothing of it is left."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
 class VerificationFailed(FarmMergeError):
     """What was written does not match what was read (the output is not kept)."""
 

@@ -36,7 +36,6 @@ from urllib.parse import quote as url_quote
 
 from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency, UnsupportedDatabase
 from farm_merge.storage.hashing import RowHash
-from farm_merge.storage.sqltext import quote  # noqa: F401  (read here by farm_merge.logging.runfile, changed with the logging package)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

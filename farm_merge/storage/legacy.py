@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.storage.layout import Era, LegacyColumn, LegacyTable  # noqa: F401 (the layouts' types, used here)
 from farm_merge.storage.layout import changed_table as _with
 from farm_merge.storage.layout import new_table as _table
@@ -328,7 +329,7 @@ def era(name: str) -> Era:
     try:
         return ERAS_BY_NAME[name]
     except KeyError:
-        raise ValueError(f"unknown era {name!r}; known eras: {', '.join(ERAS_BY_NAME)}") from None
+        raise ConfigurationError(f"unknown era {name!r}; known eras: {', '.join(ERAS_BY_NAME)}") from None
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Iterable
 
 from farm_merge import interrupts
-from farm_merge.errors import FarmMergeError, OutputExists, OutputRefused
+from farm_merge.errors import OutputExists, OutputRefused, OutputWriteFailed
 
 #: Characters a name keeps as they are; every other one is %-escaped.
 SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "-_.+=@,() ")
@@ -339,9 +339,9 @@ def _move_folder(staged: Path, final: Path, overwrite: bool, replaced: Path) -> 
     os.rename(staged, final)
 
 
-def _write_error(folder: Path, error: OSError) -> FarmMergeError:
+def _write_error(folder: Path, error: OSError) -> OutputWriteFailed:
     where = error.filename if error.filename and ".farm-merge-" not in str(error.filename) else folder
-    return FarmMergeError(f"cannot write {where}: {error.strerror or error}")
+    return OutputWriteFailed(str(where), str(error.strerror or error))
 
 
 def _suffix_of(name: str) -> str:
