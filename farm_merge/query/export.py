@@ -26,6 +26,7 @@ from sqlalchemy import Connection, select
 from farm_merge.errors import InvalidArgument, NothingToWrite, OutputRefused
 from farm_merge.query.attached import attached, columns_of
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
+from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage import db, indexes, sqltext, versions
 from farm_merge.storage.outputs import Staging, distinct_names, file_name, name_limit
 
@@ -57,7 +58,8 @@ class ExportReport:
                 "rows": self.rows, "seconds": round(self.seconds, 3), "tables": [asdict(t) for t in self.tables]}
 
 
-def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None, format: str = "csv",
+def export(tool: ExperimentReader, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
+           format: str = "csv",
            overwrite: bool = False) -> ExportReport:
     """Export simulations of ``tool``'s database (default: every one in its scope).
 
@@ -86,7 +88,8 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
 
 
 # --- CSV --------------------------------------------------------------------------------
-def _export_csv(tool, folder: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
+def _export_csv(tool: ExperimentReader, folder: Path, explicit: list[str] | None, ids: list[str],
+                overwrite: bool) -> ExportReport:
     if folder.exists() and not folder.is_dir():
         raise OutputRefused(str(folder), "is a file; format='csv' writes a folder of CSV files")
     report = ExportReport(str(folder), "csv", ids)
@@ -146,7 +149,8 @@ def csv_value(value: Any) -> Any:
 
 
 # --- SQLite -----------------------------------------------------------------------------
-def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
+def _export_sqlite(tool: ExperimentReader, output: Path, explicit: list[str] | None, ids: list[str],
+                   overwrite: bool) -> ExportReport:
     source = tool.location.path  # None: a server database
     if output.is_dir():
         stem = source.stem if source is not None else tool.location.database_name
@@ -159,7 +163,7 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
     return report
 
 
-def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) -> list[ExportedTable]:
+def write_experiment_file(tool: ExperimentReader, path: Path, simulation_ids: list[str] | None) -> list[ExportedTable]:
     """Write a new standalone experiment database at ``path`` holding the simulations of
     ``tool``'s scope (or ``simulation_ids``); return what each table got."""
     versions.create_database(path)
@@ -200,7 +204,8 @@ def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: Export
                 sql = (f"INSERT OR IGNORE INTO out.experiments ({cols}) SELECT {cols} FROM main.experiments "
                        f"WHERE experiment_id IN (SELECT experiment_id FROM main.simulations{where})")
             else:
-                sql = f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} FROM main.{sqltext.quote(table)}{where}"
+                q = sqltext.quote(table)
+                sql = f"INSERT INTO out.{q} ({cols}) SELECT {cols} FROM main.{q}{where}"
             rows += conn.exec_driver_sql(sql, params).rowcount
         report.tables.append(ExportedTable(table, rows))
     for table in tool.data_tables(conn):
@@ -214,18 +219,20 @@ def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: Export
         else:
             for c in ours:
                 if c.name not in theirs:  # a column a merge added for schema drift
-                    conn.exec_driver_sql(f"ALTER TABLE out.{sqltext.quote(table)} ADD COLUMN {sqltext.quote(c.name)} {c.type}")
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE out.{sqltext.quote(table)} ADD COLUMN {sqltext.quote(c.name)} {c.type}")
         cols = ", ".join(sqltext.quote(c.name) for c in ours)
         rows = 0
         for where, params in filters:
             rows += conn.exec_driver_sql(
-                f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} FROM main.{sqltext.quote(table)}{where}",
+                f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} "
+                f"FROM main.{sqltext.quote(table)}{where}",
                 params).rowcount
         report.tables.append(ExportedTable(table, rows))
     return added_tables
 
 
-def _filters(tool, explicit: list[str] | None) -> list[tuple[str, tuple]]:
+def _filters(tool: ExperimentReader, explicit: list[str] | None) -> list[tuple[str, tuple]]:
     """WHERE clauses (with parameters) that together select the exported simulations;
     each one reaches the rows through the key's leading ``simulation_id``."""
     if explicit:

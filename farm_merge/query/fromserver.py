@@ -16,7 +16,7 @@ import sqlite3
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
@@ -24,6 +24,9 @@ from sqlalchemy import Connection, select
 from farm_merge.storage import sqltext
 from farm_merge.storage.postgres import CHUNK_ROWS, kind_of
 from farm_merge.storage.schema import Simulation
+
+if TYPE_CHECKING:
+    from farm_merge.query.scope import ExperimentReader
 
 SIMULATIONS = Simulation.__table__
 
@@ -42,7 +45,8 @@ def snapshot(conn: Connection) -> Connection:
     return conn
 
 
-def copy_into_sqlite(tool, out: Path, simulation_ids: Sequence[str] | None) -> dict[str, tuple[int, bool]]:
+def copy_into_sqlite(tool: ExperimentReader, out: Path,
+                     simulation_ids: Sequence[str] | None) -> dict[str, tuple[int, bool]]:
     """Copy the catalogue rows and every data table's rows of the simulations in ``tool``'s
     scope (or ``simulation_ids``) into the experiment file ``out`` (at head, empty).
 
@@ -75,7 +79,8 @@ def _prepare(target: sqlite3.Connection, table: str, columns: dict[str, str]) ->
         return True
     for column, kind in columns.items():
         if column not in have:  # a column a merge added for schema drift
-            target.execute(f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(column)} {SQLITE_TYPES[kind]}")
+            target.execute(
+                f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(column)} {SQLITE_TYPES[kind]}")
     return False
 
 

@@ -58,6 +58,7 @@ from farm_merge.errors import (
 )
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
+from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
@@ -93,7 +94,7 @@ def partition_names(simulation_ids: Sequence[str], folder: Path) -> dict[str, st
     return names
 
 
-def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
+def export_parquet(tool: ExperimentReader, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
                    overwrite: bool = False) -> ExportReport:
     """Write the simulations of ``tool``'s database (default: every one in its scope) as a
     Parquet dataset per table in the folder ``output`` (see the module docstring).
