@@ -1,7 +1,10 @@
 """Storage, the bottom layer: what an experiment database is and how it is opened and written.
 
-* ``db``: paths and URLs in, configured SQLAlchemy engines and sqlite3 connections out;
-  identifier quoting, file hashing, the row checksum used by ``--verify``.
+* ``db``: paths and URLs in, configured SQLAlchemy engines and sqlite3 connections out.
+* ``sqltext``: SQL text from names a file chose (quoted identifiers, safe declared types,
+  SQLite's column affinity).
+* ``hashing``: a file's SHA-256 and the row checksum used by ``--verify``.
+* ``failures``: why SQLite could not write (full disk, read-only file or folder) and the remedy.
 * ``schema``: the SQLAlchemy models of the experiment schema (AgentFarm's class names).
 * ``legacy``: the layouts of AgentFarm's own run files, era by era (the single source of
   truth for the merge, the in-place upgrade, split and the run-file logger).
