@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from farm_merge._version import __version__
+from farm_merge.cli_flags import as_flags
 from farm_merge.cli_interrupts import Commands, run
 from farm_merge.errors import FarmMergeError
 from farm_merge.logging.liveness import STALE_AFTER_S
@@ -27,14 +28,14 @@ if TYPE_CHECKING:
 
 
 def reports_errors(func):
-    """Turn library errors into ``Error: …`` and exit status 1, with no traceback."""
+    """Turn library errors into ``Error: …`` (in the flags' words) and exit status 1, with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except FarmMergeError as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(as_flags(str(e))) from e
 
     return wrapper
 
@@ -83,6 +84,8 @@ def merge(sources, target, experiment_id, name, description, id_template, dry_ru
         id_template=id_template, dry_run=dry_run, replace=replace, verify=verify,
         include_active=include_active, keep_copies=keep_copies, progress=False if quiet or as_json else None,
     )
+    for result in report.results:
+        result.reason = result.reason and as_flags(result.reason)
     if as_json:
         click.echo(to_json(report.to_dict()))
     elif not quiet:

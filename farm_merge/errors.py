@@ -1,7 +1,10 @@
 """farm-merge's exceptions: one root, a few subclasses that carry what went wrong.
 
 The CLI turns any :class:`FarmMergeError` into a one-line message and exit status 1;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback.  Bad input from a caller is also a
+``ValueError`` (:class:`ConfigurationError`, :class:`InvalidArgument`).  Messages name a
+function's parameters as a Python caller writes them (``replace=True``,
+``id_template='{stem}'``); the command line says its flags instead (``--replace``).
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ class OutputExists(FarmMergeError):
     def __init__(self, path: str, others: int = 0):
         self.path, self.others = path, others
         more = f" (and {others} more)" if others else ""
-        super().__init__(f"{path} already exists{more}; pass --overwrite to replace")
+        super().__init__(f"{path} already exists{more}; pass overwrite=True to replace")
 
 
 class UnpartitionableId(FarmMergeError):
@@ -199,8 +202,8 @@ class UnpartitionableId(FarmMergeError):
     def __init__(self, simulation_id: str, reason: str):
         self.simulation_id, self.reason = simulation_id, reason
         super().__init__(f"simulation id {simulation_id!r} cannot name a Parquet partition folder: {reason}; "
-                         "readers take simulation_id from that folder's name, so export it with --format sqlite "
-                         "or --format csv, which keep the id in the data")
+                         "readers take simulation_id from that folder's name, so export it with format='sqlite' "
+                         "or format='csv', which keep the id in the data")
 
 
 class SimulationExists(FarmMergeError):
@@ -222,6 +225,74 @@ class RunFileExists(FarmMergeError):
 
 class ConfigurationError(FarmMergeError, ValueError):
     """Settings that do not fit together (arguments or environment variables)."""
+
+
+class InvalidArgument(ConfigurationError):
+    """A value passed for ``parameter`` that cannot be used, and why."""
+
+    def __init__(self, parameter: str, value: object, reason: str):
+        self.parameter, self.value, self.reason = parameter, value, reason
+        super().__init__(f"{parameter}={value!r}: {reason}")
+
+
+class UnsupportedDatabase(ConfigurationError):
+    """A database URL farm-merge cannot parse or does not work on (SQLite files and
+    PostgreSQL are what it knows)."""
+
+    def __init__(self, target: str, reason: str):
+        self.target, self.reason = target, reason
+        super().__init__(f"{target}: {reason}")
+
+
+class NothingToWrite(FarmMergeError):
+    """An export or split of an experiment (or a scope of it) that holds no simulations."""
+
+    def __init__(self, target: str, action: str):
+        self.target, self.action = target, action
+        super().__init__(f"{target} holds no simulations to {action}")
+
+
+class OutputRefused(FarmMergeError):
+    """An output path farm-merge will not write: a file where a folder must be, a symbolic
+    link inside the output folder, the experiment database itself."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} {reason}")
+
+
+class OutputWriteFailed(FarmMergeError):
+    """An output could not be written (no space, a name too long, no permission): nothing of it is left."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+class VerificationFailed(FarmMergeError):
+    """What was written does not match what was read (the output is not kept)."""
+
+    def __init__(self, what: str, reason: str):
+        self.what, self.reason = what, reason
+        super().__init__(f"{what}: {reason}")
+
+
+class UnexportableValue(FarmMergeError):
+    """A value an export format cannot hold as its column's type (``column``: ``table.column``)."""
+
+    def __init__(self, column: str, reason: str):
+        self.column, self.reason = column, reason
+        super().__init__(f"{column} {reason}")
+
+
+class CannotListen(FarmMergeError):
+    """``farm-merge serve`` cannot listen where asked; ``in_use``: another process has the port."""
+
+    def __init__(self, host: str, port: int | None, reason: str, *, in_use: bool = False):
+        self.host, self.port, self.reason, self.in_use = host, port, reason, in_use
+        where = host if port is None else f"{host}:{port}"
+        super().__init__(f"port {port} on {host} is already in use; choose another port" if in_use
+                         else f"cannot listen on {where}: {reason}")
 
 
 class DatabaseUnavailable(FarmMergeError):

@@ -40,8 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))
-import agentfarm_fixture as fixture  # noqa: E402  (tests/agentfarm_fixture.py)
 import benchkit  # noqa: E402  (scripts/benchkit.py)
+
+import agentfarm_fixture as fixture  # noqa: E402  (tests/agentfarm_fixture.py)
 
 TARGET_RATIO = 4.0
 TARGET_RSS_MIB = 100

@@ -37,11 +37,9 @@ from pathlib import Path
 from farm_merge.storage.schema import DATA_TABLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchkit  # noqa: E402  (scripts/benchkit.py)
 from bench_logger import count_rows, log_at_once, rows_per_step  # noqa: E402  (the workload of bench_logger.py)
 from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
-
-import benchkit  # noqa: E402  (scripts/benchkit.py)
-
 
 # --- the merge, run in a child process: bench_postgres.py --child JSON (the loggers: bench_logger.py) ---
 

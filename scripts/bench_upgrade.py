@@ -33,9 +33,8 @@ from pathlib import Path
 from farm_merge.storage import legacy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
-
 import benchkit  # noqa: E402  (scripts/benchkit.py)
+from bench_merge import generate  # noqa: E402  (the run files of bench_merge.py)
 
 # --- the contenders, each run in a child process: bench_upgrade.py --child KIND manifest ---
 

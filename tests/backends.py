@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from farm_merge.query.fromserver import as_stored
-from farm_merge.storage import db, versions
+from farm_merge.storage import db, sqltext, versions
 
 POSTGRES = "postgresql"
 SERVER_URL = os.environ.get("FARM_MERGE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -279,7 +279,7 @@ def primary_key(target, table: str) -> list[str]:
     return [c for (c,) in fetch(target, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON "
                                         "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary "
                                         "AND i.indrelid = ?::regclass ORDER BY array_position(i.indkey, a.attnum)",
-                                (db.quote(table),))]
+                                (sqltext.quote(table),))]
 
 
 def pg_column_types(target: str, table: str) -> dict[str, str]:

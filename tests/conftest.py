@@ -23,7 +23,7 @@ from backends import (  # noqa: F401
     table_names,
 )
 from farm_merge import samples
-from farm_merge.storage import db, legacy, versions
+from farm_merge.storage import db, legacy, sqltext, versions
 
 #: Small enough that a test writes a handful in milliseconds, big enough to hold every
 #: kind of row (deaths, births, incidents, interactions).
@@ -147,7 +147,7 @@ def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_s
             if db.is_url(target):
                 affinity = {c: "TEXT" if t == "text" else "" for c, t in pg_column_types(target, table).items()}
             else:
-                affinity = {r[1]: legacy.affinity(r[2]) for r in fetch(target, f'PRAGMA table_info("{table}")')}
+                affinity = {r[1]: sqltext.affinity(r[2]) for r in fetch(target, f'PRAGMA table_info("{table}")')}
             cols = ", ".join(f'"{c}"' for c in src_cols)
             where, params = ("", ()) if source_simulation is None else (" WHERE simulation_id = ?", (source_simulation,))
             expected = [

@@ -121,7 +121,7 @@ def test_frame_of_a_whole_table_has_every_column_and_row(experiment):
      "unknown table 'nope'; valid tables: simulations, simulation_config, agents, "),
     (lambda t: t.frame("agents", columns=["agent_id", "mood"]), UnknownName,
      "unknown agents column 'mood'; valid agents columns: simulation_id, agent_id, "),
-    (lambda t: t.frame("agents", steps=3), FarmMergeError, "agents has no step_number column"),
+    (lambda t: t.frame("agents", steps=3), FarmMergeError, "steps=3: agents has no step_number column"),
     (lambda t: t.frame("simulation_steps", steps="3"), FarmMergeError, "steps='3': give a step number"),
     (lambda t: t.frame("simulation_steps", steps=range(0, 9, 2)), None, None),
     (lambda t: t.frame("simulation_steps", ["sim_nope"]), SimulationNotFound, "no simulation 'sim_nope'"),

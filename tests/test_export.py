@@ -124,7 +124,7 @@ def test_existing_files_are_kept_unless_overwrite(experiment, tmp_path):
     with ExperimentQueryTool(experiment.path) as tool:
         tool.export(tmp_path / "data", simulation_ids=[sim])
         before = (tmp_path / "data" / "agents.csv").read_bytes()
-        with pytest.raises(OutputExists, match=r"simulations\.csv already exists \(and \d+ more\); pass --overwrite"):
+        with pytest.raises(OutputExists, match=r"simulations\.csv already exists \(and \d+ more\); pass overwrite=True"):
             tool.export(tmp_path / "data", simulation_ids=[sim])
         tool.export(tmp_path / "data", simulation_ids=[sim], overwrite=True)
         tool.export(tmp_path / "one.db", simulation_ids=[sim], format="sqlite")
@@ -132,7 +132,7 @@ def test_existing_files_are_kept_unless_overwrite(experiment, tmp_path):
             tool.export(tmp_path / "one.db", simulation_ids=[sim], format="sqlite")
         tool.export(tmp_path / "one.db", simulation_ids=[sim], format="sqlite", overwrite=True)
     assert (tmp_path / "data" / "agents.csv").read_bytes() == before
-    with pytest.raises(FarmMergeError, match="is a file; --format csv writes a folder"):
+    with pytest.raises(FarmMergeError, match="is a file; format='csv' writes a folder"):
         with ExperimentQueryTool(experiment.path) as tool:
             tool.export(tmp_path / "one.db", simulation_ids=[sim])
 

@@ -37,8 +37,8 @@ ALLOWED = {
     "top": {"*"},
 }
 BASE = {"farm_merge.errors", "farm_merge._version", "farm_merge._lazy", "farm_merge.progress", "farm_merge.interrupts"}
-TOP = {"farm_merge", "farm_merge.cli", "farm_merge.cli_interrupts", "farm_merge.__main__", "farm_merge.agentfarm",
-       "farm_merge._alembic.env"}
+TOP = {"farm_merge", "farm_merge.cli", "farm_merge.cli_flags", "farm_merge.cli_interrupts", "farm_merge.__main__",
+       "farm_merge.agentfarm", "farm_merge._alembic.env"}
 
 
 def module_files() -> dict[str, Path]:

@@ -105,7 +105,7 @@ def test_changed_source_fails_unless_replace(runs_dir, backend):
     (failed,) = merge([source], target).results
     assert failed.status == "failed"
     assert failed.reason.startswith("simulation 'run_02_2024-12' was merged from")
-    assert "--replace" in failed.reason
+    assert "pass replace=True" in failed.reason
 
     (replaced,) = merge([source], target, replace=True).results
     assert replaced.status == "merged"
@@ -120,7 +120,7 @@ def test_two_sources_with_one_id_are_both_reported(tmp_path, backend):
     target = backend.target()
     report = merge([tmp_path / "*" / "simulation.db"], target)
     assert [r.status for r in report.results] == ["failed", "failed"]
-    assert all("--id-template" in r.reason for r in report.results)
+    assert all("with id_template (e.g." in r.reason for r in report.results)
     assert str(tmp_path / "b" / "simulation.db") in report.results[0].reason
     assert report.exit_code == 1
 
@@ -356,8 +356,8 @@ def test_a_rerun_reports_a_simulation_replaced_from_another_source_as_a_full_ins
 
     alone_fast, alone_full = _rerun_both_ways([source], target, monkeypatch)
     assert alone_fast == alone_full == [(source.name, "failed", (
-        f"simulation {second!r} is already in the target, merged from {other.resolve()}; pass --replace to merge this "
-        "file in its place, or --id-template to give it another id"), [first, second])]
+        f"simulation {second!r} is already in the target, merged from {other.resolve()}; pass replace=True to merge "
+        "this file in its place, or id_template to give it another id"), [first, second])]
     together_fast, together_full = _rerun_both_ways([source, other], target, monkeypatch)
     assert together_fast == together_full
     assert [(name, status) for name, status, *_ in together_fast] == [(source.name, "failed"), (other.name, "failed")]

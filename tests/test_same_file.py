@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from conftest import assert_same_rows, rows
 from farm_merge import consolidate
 from farm_merge.cli import cli
-from farm_merge.storage import legacy
+from farm_merge.storage import hashing, legacy
 
 ITSELF = "the target itself (--into): not merged into itself"
 LOOP = "cannot read: a loop of symbolic links that never reaches a file"
@@ -201,7 +201,7 @@ def test_a_copied_source_is_skipped_as_a_copy_of_the_first(runs_dir, tmp_path, b
     by_name = statuses(report)
     for original, copy in copies.items():
         assert by_name[copy.name] == ("skipped", f"a copy of {runs_dir / original} (identical bytes); "
-                                                 "pass --keep-copies to merge it as well")
+                                                 "pass keep_copies=True to merge it as well")
     assert [by_name[p.name][0] for p in sorted(runs_dir.glob("*.db"))] == ["merged"] * len(legacy.ERAS)
     assert rows(target, "SELECT count(*) FROM simulations") == [(len(legacy.ERAS),)]
     assert report.exit_code == 0
@@ -217,12 +217,12 @@ def test_a_copy_of_a_merged_source_is_skipped_on_a_rerun_with_it_and_without_it(
     without_it = statuses(merge(copies.values(), target))
     for original, copy in copies.items():
         assert with_it[copy.name] == ("skipped", f"a copy of {runs_dir / original}, which is merged already "
-                                                 "(identical bytes); pass --keep-copies to merge it as well")
+                                                 "(identical bytes); pass keep_copies=True to merge it as well")
         # Without it, through the ledger: the original's content under another path.
         assert without_it[copy.name][0] == "skipped"
         assert without_it[copy.name][1] in (
             f"a copy of {(runs_dir / original).resolve()}, which is merged already as {ids[original]!r} "
-            "(identical bytes); pass --keep-copies to merge it as well",
+            "(identical bytes); pass keep_copies=True to merge it as well",
             f"already merged from {(runs_dir / original).resolve()} (identical content)")
     assert rows(target, "SELECT count(*) FROM simulations") == [(len(legacy.ERAS),)]
 
@@ -245,11 +245,9 @@ def test_keep_copies_merges_each_copy_as_a_simulation_of_its_own(runs_dir, tmp_p
 
 def test_copies_are_found_by_the_hash_the_inspection_computed(runs_dir, tmp_path, monkeypatch):
     """Each source is read through sha256 once, the copies too: the comparison reuses it."""
-    from farm_merge.storage import db
-
     copies = _copies(runs_dir, tmp_path / "copies")
-    hashed, real = [], db.sha256_of
-    monkeypatch.setattr(db, "sha256_of", lambda path, *a, **kw: hashed.append(Path(path).name) or real(path, *a, **kw))
+    hashed, real = [], hashing.sha256_of
+    monkeypatch.setattr(hashing, "sha256_of", lambda path, *a, **kw: hashed.append(Path(path).name) or real(path, *a, **kw))
     merge([runs_dir / "*.db", *copies.values()], tmp_path / "exp.db")
     assert sorted(hashed) == sorted([p.name for p in runs_dir.glob("*.db")] + [c.name for c in copies.values()])
 

@@ -277,7 +277,7 @@ def test_existing_run_files_are_kept_unless_overwrite(trip, tmp_path):
     with ExperimentQueryTool(trip["first"]) as tool:
         sim = tool.simulation_ids()[0]
         tool.split(out, simulation_ids=[sim])
-        with pytest.raises(OutputExists, match=rf"{out / sim}\.db already exists; pass --overwrite"):
+        with pytest.raises(OutputExists, match=rf"{out / sim}\.db already exists; pass overwrite=True"):
             tool.split(out, simulation_ids=[sim])
         (again,) = tool.split(out, simulation_ids=[sim], overwrite=True).files
     assert sorted(p.name for p in out.iterdir()) == [f"{sim}.db"]  # no .partial, no journal left

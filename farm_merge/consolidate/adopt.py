@@ -33,7 +33,7 @@ from sqlalchemy import Connection, create_engine, insert, update
 
 from farm_merge.consolidate import records
 from farm_merge.consolidate.sources import AGENT_TABLES, RESERVED_TABLES, SourceInfo
-from farm_merge.storage import db, migrations, versions
+from farm_merge.storage import migrations, sqltext, versions
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import Simulation
 
@@ -74,7 +74,7 @@ def layout(revision: str) -> dict[str, TableLayout]:
             tables = {}
             for kind, name, _, sql in objects:
                 if kind == "table" and name != versions.VERSION_TABLE:
-                    columns = tuple(r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(name)})"))
+                    columns = tuple(r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({sqltext.quote(name)})"))
                     indexes = tuple(s for k, _, t, s in objects if k == "index" and t == name)
                     tables[name] = TableLayout(name, sql, indexes, columns)
             return tables
@@ -185,31 +185,31 @@ def adopt(conn: Connection, info: SourceInfo, adoption: Adoption, *, indexes: bo
         _tag_unknown_table(conn, name, adoption)
     if not adoption.several and adoption.recorded_id not in (None, adoption.simulation_id):
         for name in DATA_TABLE_KEYS:  # the caller named the simulation: its recorded id gives way
-            conn.exec_driver_sql(f"UPDATE {db.quote(name)} SET simulation_id = ? WHERE simulation_id IS NOT NULL",
+            conn.exec_driver_sql(f"UPDATE {sqltext.quote(name)} SET simulation_id = ? WHERE simulation_id IS NOT NULL",
                                  (adoption.simulation_id,))
     context = MigrationContext.configure(conn, opts={"version_table": versions.VERSION_TABLE})
     context.stamp(migrations.script_directory(), adoption.revision)
 
 
 def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adoption, indexes: bool) -> None:
-    name = db.quote(table.name)
+    name = sqltext.quote(table.name)
     if not present:
         conn.exec_driver_sql(table.create_sql)
     else:
-        old = db.quote(f"_farm_merge_old_{table.name}")
+        old = sqltext.quote(f"_farm_merge_old_{table.name}")
         conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {old}")
         conn.exec_driver_sql(table.create_sql)
         old_columns = {r[1]: r[2] or "" for r in conn.exec_driver_sql(f"PRAGMA table_info({old})")}
         for column, declared in old_columns.items():
             if column not in table.columns:
-                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
+                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {sqltext.quote(column)} {sqltext.safe_type(declared)}")
                 adoption.added_columns.append(f"{table.name}.{column}")
         # One simulation: the file's simulations row becomes the catalogue row written after
         # the upgrade (records.simulation_values), as a merge would write it.
         if table.name != "simulations" or adoption.several:
             targets, sources, params = [], [], []
             for column in old_columns:
-                targets.append(db.quote(column))
+                targets.append(sqltext.quote(column))
                 if column == "simulation_id" and adoption.several and table.name in DATA_TABLE_KEYS:
                     if adoption.agent_owners and table.name in AGENT_TABLES and "agent_id" in old_columns:
                         # the row's agent's simulation (see plan), else the simulation of rows without one
@@ -220,7 +220,7 @@ def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adop
                         sources.append("coalesce(simulation_id, ?)")
                         params.append(adoption.simulation_id)
                 else:
-                    sources.append(db.quote(column))
+                    sources.append(sqltext.quote(column))
             if adoption.several and table.name in DATA_TABLE_KEYS and "simulation_id" not in old_columns:
                 targets.append("simulation_id")
                 sources.append("?")
@@ -234,7 +234,7 @@ def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adop
 
 def _tag_unknown_table(conn: Connection, name: str, adoption: Adoption) -> None:
     """An unknown table is kept, with every row tagged by its simulation, as a merge copies it."""
-    q = db.quote(name)
+    q = sqltext.quote(name)
     columns = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({q})")}
     if "simulation_id" not in columns:
         conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN simulation_id TEXT")
@@ -243,7 +243,7 @@ def _tag_unknown_table(conn: Connection, name: str, adoption: Adoption) -> None:
         conn.exec_driver_sql(f"UPDATE {q} SET simulation_id = ? WHERE simulation_id IS NULL", (adoption.simulation_id,))
     else:
         conn.exec_driver_sql(f"UPDATE {q} SET simulation_id = ?", (adoption.simulation_id,))
-    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote(f'ix_{name}_simulation_id')} ON {q} (simulation_id)")
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {sqltext.quote(f'ix_{name}_simulation_id')} ON {q} (simulation_id)")
 
 
 def find_collisions(conn: Connection) -> list[Collision]:

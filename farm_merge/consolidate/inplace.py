@@ -31,8 +31,9 @@ from sqlalchemy import Connection, exc, inspect
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
 from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
-from farm_merge.storage import db, indexes, migrations, versions
+from farm_merge.storage import db, failures, indexes, migrations, sqltext, versions
 from farm_merge.storage.catalog import now
+from farm_merge.storage.db import Location, Target
 
 Progress = Callable[[str], None]
 
@@ -103,7 +104,7 @@ class Job:
 
 
 def upgrade(
-    target: str | os.PathLike,
+    target: Target,
     revision: str = "head",
     *,
     simulation_id: str | None = None,
@@ -136,7 +137,7 @@ def upgrade(
 
 @contextmanager
 def upgrading(
-    target: str | os.PathLike,
+    target: Target,
     revision: str = "head",
     *,
     simulation_id: str | None = None,
@@ -153,7 +154,8 @@ def upgrading(
     :class:`UpgradeFailed` after the rollback.
     """
     started = time.monotonic()
-    name, path = db.display(target), db.sqlite_path(target)
+    target = Location.parse(target)
+    name, path = target.name, target.path
     if path is not None:
         if not path.exists():
             if not create:
@@ -188,7 +190,7 @@ def upgrading(
             if progress:
                 progress(f"backup: {report.backup}")
 
-        engine = db.create_engine_for(target)
+        engine = target.engine()
         try:
             with engine.connect() as conn:
                 conn = conn.execution_options(immediate=True)  # take the write lock up front
@@ -212,7 +214,7 @@ def upgrading(
                         if report.to_revision == versions.head_revision():
                             indexes.ensure(conn)
                 except (exc.SQLAlchemyError, sqlite3.Error, CommandError) as e:
-                    raise UpgradeFailed(name, _one_line(e), report.backup) from e
+                    raise UpgradeFailed(name, failures.first_line(e), report.backup) from e
             if path is not None:
                 report.vacuumed = _compact(engine)
         finally:
@@ -326,7 +328,7 @@ def _rows_per_simulation(conn: Connection) -> dict[str, dict[str | None, int]]:
         if table in catalogue or table.startswith("sqlite_"):
             continue
         if "simulation_id" in {c["name"] for c in inspector.get_columns(table)}:
-            q = db.quote(table)
+            q = sqltext.quote(table)
             counts[table] = dict(conn.exec_driver_sql(
                 f"SELECT simulation_id, count(*) FROM {q} GROUP BY simulation_id").all())
     return counts
@@ -358,7 +360,3 @@ def _verify(conn: Connection, name: str, plan: adopt.Adoption | None,
 
 def _totals(counts: dict[str, dict]) -> dict[str, dict]:
     return {t: {None: sum(c.values())} for t, c in counts.items()}
-
-
-def _one_line(e: Exception) -> str:
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]

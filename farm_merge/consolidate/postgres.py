@@ -30,7 +30,6 @@ and rebuilds the secondary indexes; loggers writing meanwhile are not held up.
 from __future__ import annotations
 
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Iterator, Sequence
@@ -38,12 +37,12 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy import inspect
 
 from farm_merge.consolidate.plan import Plan
-from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
+from farm_merge.consolidate.report import FAILED, SourceResult
 from farm_merge.consolidate.sources import SourceInfo
 from farm_merge.consolidate.target import MergeTarget, copy_failure
 from farm_merge.errors import ConnectionLost, SourceError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import db, indexes
+from farm_merge.storage import hashing, indexes, sqltext
 from farm_merge.storage.postgres import CHUNK_ROWS, column_type, copy_rows, kind_of, refusal
 from farm_merge.storage.writer import is_connection_lost
 
@@ -110,96 +109,65 @@ class PostgresTarget(MergeTarget):
             future.result()  # the first failure, once every share is done
         self.bulk = False
 
-    def _load_columns(self) -> None:
+    def column_type(self, declared: str) -> str:
+        return column_type(declared)
+
+    def _read_columns(self) -> None:
         inspector = inspect(self.conn)
         self.kinds = {t: {c["name"]: kind_of(c["type"]) for c in inspector.get_columns(t)}
                       for t in inspector.get_table_names()}
         self.columns = {t: set(kinds) for t, kinds in self.kinds.items()}
-        self.conn.rollback()
+
+    def _column_added(self, table: str, column: str, column_type: str) -> None:
+        kind = {"BIGINT": "int", "DOUBLE PRECISION": "float", "BOOLEAN": "bool", "BYTEA": "bytes"}.get(
+            column_type, "text")
+        self.kinds.setdefault(table, {})[column] = kind
+        super()._column_added(table, column, column_type)
 
     # --- one source ----------------------------------------------------------------
-    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
-        started = time.monotonic()
-        result = self._merge_one(plan, replace=replace, verify=verify, binary=not verify)
+    def _merge_attempt(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
+        """In binary COPY first (without ``verify``), then, if that refused a value, in text."""
+        result = super()._merge_attempt(plan, replace=replace, verify=verify, binary=not verify)
         if result is _BINARY_REFUSED:
             # Binary COPY converts nothing: a value of another type than its column's (text
             # in a number column, a whole REAL in an INTEGER one, 't' in a BOOLEAN) or one the
             # server refuses stops it.  The source is merged again from the start, in text,
             # which converts the value as SQLite would have or fails the source with the
-            # server's reason, as it always did.
-            result = self._merge_one(plan, replace=replace, verify=verify, binary=False)
-        if result.status == MERGED:
-            result.seconds = time.monotonic() - started
+            # server's reason.
+            result = super()._merge_attempt(plan, replace=replace, verify=verify, binary=False)
         return result
 
-    def _merge_one(self, plan: Plan, *, replace: bool, verify: bool, binary: bool) -> SourceResult:
-        """One attempt at merging a source, in one transaction: its result, or
-        :data:`_BINARY_REFUSED` if a ``binary`` attempt failed on a value (rolled back)."""
-        info = plan.info
+    def _open_source(self, info: SourceInfo) -> sqlite3.Connection:
+        """A read-only connection of its own, one snapshot of the source for all its tables
+        (SQLite cannot ATTACH a server)."""
         try:
             source = sqlite3.connect(info.uri, uri=True, isolation_level=None, timeout=0, check_same_thread=False)
         except sqlite3.Error as e:
-            return plan.result(FAILED, f"cannot open: {e}")
+            raise SourceError(str(info.path), f"cannot open: {e}") from e
         try:
             source.execute("PRAGMA trusted_schema = OFF")
-            source.execute("BEGIN")  # one snapshot of the source for all its tables
-            with self.conn.begin():
-                added = self._prepare_tables(info)
-                checksums, rows = {}, 0
-                for theirs, ours in plan.simulations:
-                    if replace:
-                        self._delete_simulation(ours)
-                    counts, checksums = self._copy(source, info, theirs, ours, single=len(plan.simulations) == 1,
-                                                   verify=verify, binary=binary)
-                    rows += sum(counts.values())
-                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
-        except SourceError as e:
-            self._load_columns()
-            return plan.result(FAILED, e.reason)
-        except Exception as e:  # a database error while copying: report it, keep going
-            if is_connection_lost(e):
-                # The server is gone (and with the session, the lock that keeps merges apart):
-                # stop. The next run finds the indexes missing and builds them.
-                self.bulk = False
-                raise ConnectionLost(
-                    self.engine.url.render_as_string(hide_password=True), f"merging {info.path}",
-                    refusal(e) or copy_failure(e),
-                    "the sources merged before it are in: run the same command again to merge the rest") from e
-            self._load_columns()
-            if binary:
-                return _BINARY_REFUSED
-            return plan.result(FAILED, refusal(e) or copy_failure(e))
-        finally:
+            source.execute("BEGIN")
+        except sqlite3.Error as e:
             source.close()
-        return plan.result(MERGED, None, rows=rows, added_columns=added)
+            raise SourceError(str(info.path), copy_failure(e)) from e
+        return source
 
-    def _prepare_tables(self, info: SourceInfo) -> list[str]:
-        """Add what the source has and the target lacks: unknown tables, new columns."""
-        added = []
-        for table in info.tables.values():
-            q = db.quote(table.name)
-            if table.name not in self.columns:
-                cols = ", ".join(f"{db.quote(c)} {column_type(t)}" for c, t in table.columns.items()
-                                 if c != "simulation_id")
-                self.conn.exec_driver_sql(f"CREATE TABLE {q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
-                self.conn.exec_driver_sql(
-                    f"CREATE INDEX {db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
-                self._added(table.name, "simulation_id", "TEXT")
-                for c, t in table.columns.items():
-                    self._added(table.name, c, column_type(t))
-                added.append(f"table {table.name}")
-                continue
-            for column, declared in table.columns.items():
-                if column not in self.columns[table.name]:
-                    self.conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN {db.quote(column)} {column_type(declared)}")
-                    self._added(table.name, column, column_type(declared))
-                    added.append(f"{table.name}.{column}")
-        return added
+    def _close_source(self, source: sqlite3.Connection) -> None:
+        source.close()
 
-    def _added(self, table: str, column: str, pg_type: str) -> None:
-        kind = {"BIGINT": "int", "DOUBLE PRECISION": "float", "BOOLEAN": "bool", "BYTEA": "bytes"}.get(pg_type, "text")
-        self.kinds.setdefault(table, {})[column] = kind
-        self.columns.setdefault(table, set()).add(column)
+    def _target_failure(self, error: Exception, plan: Plan) -> BaseException | None:
+        if not is_connection_lost(error):
+            return None
+        # The server is gone (and with the session, the lock that keeps merges apart): stop.
+        # The next run finds the indexes missing and builds them.
+        self.bulk = False
+        return ConnectionLost(
+            self.engine.url.render_as_string(hide_password=True), f"merging {plan.info.path}",
+            refusal(error) or copy_failure(error),
+            "the sources merged before it are in: run the same command again to merge the rest")
+
+    def _source_failure(self, error: Exception, plan: Plan, *, binary: bool = False) -> SourceResult:
+        return _BINARY_REFUSED if binary else plan.result(FAILED, refusal(error) or copy_failure(error))
 
     def _copy(self, source: sqlite3.Connection, info: SourceInfo, theirs: str | None, ours: str, *, single: bool,
               verify: bool, binary: bool) -> tuple[dict[str, int], dict[str, str]]:
@@ -218,8 +186,8 @@ class PostgresTarget(MergeTarget):
             where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             # The simulation id comes first in every row, as SQLite hands the row over:
             # no tuple is built again here.
-            cursor = source.execute(f"SELECT ?{selected} FROM {db.quote(table.name)}{where}", (ours, *params))
-            digest = db.RowHash() if verify else None
+            cursor = source.execute(f"SELECT ?{selected} FROM {sqltext.quote(table.name)}{where}", (ours, *params))
+            digest = hashing.RowHash() if verify else None
             got = copy_rows(self.conn, table.name, ["simulation_id", *columns],
                             _hashed(cursor, digest, kinds) if verify else cursor, types)
             if got != expected:
@@ -236,13 +204,13 @@ class PostgresTarget(MergeTarget):
 
     def _checksum(self, raw: Any, table: str, columns: list[str], kinds: list[str], ours: str) -> str:
         """The checksum of a simulation's rows as PostgreSQL holds them, read back in chunks."""
-        selected = ", ".join(f"{db.quote(c)}::text" if k == "json" else db.quote(c)
+        selected = ", ".join(f"{sqltext.quote(c)}::text" if k == "json" else sqltext.quote(c)
                              for c, k in zip(columns, kinds)) or "NULL"
-        digest = db.RowHash()
+        digest = hashing.RowHash()
         canonical = [_TARGET_FORMS[k] for k in kinds]
         with raw.cursor(name="farm_merge_verify") as cursor:  # server-side: rows come in chunks
             cursor.itersize = CHUNK_ROWS
-            cursor.execute(f"SELECT {selected} FROM {db.quote(table)} WHERE simulation_id = %s", (ours,))
+            cursor.execute(f"SELECT {selected} FROM {sqltext.quote(table)} WHERE simulation_id = %s", (ours,))
             for row in cursor:
                 digest.step(*[None if v is None else form(v) for form, v in zip(canonical, row)] if columns else [])
         return digest.finalize()
@@ -252,7 +220,7 @@ def _source_expression(column: str, kind: str) -> str:
     """How to read a source column for a target column of ``kind``: as SQLite's affinity
     would have stored it in the SQLite target (TEXT: numbers become their text; INTEGER:
     a whole REAL becomes an integer)."""
-    q = db.quote(column)
+    q = sqltext.quote(column)
     if kind in ("text", "json"):
         return f"CAST({q} AS TEXT)" if kind == "text" else q
     if kind == "int":
@@ -284,11 +252,11 @@ def _binary_expression(column: str, kind: str) -> str:
     form of false and true); any other value stays what it is, and its dumper refuses it."""
     if kind != "bool":
         return _source_expression(column, kind)
-    q = db.quote(column)
+    q = sqltext.quote(column)
     return f"CASE WHEN typeof({q}) = 'integer' AND {q} IN (0, 1) THEN CASE {q} WHEN 1 THEN x'01' ELSE x'00' END ELSE {q} END"
 
 
-def _hashed(cursor: sqlite3.Cursor, digest: db.RowHash, kinds: Sequence[str]) -> Iterator[tuple]:
+def _hashed(cursor: sqlite3.Cursor, digest: hashing.RowHash, kinds: Sequence[str]) -> Iterator[tuple]:
     """The source's rows (the simulation id first), each hashed on the way without it."""
     canonical = [_SOURCE_FORMS[k] for k in kinds]
     while chunk := cursor.fetchmany(CHUNK_ROWS):

@@ -34,7 +34,8 @@ from pathlib import Path
 
 from farm_merge.consolidate.report import SKIPPED, SourceResult
 from farm_merge.consolidate.sources import SourceFile
-from farm_merge.storage import db, versions
+from farm_merge.storage import db, hashing, versions
+from farm_merge.storage.db import Location
 from farm_merge.storage.files import real_path
 
 #: Template fields that depend on the path only, not on the content.
@@ -59,10 +60,10 @@ class KnownSource:
     sha256: str
 
 
-def ledger_by_path(into: str) -> dict[str, list[LedgerRow]]:
+def ledger_by_path(into: Location) -> dict[str, list[LedgerRow]]:
     """The ledger's rows by source path (resolved, as the merge records it); empty when the
     target is new, not ours at head, or cannot be read (opening it for the merge says why)."""
-    path = db.sqlite_path(into)
+    path = into.path
     query = ("SELECT source_path, simulation_id, source_size, source_sha256, era, source_simulations, "
              "source_recorded_id FROM merge_ledger")
     try:
@@ -84,11 +85,11 @@ def ledger_by_path(into: str) -> dict[str, list[LedgerRow]]:
     return ledger
 
 
-def _server_ledger(into: str, query: str) -> list[tuple]:
+def _server_ledger(into: Location, query: str) -> list[tuple]:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        engine = db.create_engine_for(into)
+        engine = into.engine()
     except Exception:  # a URL or driver problem: opening it for the merge says what
         return []
     try:
@@ -125,7 +126,7 @@ def skip_known_content(files: list[SourceFile], ledger: dict[str, list[LedgerRow
     def same_content(candidate: tuple) -> bool:
         f, rows, _ = candidate
         try:
-            return db.sha256_of(f.path) == rows[0].sha256
+            return hashing.sha256_of(f.path) == rows[0].sha256
         except OSError:
             return False
 

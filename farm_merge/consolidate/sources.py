@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm_merge.errors import SourceActive, SourceError
-from farm_merge.storage import db
+from farm_merge.storage import db, failures, hashing, sqltext
 from farm_merge.storage import files as fileids
 from farm_merge.storage.legacy import CATALOG_TABLES, DATA_TABLE_KEYS, EraMatch, detect_era
 
@@ -246,7 +246,7 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         con.text_factory = _lenient_text
         info = _read(con, source, size, uri)
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
+        if failures.is_locked(e):
             raise SourceError(name, "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(name, _reason(e)) from e
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
@@ -255,7 +255,7 @@ def inspect_source(source: SourceFile, *, include_active: bool = False, checksum
         con.close()
     info.active = _has_content(Path(f"{path}-wal"))
     if checksum:
-        info.sha256 = db.sha256_of(path)
+        info.sha256 = hashing.sha256_of(path)
     return info
 
 
@@ -276,7 +276,7 @@ def _open_uri(path: Path, wal_mode: bool, include_active: bool) -> str:
     if wal.exists():
         if not include_active and _has_content(wal):
             raise SourceActive(str(path), f"active: {wal.name} beside it, a simulation may still be writing it "
-                                          "(merge it when it is done, or pass --include-active)")
+                                          "(merge it when it is done, or pass include_active=True)")
         return db.file_uri(path, mode="ro")
     if wal_mode:
         return db.file_uri(path, mode="ro", immutable="1")
@@ -297,7 +297,7 @@ def _probe_lock(path: Path) -> None:
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
+        if failures.is_locked(e):
             raise SourceError(str(path), "locked by another process (is a simulation still writing it?)") from e
         raise SourceError(str(path), _reason(e)) from e
     except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
@@ -379,15 +379,15 @@ def _attribute_by_agent(con: sqlite3.Connection, info: SourceInfo) -> None:
     orphaned = [t for t in tables if t.counts.get(None)]
     if not orphaned:
         return
-    orphans = " UNION ".join(f"SELECT agent_id FROM {db.quote(t.name)} WHERE simulation_id IS NULL" for t in orphaned)
-    named = " UNION ALL ".join(f"SELECT agent_id, simulation_id FROM {db.quote(t.name)} WHERE simulation_id IS NOT "
+    orphans = " UNION ".join(f"SELECT agent_id FROM {sqltext.quote(t.name)} WHERE simulation_id IS NULL" for t in orphaned)
+    named = " UNION ALL ".join(f"SELECT agent_id, simulation_id FROM {sqltext.quote(t.name)} WHERE simulation_id IS NOT "
                                "NULL AND agent_id IN (SELECT agent_id FROM orphans)" for t in tables)
     info.agent_owners = {agent: str(owner) for agent, owner in con.execute(
         f"WITH orphans AS ({orphans}) SELECT agent_id, min(simulation_id) FROM ({named}) "
         "GROUP BY agent_id HAVING count(DISTINCT simulation_id) = 1")}
     for table in orphaned:
         for agent, n in con.execute(
-                f"SELECT agent_id, count(*) FROM {db.quote(table.name)} WHERE simulation_id IS NULL GROUP BY 1"):
+                f"SELECT agent_id, count(*) FROM {sqltext.quote(table.name)} WHERE simulation_id IS NULL GROUP BY 1"):
             owner = info.agent_owners.get(agent)
             if owner is not None:
                 table.attributed[owner] = table.attributed.get(owner, 0) + n
@@ -425,7 +425,7 @@ def _check_names(con: sqlite3.Connection, source: SourceFile, tables: list[str])
 
 
 def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple[str, ...]]:
-    rows = con.execute(f"PRAGMA table_info({db.quote(table)})").fetchall()
+    rows = con.execute(f"PRAGMA table_info({sqltext.quote(table)})").fetchall()
     # SQLite's names are case-insensitive: a "Simulation_ID" column is the simulation_id
     # (and queries naming it simulation_id read it).
     rows = [(r[0], "simulation_id" if r[1].lower() == "simulation_id" else r[1], *r[2:]) for r in rows]
@@ -436,22 +436,22 @@ def _columns(con: sqlite3.Connection, table: str) -> tuple[dict[str, str], tuple
 
 def _counts(con: sqlite3.Connection, table: str, by_simulation: bool) -> dict[str | None, int]:
     if not by_simulation:
-        return {None: con.execute(f"SELECT count(*) FROM {db.quote(table)}").fetchone()[0]}
+        return {None: con.execute(f"SELECT count(*) FROM {sqltext.quote(table)}").fetchone()[0]}
     # One pass without a sort settles the usual case of a single recorded id.
     total, with_id, low, high = con.execute(
-        f"SELECT count(*), count(simulation_id), min(simulation_id), max(simulation_id) FROM {db.quote(table)}"
+        f"SELECT count(*), count(simulation_id), min(simulation_id), max(simulation_id) FROM {sqltext.quote(table)}"
     ).fetchone()
     if low == high:
         counts = {str(low): with_id} if with_id else {}
         if total > with_id:
             counts[None] = total - with_id
         return counts
-    rows = con.execute(f"SELECT simulation_id, count(*) FROM {db.quote(table)} GROUP BY 1").fetchall()
+    rows = con.execute(f"SELECT simulation_id, count(*) FROM {sqltext.quote(table)} GROUP BY 1").fetchall()
     return {(None if sim is None else str(sim)): n for sim, n in rows}
 
 
 def _rows(con: sqlite3.Connection, table: str) -> list[dict]:
-    cursor = con.execute(f"SELECT * FROM {db.quote(table)}")
+    cursor = con.execute(f"SELECT * FROM {sqltext.quote(table)}")
     names = [d[0].lower() for d in cursor.description]  # as _columns: "Simulation_ID" is simulation_id
     return [dict(zip(names, row)) for row in cursor]
 

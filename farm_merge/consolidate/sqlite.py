@@ -4,107 +4,61 @@ in one transaction (rows never pass through Python)."""
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import Text
 
 from farm_merge.consolidate.plan import Plan
-from farm_merge.consolidate.report import FAILED, MERGED, SourceResult
+from farm_merge.consolidate.report import SourceResult
 from farm_merge.consolidate.sources import SourceInfo, SourceTable
-from farm_merge.consolidate.target import MergeTarget, copy_failure, is_locked
+from farm_merge.consolidate.target import MergeTarget
 from farm_merge.errors import SourceError
-from farm_merge.storage import db
-from farm_merge.storage.legacy import DATA_TABLE_KEYS, affinity
+from farm_merge.storage import failures, hashing, sqltext
+from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import DATA_TABLES
+from farm_merge.storage.sqltext import affinity
 
 
 class SqliteTarget(MergeTarget):
     """An experiment database on SQLite: each source ATTACHed and copied with INSERT…SELECT."""
+
+    fold_case = True
+    schema = "main."
 
     def __enter__(self) -> "SqliteTarget":
         super().__enter__()
         self.raw = self.conn.connection.driver_connection
         return self
 
+    def column_type(self, declared: str) -> str:
+        return sqltext.safe_type(declared)
+
     # --- one source ----------------------------------------------------------------
-    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
-        started = time.monotonic()
-        info = plan.info
+    def _open_source(self, info: SourceInfo) -> None:
         try:
             self.raw.execute("ATTACH DATABASE ? AS src", (info.uri,))
         except Exception as e:
-            return plan.result(FAILED, f"cannot attach: {e}")
-        try:
-            with self.conn.begin():
-                # Decided before; another merge into this target may have taken the simulation
-                # since.  Under the write lock the answer holds until this commits.
-                decision = self._decide(plan, replace=replace)
-                if decision is not None:
-                    return decision
-                added = self._prepare_tables(info)
-                checksums, rows = {}, 0
-                for theirs, ours in plan.simulations:
-                    if replace:
-                        self._delete_simulation(ours)
-                    counts = self._copy(info, theirs, ours, single=len(plan.simulations) == 1)
-                    rows += sum(counts.values())
-                    if verify:
-                        checksums = self._verify_checksums(info, theirs, ours, single=len(plan.simulations) == 1)
-                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
-        except SourceError as e:
-            self._load_columns()
-            return plan.result(FAILED, e.reason)
-        except Exception as e:  # a database error while copying: report it, keep going
-            if db.write_failure(e) or is_locked(e):
-                raise  # the target's problem, not this source's: the merge stops
-            self._load_columns()
-            return plan.result(FAILED, copy_failure(e))
-        finally:
-            if not self.conn.invalidated:  # an interrupt inside a statement closed the connection
-                self.raw.execute("DETACH DATABASE src")
-        return plan.result(MERGED, None, rows=rows, added_columns=added, seconds=time.monotonic() - started)
+            raise SourceError(str(info.path), f"cannot attach: {e}") from e
 
-    def _prepare_tables(self, info: SourceInfo) -> list[str]:
-        """Add what the source has and the target lacks: unknown tables, new columns."""
-        added = []
-        # SQLite's names are case-insensitive: a source's "Genome_ID" is our genome_id.
-        tables = {name.lower(): name for name in self.columns}
-        known = {(t.lower(), c.lower()) for t, cols in self.columns.items() for c in cols}
-        if any((t.name.lower(), c.lower()) not in known for t in info.tables.values() for c in t.columns):
-            # Another merge into this target may have added them since they were read: read
-            # them again, in this transaction (under its write lock the answer holds).
-            self.columns = self._read_columns()
-            tables = {name.lower(): name for name in self.columns}
-        for table in info.tables.values():
-            q = db.quote(table.name)
-            ours = tables.get(table.name.lower())
-            if ours is None:
-                cols = ", ".join(f"{db.quote(c)} {db.safe_type(t)}" for c, t in table.columns.items()
-                                 if c != "simulation_id")
-                self.conn.exec_driver_sql(
-                    f"CREATE TABLE main.{q} (simulation_id TEXT NOT NULL{', ' if cols else ''}{cols})")
-                self.conn.exec_driver_sql(
-                    f"CREATE INDEX main.{db.quote('ix_' + table.name + '_simulation_id')} ON {q} (simulation_id)")
-                self.columns[table.name] = {"simulation_id", *table.columns}
-                added.append(f"table {table.name}")
-                continue
-            have = {c.lower() for c in self.columns[ours]}
-            for column, declared in table.columns.items():
-                if column.lower() not in have:
-                    self.conn.exec_driver_sql(
-                        f"ALTER TABLE main.{q} ADD COLUMN {db.quote(column)} {db.safe_type(declared)}")
-                    self.columns[ours].add(column)
-                    have.add(column.lower())
-                    added.append(f"{table.name}.{column}")
-        return added
+    def _close_source(self, source: None) -> None:
+        if not self.conn.invalidated:  # an interrupt inside a statement closed the connection
+            self.raw.execute("DETACH DATABASE src")
 
-    def _copy(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, int]:
+    def _decide_again(self, plan: Plan, *, replace: bool) -> SourceResult | None:
+        # Decided before; another merge into this target may have taken the simulation
+        # since.  Under the write lock the answer holds until this commits.
+        return self._decide(plan, replace=replace)
+
+    def _target_failure(self, error: Exception, plan: Plan) -> BaseException | None:
+        # A full disk or a lock held too long is the target's problem: the merge stops.
+        return error if failures.write_failure(error) or failures.is_locked(error) else None
+
+    def _copy(self, source: None, info: SourceInfo, theirs: str | None, ours: str, *, single: bool,
+              verify: bool) -> tuple[dict[str, int], dict[str, str]]:
         counts = {}
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
             expected = table.rows if single else info.rows_expected(table.name, theirs)
-            q = db.quote(table.name)
-            col_sql = "".join(f", {db.quote(c)}" for c in columns)
+            q = sqltext.quote(table.name)
+            col_sql = "".join(f", {sqltext.quote(c)}" for c in columns)
             where, mine = ("", ()) if single else info.rows_of(table.name, theirs)
             params = (ours, *mine)
             if info.active:
@@ -121,14 +75,14 @@ class SqliteTarget(MergeTarget):
                 raise SourceError(str(info.path), f"verification failed: {table.name} has {got} rows for "
                                                   f"{ours!r} in the target, the source has {expected}")
             counts[table.name] = got
-        return counts
+        return counts, self._verify_checksums(info, theirs, ours, single=single) if verify else {}
 
     def _verify_checksums(self, info: SourceInfo, theirs: str | None, ours: str, *, single: bool) -> dict[str, str]:
         checksums = {}
         for table in info.tables.values():
             columns = [c for c in table.columns if c != "simulation_id"]
-            expr = ", ".join(db.hash_expr(db.quote(c)) for c in columns) or "1"
-            q = db.quote(table.name)
+            expr = ", ".join(hashing.hash_expr(sqltext.quote(c)) for c in columns) or "1"
+            q = sqltext.quote(table.name)
             where, params = ("", ()) if single else info.rows_of(table.name, theirs)
             source = self.conn.exec_driver_sql(
                 f"SELECT farm_merge_rowhash({expr}) FROM src.{q}{where}", params).scalar()
@@ -162,4 +116,4 @@ def _key_order(info: SourceInfo, table: SourceTable) -> str:
     columns = DATA_TABLES[table.name].c
     if not all(isinstance(columns[k].type, Text) and affinity(table.columns[k]) == "TEXT" for k in key):
         return ""
-    return " ORDER BY " + ", ".join(db.quote(k) for k in key)
+    return " ORDER BY " + ", ".join(sqltext.quote(k) for k in key)

@@ -1,16 +1,20 @@
 """What a merge target does on every back end: the catalogue, the decision per source, the
-bulk-load indexes and the ledger.
+tables and columns a source adds, the transaction one source is merged in, the bulk-load
+indexes and the ledger.
 
 A target is an experiment database open for one merge run.  :class:`MergeTarget` holds
-what SQLite and PostgreSQL do alike; a subclass copies one source's rows in
-:meth:`MergeTarget.merge_one` (:class:`~farm_merge.consolidate.sqlite.SqliteTarget`,
-:class:`~farm_merge.consolidate.postgres.PostgresTarget`).
+what SQLite and PostgreSQL do alike; a back end supplies only what differs
+(:class:`~farm_merge.consolidate.sqlite.SqliteTarget`: the source ATTACHed, rows copied
+with INSERT…SELECT, SQLite's declared types;
+:class:`~farm_merge.consolidate.postgres.PostgresTarget`: the source read on a connection of
+its own, rows streamed with COPY, PostgreSQL's types).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, inspect, select
 from sqlalchemy import column as column_clause
@@ -19,12 +23,12 @@ from sqlalchemy import table as table_clause
 from farm_merge._version import __version__
 from farm_merge.consolidate import records
 from farm_merge.consolidate.plan import Plan, copy_reason
-from farm_merge.consolidate.report import FAILED, SKIPPED, SourceResult
-from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo
+from farm_merge.consolidate.report import FAILED, MERGED, SKIPPED, SourceResult
+from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo, SourceTable
+from farm_merge.errors import SourceError
 from farm_merge.progress import progress_bar
-from farm_merge.storage import catalog, db, indexes
+from farm_merge.storage import catalog, failures, indexes, sqltext
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
-from farm_merge.storage.writer import is_lock_contention
 
 #: Simulation ids per ``IN (...)`` of a decision query (well under every back end's limit of parameters).
 _IDS_PER_QUERY = 500
@@ -32,8 +36,17 @@ _IDS_PER_QUERY = 500
 
 class MergeTarget:
     """An experiment database open for one merge run: what every back end does alike
-    (catalogue, decisions, bulk-load indexes, ledger).  A subclass copies one source's
-    rows in :meth:`merge_one`; :func:`merge` picks it by the target's URL."""
+    (catalogue, decisions, new tables and columns, the transaction of one source, bulk-load
+    indexes, ledger).  A back end opens a source (:meth:`_open_source`), copies its rows
+    (:meth:`_copy`) and names its column types (:meth:`column_type`); :func:`merge` picks it
+    by the target's URL."""
+
+    #: Table and column names match whatever their case (SQLite's: a source's "Genome_ID" is
+    #: our genome_id); else exactly (PostgreSQL's quoted names).
+    fold_case = False
+    #: What the target's own tables are named under in DDL (SQLite's ``main.``, beside the
+    #: attached source).
+    schema = ""
 
     def __init__(self, engine: Engine, experiment_id: str, *, keep_copies: bool = False):
         self.engine = engine
@@ -51,17 +64,136 @@ class MergeTarget:
     def __exit__(self, *exc) -> None:
         self.conn.close()
 
-    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
-        """Merge one source in one transaction; its result (merged or failed)."""
+    # --- what a back end supplies ----------------------------------------------------
+    def column_type(self, declared: str) -> str:
+        """The type a new column gets for a source column declared ``declared``."""
         raise NotImplementedError
 
+    def _open_source(self, info: SourceInfo) -> Any:
+        """Open a source for copying (:class:`SourceError` if it cannot be)."""
+        raise NotImplementedError
+
+    def _close_source(self, source: Any) -> None:
+        raise NotImplementedError
+
+    def _copy(self, source: Any, info: SourceInfo, theirs: str | None, ours: str, *, single: bool, verify: bool,
+              **options: Any) -> tuple[dict[str, int], dict[str, str]]:
+        """Copy one simulation's rows of every table (``theirs`` in the source, ``ours`` in
+        the target) in the transaction that is open; the rows per table, checked against the
+        source's, and with ``verify`` the content checksum per table, checked too."""
+        raise NotImplementedError
+
+    def _decide_again(self, plan: Plan, *, replace: bool) -> SourceResult | None:
+        """The decision taken again in the source's transaction, or None to keep the first."""
+        return None
+
+    def _target_failure(self, error: Exception, plan: Plan) -> BaseException | None:
+        """The error that stops the whole merge for ``error`` met while merging ``plan``
+        (``error`` itself, or one made from it), or None if only this source failed."""
+        return None
+
+    def _source_failure(self, error: Exception, plan: Plan, **options: Any) -> SourceResult:
+        """This source's result for a database error met while copying it (rolled back)."""
+        return plan.result(FAILED, copy_failure(error))
+
+    # --- one source ----------------------------------------------------------------
+    def merge_one(self, plan: Plan, *, replace: bool, verify: bool) -> SourceResult:
+        """Merge one source in one transaction; its result (merged or failed)."""
+        started = time.monotonic()
+        result = self._merge_attempt(plan, replace=replace, verify=verify)
+        if result.status == MERGED:
+            result.seconds = time.monotonic() - started
+        return result
+
+    def _merge_attempt(self, plan: Plan, *, replace: bool, verify: bool, **options: Any) -> SourceResult:
+        """One source in one transaction on the target: the tables and columns it adds, then
+        per simulation its rows (in place of the old ones with ``replace``), the
+        ``simulations`` row and the ledger row.  ``options`` go to :meth:`_copy`."""
+        info = plan.info
+        try:
+            source = self._open_source(info)
+        except SourceError as e:
+            return plan.result(FAILED, e.reason)
+        try:
+            with self.conn.begin():
+                decision = self._decide_again(plan, replace=replace)
+                if decision is not None:
+                    return decision
+                added = self._prepare_tables(info)
+                rows, single = 0, len(plan.simulations) == 1
+                for theirs, ours in plan.simulations:
+                    if replace:
+                        self._delete_simulation(ours)
+                    counts, checksums = self._copy(source, info, theirs, ours, single=single, verify=verify, **options)
+                    rows += sum(counts.values())
+                    self._write_catalog(plan, theirs, ours, counts, checksums, added)
+        except SourceError as e:
+            self._load_columns()
+            return plan.result(FAILED, e.reason)
+        except Exception as e:  # a database error while copying: report it, keep going
+            stop = self._target_failure(e, plan)
+            if stop is e:
+                raise
+            if stop is not None:
+                raise stop from e
+            self._load_columns()
+            return self._source_failure(e, plan, **options)
+        finally:
+            self._close_source(source)
+        return plan.result(MERGED, None, rows=rows, added_columns=added)
+
+    def _prepare_tables(self, info: SourceInfo) -> list[str]:
+        """Add what the source has and the target lacks: unknown tables (with
+        ``simulation_id``, indexed), new columns; what was added, for the ledger."""
+        fold = str.lower if self.fold_case else str
+        known = {(fold(t), fold(c)) for t, cols in self.columns.items() for c in cols}
+        if any((fold(t.name), fold(c)) not in known for t in info.tables.values() for c in t.columns):
+            # Another merge or a logger may have added them since they were read: read them
+            # again, in this transaction (under its write lock the answer holds).
+            self._read_columns()
+        tables = {fold(name): name for name in self.columns}
+        added = []
+        for table in info.tables.values():
+            ours = tables.get(fold(table.name))
+            if ours is None:
+                self._create_table(table)
+                added.append(f"table {table.name}")
+                continue
+            have = {fold(c) for c in self.columns[ours]}
+            for column, declared in table.columns.items():
+                if fold(column) not in have:
+                    pg_type = self.column_type(declared)
+                    self.conn.exec_driver_sql(f"ALTER TABLE {self.schema}{sqltext.quote(ours)} "
+                                              f"ADD COLUMN {sqltext.quote(column)} {pg_type}")
+                    self._column_added(ours, column, pg_type)
+                    have.add(fold(column))
+                    added.append(f"{table.name}.{column}")
+        return added
+
+    def _create_table(self, table: SourceTable) -> None:
+        """A table the target does not know, as the source has it, under ``simulation_id``
+        (first, indexed)."""
+        q = sqltext.quote(table.name)
+        types = {c: self.column_type(t) for c, t in table.columns.items() if c != "simulation_id"}
+        cols = "".join(f", {sqltext.quote(c)} {t}" for c, t in types.items())
+        self.conn.exec_driver_sql(f"CREATE TABLE {self.schema}{q} (simulation_id TEXT NOT NULL{cols})")
+        self.conn.exec_driver_sql(f"CREATE INDEX {self.schema}{sqltext.quote('ix_' + table.name + '_simulation_id')} "
+                                  f"ON {q} (simulation_id)")
+        self._column_added(table.name, "simulation_id", "TEXT")
+        for column, declared in table.columns.items():
+            self._column_added(table.name, column, types.get(column, "TEXT"))
+
+    def _column_added(self, table: str, column: str, column_type: str) -> None:
+        self.columns.setdefault(table, set()).add(column)
+
     def _load_columns(self) -> None:
-        self.columns = self._read_columns()
+        """Read the target's tables and columns, outside a transaction."""
+        self._read_columns()
         self.conn.rollback()
 
-    def _read_columns(self) -> dict[str, set[str]]:
+    def _read_columns(self) -> None:
         inspector = inspect(self.conn)
-        return {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
+        self.columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in inspector.get_table_names()}
 
     # --- catalogue -----------------------------------------------------------------
     def ensure_experiment(self, name: str | None, description: str | None, *, dry_run: bool) -> None:
@@ -137,8 +269,8 @@ class MergeTarget:
                        else f"simulation {sim!r} is already in the target, merged from {merged[sim].source_path}")
             else:
                 why = f"simulation {sim!r} is already in the target (logged directly)"
-            return plan.result(FAILED, f"{why}; pass --replace to merge this file in its place, "
-                                       "or --id-template to give it another id")
+            return plan.result(FAILED, f"{why}; pass replace=True to merge this file in its place, "
+                                       "or id_template to give it another id")
         return None
 
     # --- bulk load -----------------------------------------------------------------
@@ -146,7 +278,7 @@ class MergeTarget:
         """Drop the secondary indexes if the data tables are empty (or a killed bulk load
         left some missing): they are built once, densely, by :meth:`bulk_load_end`."""
         with self.conn.begin():
-            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {db.quote(t)} LIMIT 1").first() is None
+            empty = all(self.conn.exec_driver_sql(f"SELECT 1 FROM {sqltext.quote(t)} LIMIT 1").first() is None
                         for t in DATA_TABLES)
             if empty or indexes.missing(self.conn):
                 indexes.drop(self.conn)
@@ -202,7 +334,7 @@ def copy_failure(e: Exception) -> str:
     """One line for a database error met while copying a source."""
     if isinstance(e, UnicodeDecodeError):
         return UNDECODABLE
-    message = str(getattr(e, "orig", None) or e).splitlines()[0]
+    message = failures.first_line(e)
     if "UNIQUE constraint failed" in message or "NOT NULL constraint failed" in message:
         return f"{message} (duplicate or missing key in the source)"
     if "malformed" in message or "corrupt" in message:
@@ -210,9 +342,3 @@ def copy_failure(e: Exception) -> str:
     if "not a database" in message:
         return "not a SQLite database (or encrypted)"
     return message
-
-
-
-def is_locked(error: BaseException) -> bool:
-    """SQLite gave up waiting for the target's lock (the busy timeout passed)."""
-    return is_lock_contention(error) or (isinstance(error, sqlite3.OperationalError) and "locked" in str(error))

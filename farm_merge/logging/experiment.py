@@ -241,11 +241,6 @@ class ExperimentDatabase:
                                      .where(SIMULATIONS.c.experiment_id == self.experiment_id)
                                      .order_by(SIMULATIONS.c.simulation_id)))
 
-    def get_simulation_status(self, simulation_id: str) -> str | None:
-        """A simulation's status, or None if it is not in the database."""
-        with self.engine.connect() as conn:
-            return conn.scalar(select(SIMULATIONS.c.status).where(SIMULATIONS.c.simulation_id == simulation_id))
-
     # --- the experiment ------------------------------------------------------------------
     def update_experiment_status(self, status: str, results_summary: Mapping | None = None) -> None:
         """Set the experiment's status (and results) and its ``last_updated`` time."""

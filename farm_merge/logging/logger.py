@@ -38,16 +38,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Connection, Table, bindparam, literal, select, update
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.logging.refusals import RowRejected, find_rejected_row, is_row_level
 from farm_merge.logging.rows import (
     AGENT_LEGACY_KEYS,
     AGENT_STATE_FIELDS,
     COLUMNS,
+    INT_MAX,
+    INT_MIN,
     METRIC_NAMES,
     RESOURCE_STATE_FIELDS,
     WRITE_TABLES,
-    INT_MAX,
-    INT_MIN,
     DataLoggingConfig,
     LogTarget,
     as_mapping,
@@ -83,7 +84,7 @@ class ExperimentDataLogger:
 
     def __init__(self, target: LogTarget, simulation_id: str, config: DataLoggingConfig | None = None):
         if not isinstance(simulation_id, str) or not simulation_id:
-            raise ValueError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
+            raise ConfigurationError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
         self.target = target
         self.simulation_id = simulation_id
         self.config = config or DataLoggingConfig()
@@ -118,7 +119,7 @@ class ExperimentDataLogger:
         tuples (:data:`RESOURCE_STATE_FIELDS`) and the step's metrics (:data:`METRIC_NAMES`)."""
         step = check_step(step_number)
         if step in self._steps:
-            raise ValueError(f"step_number {step} is already logged for simulation {self.simulation_id!r}")
+            raise ConfigurationError(f"step_number {step} is already logged for simulation {self.simulation_id!r}")
         step_row = self._metrics_row(step, metrics)
         states = self._agent_state_rows(step, agent_states or ())
         first = self._next_id["resource_states"]
@@ -134,10 +135,10 @@ class ExperimentDataLogger:
 
     def _metrics_row(self, step: int, metrics: Mapping[str, Any]) -> tuple:
         if not isinstance(metrics, Mapping):
-            raise ValueError(f"metrics must be a dict of metric name to value, got {type(metrics).__name__}")
+            raise ConfigurationError(f"metrics must be a dict of metric name to value, got {type(metrics).__name__}")
         unknown = sorted(str(k) for k in metrics if k not in _METRIC_INDEX)
         if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r} in metrics; known metrics: {', '.join(METRIC_NAMES)}")
+            raise ConfigurationError(f"unknown metric {unknown[0]!r} in metrics; known metrics: {', '.join(METRIC_NAMES)}")
         values: list[Any] = [None] * len(METRIC_NAMES)
         values[_METRIC_INDEX["resources_consumed"]] = 0.0  # AgentFarm's default when a step does not report it
         for name, value in metrics.items():
@@ -194,16 +195,16 @@ class ExperimentDataLogger:
         for i, data in enumerate(agent_data_list):
             where = f"agent_data_list[{i}]"
             if not isinstance(data, Mapping):
-                raise ValueError(f"{where} must be a dict, got {type(data).__name__}")
+                raise ConfigurationError(f"{where} must be a dict, got {type(data).__name__}")
             missing = [k for k in _AGENT_REQUIRED if k not in data]
             if missing:
-                raise ValueError(f"{where} lacks required field {missing[0]!r}")
+                raise ConfigurationError(f"{where} lacks required field {missing[0]!r}")
             unknown = sorted(str(k) for k in data if k not in _AGENT_KEYS)
             if unknown:
-                raise ValueError(f"{where} has unknown field {unknown[0]!r}")
+                raise ConfigurationError(f"{where} has unknown field {unknown[0]!r}")
             agent_id = as_text(data["agent_id"], f"{where}.agent_id")
             if agent_id in self._agents or agent_id in seen:
-                raise ValueError(f"{where}.agent_id {agent_id!r} is already logged for simulation "
+                raise ConfigurationError(f"{where}.agent_id {agent_id!r} is already logged for simulation "
                                  f"{self.simulation_id!r}")
             seen.add(agent_id)
             x, y = as_position(data["position"], f"{where}.position")
@@ -250,7 +251,7 @@ class ExperimentDataLogger:
         step = check_step(step_number)
         rows = self._agent_state_rows(step, [agent_state])
         if rows[0][3] not in self._agents:
-            raise ValueError(f"agent {rows[0][3]!r} is not logged for simulation {self.simulation_id!r}")
+            raise ConfigurationError(f"agent {rows[0][3]!r} is not logged for simulation {self.simulation_id!r}")
         self._add("agent_states", rows)
         self._flush_if_full()
 
@@ -418,13 +419,13 @@ class ExperimentDataLogger:
         """Drop the one buffered row a failed flush named (``error``), so that the next
         flush writes the others."""
         if error.simulation_id != self.simulation_id:
-            raise ValueError(f"{error} is not about simulation {self.simulation_id!r}")
+            raise ConfigurationError(f"{error} is not about simulation {self.simulation_id!r}")
         if error.table == "deaths":
             buffer = self._deaths
         else:
             buffer = self._buffers[error.table]
         if not 0 <= error.index < len(buffer) or buffer[error.index] != error.row:
-            raise ValueError(f"the row {error} named is no longer buffered")
+            raise ConfigurationError(f"the row {error} named is no longer buffered")
         del buffer[error.index]
         self._pending -= 1
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from sqlalchemy import Connection, Engine, column, func, insert, inspect, select, table, update
 
-from farm_merge.errors import AgentFarmNotInstalled
+from farm_merge.errors import AgentFarmNotInstalled, ConfigurationError
 from farm_merge.logging.logger import ExperimentDataLogger, RowRejected
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, LogTarget, json_text
 from farm_merge.logging.session import Scope, simulation_session
@@ -78,7 +78,7 @@ class SimulationRecorder:
 
     def _check_own(self, simulation_id: str) -> None:
         if simulation_id != self.simulation_id:
-            raise ValueError(f"this database logs simulation {self.simulation_id!r}, not {simulation_id!r}")
+            raise ConfigurationError(f"this database logs simulation {self.simulation_id!r}, not {simulation_id!r}")
 
     # --- the simulation's record ---------------------------------------------------------
     def add_simulation_record(self, simulation_id: str, start_time: datetime, status: str,
@@ -175,7 +175,7 @@ class SimulationRecorder:
         """
         position = state_data.get("position", (0.0, 0.0))
         if not isinstance(position, (tuple, list)) or len(position) < 2:
-            raise ValueError(f"state_data['position'] must be (x, y), got {position!r}")
+            raise ConfigurationError(f"state_data['position'] must be (x, y), got {position!r}")
         self.logger.log_agent_state(step_number, (
             agent_id, position[0], position[1], state_data.get("resource_level", 0.0),
             state_data.get("current_health", 0.0), state_data.get("starting_health", 0.0),
@@ -240,7 +240,7 @@ class SimulationRecorder:
     def get_table_row_count(self, table_name: str) -> int:
         """Rows this simulation has in ``table_name`` (buffered rows are flushed first)."""
         if table_name not in COUNTABLE_TABLES:
-            raise ValueError(f"unknown table {table_name!r}; one of: {', '.join(COUNTABLE_TABLES)}")
+            raise ConfigurationError(f"unknown table {table_name!r}; one of: {', '.join(COUNTABLE_TABLES)}")
         self.logger.flush_all_buffers()
         t = table(table_name, column("simulation_id"))
         with self.engine.connect() as conn:
@@ -260,11 +260,11 @@ class SimulationRecorder:
         file.  Returns the files written.
         """
         if format not in EXPORT_FORMATS:
-            raise ValueError(f"unsupported export format {format!r}; farm-merge writes {' or '.join(EXPORT_FORMATS)}")
+            raise ConfigurationError(f"unsupported export format {format!r}; farm-merge writes {' or '.join(EXPORT_FORMATS)}")
         types = list(data_types or EXPORT_TYPES)
         unknown = [t for t in types if t not in EXPORT_TYPES]
         if unknown:
-            raise ValueError(f"unknown data type {unknown[0]!r}; one of: {', '.join(EXPORT_TYPES)}")
+            raise ConfigurationError(f"unknown data type {unknown[0]!r}; one of: {', '.join(EXPORT_TYPES)}")
         self.logger.flush_all_buffers()
         metadata = {
             "simulation_id": self.simulation_id, "config": self.get_configuration(),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sqlalchemy import JSON, Column, Connection, Dialect, Engine, MetaData, Table, Text, TypeDecorator, cast
 from sqlalchemy.types import UserDefinedType
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.storage.schema import DATA_TABLES, Simulation, SimulationStepModel
 from farm_merge.storage.writer import RetryPolicy
 
@@ -128,17 +129,17 @@ INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 def check_int(value: int, field: str) -> int:
     """``value`` if a database can store it, else :class:`ValueError` naming ``field``."""
     if not INT_MIN <= value <= INT_MAX:
-        raise ValueError(f"{field} is {value}, outside the signed 64-bit integers a database stores "
+        raise ConfigurationError(f"{field} is {value}, outside the signed 64-bit integers a database stores "
                          f"({INT_MIN} to {INT_MAX})")
     return value
 
 
 def check_step(value: Any, field: str = "step_number") -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
+        raise ConfigurationError(f"{field} must be a non-negative integer, got {value!r}")
     step = value.__index__()
     if step < 0:
-        raise ValueError(f"{field} must be a non-negative integer, got {step}")
+        raise ConfigurationError(f"{field} must be a non-negative integer, got {step}")
     return check_int(step, field)
 
 
@@ -169,7 +170,7 @@ def as_number(value: Any, field: str) -> int | float | None:
             return None if plain != plain else plain
         if isinstance(plain, bool):
             return plain
-    raise ValueError(f"{field} must be a number, got {value!r}")
+    raise ConfigurationError(f"{field} must be a number, got {value!r}")
 
 
 def as_text(value: Any, field: str) -> str:
@@ -182,7 +183,7 @@ def as_text(value: Any, field: str) -> str:
         return str(value)
     if hasattr(value, "__index__") and not isinstance(value, bool):
         return str(value.__index__())
-    raise ValueError(f"{field} must be a string, got {value!r}")
+    raise ConfigurationError(f"{field} must be a string, got {value!r}")
 
 
 def as_optional_text(value: Any, field: str) -> str | None:
@@ -193,7 +194,7 @@ def as_position(value: Any, field: str) -> tuple:
     try:
         x, y = value[0], value[1]
     except (TypeError, IndexError, KeyError):
-        raise ValueError(f"{field} must be an (x, y) pair, got {value!r}") from None
+        raise ConfigurationError(f"{field} must be an (x, y) pair, got {value!r}") from None
     return as_number(x, f"{field}[0]"), as_number(y, f"{field}[1]")
 
 
@@ -201,16 +202,16 @@ def check_tuple(value: Any, fields: tuple[str, ...], name: str, index: int) -> N
     kind = type(value)
     if kind is not tuple and kind is not list and (
             isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__")):
-        raise ValueError(f"{name}[{index}] must be a tuple ({', '.join(fields)}), got {kind.__name__}")
+        raise ConfigurationError(f"{name}[{index}] must be a tuple ({', '.join(fields)}), got {kind.__name__}")
     if len(value) != len(fields):
-        raise ValueError(f"{name}[{index}] has {len(value)} fields; expected {len(fields)}: ({', '.join(fields)})")
+        raise ConfigurationError(f"{name}[{index}] has {len(value)} fields; expected {len(fields)}: ({', '.join(fields)})")
 
 
 def as_mapping(value: Any, field: str) -> Mapping:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{field} must be a dict, got {type(value).__name__}")
+        raise ConfigurationError(f"{field} must be a dict, got {type(value).__name__}")
     return value
 
 
@@ -235,9 +236,9 @@ def json_text(value: Any, field: str) -> str | None:
         try:
             json.loads(value)
         except ValueError:
-            raise ValueError(f"{field} is text but not JSON: {value[:60]!r}") from None
+            raise ConfigurationError(f"{field} is text but not JSON: {value[:60]!r}") from None
         return value
     try:
         return _encode_json(value)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{field} cannot be stored as JSON: {e}") from None
+        raise ConfigurationError(f"{field} cannot be stored as JSON: {e}") from None

@@ -23,10 +23,10 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import QueuePool
 
-from farm_merge.errors import RunFileExists
+from farm_merge.errors import ConfigurationError, RunFileExists
 from farm_merge.logging.recorder import SimulationRecorder
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, json_text
-from farm_merge.storage import db
+from farm_merge.storage import db, sqltext
 from farm_merge.storage.catalog import now
 from farm_merge.storage.legacy import CURRENT_ERA, ERAS, PAGE_SIZE, LegacyTable
 from farm_merge.storage.writer import CACHE_MIB
@@ -64,7 +64,7 @@ class RunFileTarget:
         present = set(known) if known is not None else None  # a copy: the cache changes only once DDL commits
         if present is None:
             with self.engine.connect() as conn:
-                present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({db.quote(table)})")}
+                present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({sqltext.quote(table)})")}
                 conn.rollback()
         missing = [i for i, c in enumerate(columns) if c not in present]
         used = [i for i in missing if any(row[i] is not None for row in rows)]
@@ -77,7 +77,7 @@ class RunFileTarget:
                     present = set(layout.column_names)
                 for i in used:
                     if columns[i] not in present:
-                        conn.exec_driver_sql(f"ALTER TABLE {db.quote(table)} ADD COLUMN {db.quote(columns[i])} "
+                        conn.exec_driver_sql(f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(columns[i])} "
                                              f"{_declared_type(table, columns[i])}")
                         present.add(columns[i])
         self._columns[table] = present
@@ -103,7 +103,7 @@ class SimulationDatabase(SimulationRecorder):
                  busy_timeout_s: float = db.BUSY_TIMEOUT_S):
         path = Path(db_path)
         if not isinstance(simulation_id, str) or not simulation_id:
-            raise ValueError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
+            raise ConfigurationError(f"simulation_id must be a non-empty string, got {simulation_id!r}")
         if path.exists() and path.stat().st_size > 0:
             raise RunFileExists(str(path))
         params = json_text(dict(parameters or {}), "parameters")

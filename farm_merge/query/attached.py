@@ -15,7 +15,7 @@ from typing import Iterator
 
 from sqlalchemy import Connection
 
-from farm_merge.storage import db
+from farm_merge.storage import db, sqltext
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class ColumnInfo:
 
 def columns_of(conn: Connection, table: str, schema: str = "main") -> list[ColumnInfo]:
     """The columns of ``schema.table`` as SQLite declares them."""
-    rows = conn.exec_driver_sql(f"PRAGMA {schema}.table_info({db.quote(table)})").all()
+    rows = conn.exec_driver_sql(f"PRAGMA {schema}.table_info({sqltext.quote(table)})").all()
     return [ColumnInfo(r[1], r[2] or "", bool(r[3]), r[5]) for r in rows]
 
 

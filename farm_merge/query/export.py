@@ -23,10 +23,11 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import InvalidArgument, NothingToWrite, OutputRefused
 from farm_merge.query.attached import attached, columns_of
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
-from farm_merge.storage import db, indexes, versions
+from farm_merge.query.scope import ExperimentReader
+from farm_merge.storage import db, indexes, sqltext, versions
 from farm_merge.storage.outputs import Staging, distinct_names, file_name, name_limit
 
 FORMATS = ("csv", "sqlite")
@@ -57,7 +58,8 @@ class ExportReport:
                 "rows": self.rows, "seconds": round(self.seconds, 3), "tables": [asdict(t) for t in self.tables]}
 
 
-def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None, format: str = "csv",
+def export(tool: ExperimentReader, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
+           format: str = "csv",
            overwrite: bool = False) -> ExportReport:
     """Export simulations of ``tool``'s database (default: every one in its scope).
 
@@ -72,10 +74,10 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
     """
     started = time.monotonic()
     if format not in FORMATS:
-        raise FarmMergeError(f"--format {format!r}: use {' or '.join(FORMATS)}")
+        raise InvalidArgument("format", format, f"use {' or '.join(FORMATS)}")
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to export")
+        raise NothingToWrite(tool.db_path, "export")
     explicit = list(simulation_ids) if simulation_ids else None
     if format == "csv":
         report = _export_csv(tool, Path(output), explicit, ids, overwrite)
@@ -86,9 +88,10 @@ def export(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | N
 
 
 # --- CSV --------------------------------------------------------------------------------
-def _export_csv(tool, folder: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
+def _export_csv(tool: ExperimentReader, folder: Path, explicit: list[str] | None, ids: list[str],
+                overwrite: bool) -> ExportReport:
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; --format csv writes a folder of CSV files")
+        raise OutputRefused(str(folder), "is a file; format='csv' writes a folder of CSV files")
     report = ExportReport(str(folder), "csv", ids)
     with tool.engine.connect() as conn:
         conn = snapshot(conn)  # one read transaction: a consistent snapshot
@@ -146,10 +149,11 @@ def csv_value(value: Any) -> Any:
 
 
 # --- SQLite -----------------------------------------------------------------------------
-def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str], overwrite: bool) -> ExportReport:
-    source = db.sqlite_path(tool.target)  # None: a server database
+def _export_sqlite(tool: ExperimentReader, output: Path, explicit: list[str] | None, ids: list[str],
+                   overwrite: bool) -> ExportReport:
+    source = tool.location.path  # None: a server database
     if output.is_dir():
-        stem = source.stem if source is not None else db.server_url(tool.target).database
+        stem = source.stem if source is not None else tool.location.database_name
         folder, name = output, file_name(ids[0] if len(ids) == 1 else stem, ".db", limit=name_limit(output))
     else:  # the file the user named
         folder, name = output.parent, output.name
@@ -159,14 +163,14 @@ def _export_sqlite(tool, output: Path, explicit: list[str] | None, ids: list[str
     return report
 
 
-def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) -> list[ExportedTable]:
+def write_experiment_file(tool: ExperimentReader, path: Path, simulation_ids: list[str] | None) -> list[ExportedTable]:
     """Write a new standalone experiment database at ``path`` holding the simulations of
     ``tool``'s scope (or ``simulation_ids``); return what each table got."""
     versions.create_database(path)
     with versions.open_checked(path) as engine, engine.begin() as out:
         indexes.drop(out)  # built once, densely, after the copy
     report = ExportReport(str(path), "sqlite", [])
-    if db.sqlite_path(tool.target) is None:  # no ATTACH for a server: its rows are streamed into the file
+    if tool.location.path is None:  # no ATTACH for a server: its rows are streamed into the file
         copied = copy_into_sqlite(tool, path, simulation_ids)
         report.tables += [ExportedTable(t, n) for t, (n, _) in copied.items()]
         added_tables = [t for t, (_, created) in copied.items() if created]
@@ -177,8 +181,8 @@ def write_experiment_file(tool, path: Path, simulation_ids: list[str] | None) ->
     with versions.open_checked(path) as engine, engine.begin() as out:
         indexes.ensure(out)
         for table in added_tables:
-            out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {db.quote('ix_' + table + '_simulation_id')} "
-                                f"ON {db.quote(table)} (simulation_id)")
+            out.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {sqltext.quote('ix_' + table + '_simulation_id')} "
+                                f"ON {sqltext.quote(table)} (simulation_id)")
     con = db.connect_sqlite(path)
     try:
         con.execute("PRAGMA journal_mode = DELETE")  # a standalone file: no -wal beside it
@@ -193,39 +197,42 @@ def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: Export
     added_tables = []
     for table in CATALOG:
         columns = [c.name for c in columns_of(conn, table, "out")]
-        cols = ", ".join(db.quote(c) for c in columns)
+        cols = ", ".join(sqltext.quote(c) for c in columns)
         rows = 0
         for where, params in filters:
             if table == "experiments":
                 sql = (f"INSERT OR IGNORE INTO out.experiments ({cols}) SELECT {cols} FROM main.experiments "
                        f"WHERE experiment_id IN (SELECT experiment_id FROM main.simulations{where})")
             else:
-                sql = f"INSERT INTO out.{db.quote(table)} ({cols}) SELECT {cols} FROM main.{db.quote(table)}{where}"
+                q = sqltext.quote(table)
+                sql = f"INSERT INTO out.{q} ({cols}) SELECT {cols} FROM main.{q}{where}"
             rows += conn.exec_driver_sql(sql, params).rowcount
         report.tables.append(ExportedTable(table, rows))
     for table in tool.data_tables(conn):
         ours = columns_of(conn, table)
         theirs = {c.name for c in columns_of(conn, table, "out")}
         if not theirs:
-            cols = ", ".join(f"{db.quote(c.name)} {c.type}".rstrip() for c in ours if c.name != "simulation_id")
-            conn.exec_driver_sql(f"CREATE TABLE out.{db.quote(table)} (simulation_id TEXT NOT NULL"
+            cols = ", ".join(f"{sqltext.quote(c.name)} {c.type}".rstrip() for c in ours if c.name != "simulation_id")
+            conn.exec_driver_sql(f"CREATE TABLE out.{sqltext.quote(table)} (simulation_id TEXT NOT NULL"
                                  f"{', ' if cols else ''}{cols})")
             added_tables.append(table)
         else:
             for c in ours:
                 if c.name not in theirs:  # a column a merge added for schema drift
-                    conn.exec_driver_sql(f"ALTER TABLE out.{db.quote(table)} ADD COLUMN {db.quote(c.name)} {c.type}")
-        cols = ", ".join(db.quote(c.name) for c in ours)
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE out.{sqltext.quote(table)} ADD COLUMN {sqltext.quote(c.name)} {c.type}")
+        cols = ", ".join(sqltext.quote(c.name) for c in ours)
         rows = 0
         for where, params in filters:
             rows += conn.exec_driver_sql(
-                f"INSERT INTO out.{db.quote(table)} ({cols}) SELECT {cols} FROM main.{db.quote(table)}{where}",
+                f"INSERT INTO out.{sqltext.quote(table)} ({cols}) SELECT {cols} "
+                f"FROM main.{sqltext.quote(table)}{where}",
                 params).rowcount
         report.tables.append(ExportedTable(table, rows))
     return added_tables
 
 
-def _filters(tool, explicit: list[str] | None) -> list[tuple[str, tuple]]:
+def _filters(tool: ExperimentReader, explicit: list[str] | None) -> list[tuple[str, tuple]]:
     """WHERE clauses (with parameters) that together select the exported simulations;
     each one reaches the rows through the key's leading ``simulation_id``."""
     if explicit:

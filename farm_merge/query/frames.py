@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, and_, select
 
-from farm_merge.errors import FarmMergeError, UnknownName, optional_import
+from farm_merge.errors import InvalidArgument, UnknownName, optional_import
 from farm_merge.logging import liveness
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class DataFrameQueries:
         query = select(*selected).where(self.in_scope(t.c.simulation_id, simulation_ids))
         if steps is not None:
             if "step_number" not in t.c:
-                raise FarmMergeError(f"{table} has no step_number column; steps= applies to tables that have one")
+                raise InvalidArgument("steps", steps, f"{table} has no step_number column; steps apply to tables that have one")
             query = query.where(_steps_condition(t.c.step_number, steps))
         return query.order_by(*(list(t.primary_key.columns) or [t.c.simulation_id]))
 
@@ -158,7 +158,7 @@ class DataFrameQueries:
 def _steps_condition(column: sa.ColumnElement, steps: int | range | slice | Iterable[int]) -> sa.ColumnElement:
     """``column`` at a step, in a range or slice (of step 1), or among some steps."""
     if isinstance(steps, bool):
-        raise FarmMergeError(f"steps={steps!r}: give a step number, a range, a slice or step numbers")
+        raise InvalidArgument("steps", steps, "give a step number, a range, a slice or step numbers")
     if isinstance(steps, int):
         return column == steps
     if isinstance(steps, (range, slice)) and steps.step in (None, 1):
@@ -169,8 +169,8 @@ def _steps_condition(column: sa.ColumnElement, steps: int | range | slice | Iter
             conditions.append(column < steps.stop)
         return and_(sa.true(), *conditions)
     if isinstance(steps, slice):
-        raise FarmMergeError(f"steps={steps!r}: a slice of steps cannot skip; give the step numbers")
+        raise InvalidArgument("steps", steps, "a slice of steps cannot skip; give the step numbers")
     values = list(steps)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise FarmMergeError(f"steps={steps!r}: give a step number, a range, a slice or step numbers")
+        raise InvalidArgument("steps", steps, "give a step number, a range, a slice or step numbers")
     return column.in_(values)

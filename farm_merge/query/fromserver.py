@@ -16,14 +16,17 @@ import sqlite3
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
-from farm_merge.storage import db
+from farm_merge.storage import sqltext
 from farm_merge.storage.postgres import CHUNK_ROWS, kind_of
 from farm_merge.storage.schema import Simulation
+
+if TYPE_CHECKING:
+    from farm_merge.query.scope import ExperimentReader
 
 SIMULATIONS = Simulation.__table__
 
@@ -42,7 +45,8 @@ def snapshot(conn: Connection) -> Connection:
     return conn
 
 
-def copy_into_sqlite(tool, out: Path, simulation_ids: Sequence[str] | None) -> dict[str, tuple[int, bool]]:
+def copy_into_sqlite(tool: ExperimentReader, out: Path,
+                     simulation_ids: Sequence[str] | None) -> dict[str, tuple[int, bool]]:
     """Copy the catalogue rows and every data table's rows of the simulations in ``tool``'s
     scope (or ``simulation_ids``) into the experiment file ``out`` (at head, empty).
 
@@ -68,14 +72,15 @@ def copy_into_sqlite(tool, out: Path, simulation_ids: Sequence[str] | None) -> d
 
 def _prepare(target: sqlite3.Connection, table: str, columns: dict[str, str]) -> bool:
     """Create ``table`` in the file, or add the columns it lacks; True if it was created."""
-    have = {r[1] for r in target.execute(f"PRAGMA main.table_info({db.quote(table)})")}
+    have = {r[1] for r in target.execute(f"PRAGMA main.table_info({sqltext.quote(table)})")}
     if not have:
-        cols = "".join(f", {db.quote(c)} {SQLITE_TYPES[k]}" for c, k in columns.items() if c != "simulation_id")
-        target.execute(f"CREATE TABLE {db.quote(table)} (simulation_id TEXT NOT NULL{cols})")
+        cols = "".join(f", {sqltext.quote(c)} {SQLITE_TYPES[k]}" for c, k in columns.items() if c != "simulation_id")
+        target.execute(f"CREATE TABLE {sqltext.quote(table)} (simulation_id TEXT NOT NULL{cols})")
         return True
     for column, kind in columns.items():
         if column not in have:  # a column a merge added for schema drift
-            target.execute(f"ALTER TABLE {db.quote(table)} ADD COLUMN {db.quote(column)} {SQLITE_TYPES[kind]}")
+            target.execute(
+                f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(column)} {SQLITE_TYPES[kind]}")
     return False
 
 
@@ -91,7 +96,7 @@ def _copy(conn: Connection, target: sqlite3.Connection, tool, table: str, column
         query = query.where(tool.in_scope(source.c.simulation_id, simulation_ids))
     key = sa.inspect(conn).get_pk_constraint(table)["constrained_columns"] or [next(iter(columns))]
     query = query.order_by(*[source.c[k] for k in key])
-    insert = (f"INSERT INTO {db.quote(table)} ({', '.join(db.quote(c) for c in columns)}) "
+    insert = (f"INSERT INTO {sqltext.quote(table)} ({', '.join(sqltext.quote(c) for c in columns)}) "
               f"VALUES ({', '.join('?' * len(columns))})")
     count = 0
     for chunk in _chunks(conn.execution_options(yield_per=CHUNK_ROWS).execute(query)):

@@ -49,11 +49,17 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql
 
-from farm_merge.errors import FarmMergeError, UnpartitionableId, optional_import
+from farm_merge.errors import (
+    NothingToWrite,
+    OutputRefused,
+    UnexportableValue,
+    UnpartitionableId,
+    optional_import,
+)
 from farm_merge.query.export import ExportedTable, ExportReport
 from farm_merge.query.fromserver import snapshot
+from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage.outputs import HIVE_NULL, Staging, distinct_names, name_limit, partition_name
-from farm_merge.storage import db
 from farm_merge.storage.schema import DATA_TABLES, Simulation
 
 #: Rows fetched at a time: as Python objects they take about 50 times the room they take in Arrow.
@@ -88,28 +94,28 @@ def partition_names(simulation_ids: Sequence[str], folder: Path) -> dict[str, st
     return names
 
 
-def export_parquet(tool, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
+def export_parquet(tool: ExperimentReader, output: str | os.PathLike, *, simulation_ids: Sequence[str] | None = None,
                    overwrite: bool = False) -> ExportReport:
     """Write the simulations of ``tool``'s database (default: every one in its scope) as a
     Parquet dataset per table in the folder ``output`` (see the module docstring).
     Existing datasets are replaced only with ``overwrite``."""
     started = time.monotonic()
-    pa = optional_import("pyarrow", "parquet", "--format parquet")
-    pq = optional_import("pyarrow.parquet", "parquet", "--format parquet", package="pyarrow")
+    pa = optional_import("pyarrow", "parquet", "format='parquet'")
+    pq = optional_import("pyarrow.parquet", "parquet", "format='parquet'", package="pyarrow")
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to export")
+        raise NothingToWrite(tool.db_path, "export")
     explicit = list(simulation_ids) if simulation_ids else None
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; --format parquet writes a folder of datasets")
+        raise OutputRefused(str(folder), "is a file; format='parquet' writes a folder of datasets")
     partitions = partition_names(ids, folder)
     report = ExportReport(str(folder), "parquet", ids)
     with tool.engine.connect() as conn:
         conn = snapshot(conn)  # one read transaction: a consistent snapshot
         tables = ["simulations", *tool.data_tables(conn)]
         names = distinct_names(tables, limit=name_limit(folder, room=0))  # table names come from the data
-        with Staging(folder, overwrite=overwrite, protect=db.sqlite_path(tool.target)) as staging:
+        with Staging(folder, overwrite=overwrite, protect=tool.location.path) as staging:
             staging.check(names.values())
             for table in tables:
                 rows = _write_dataset(conn, tool, table, explicit, staging.add_folder(names[table]), partitions, pa, pq)
@@ -236,6 +242,6 @@ def _arrow_table(table: str, rows: list, columns: list[sa.Column], converters, s
         try:
             arrays.append(convert(values) if convert else pa.array(values, type=arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            raise FarmMergeError(f"{table}.{column.name} holds a value that is not {arrow_type} "
-                                 f"(declared {column.type}): {e}") from None
+            raise UnexportableValue(f"{table}.{column.name}", f"holds a value that is not {arrow_type} "
+                                                                 f"(declared {column.type}): {e}") from None
     return pa.Table.from_arrays(arrays, schema=schema)

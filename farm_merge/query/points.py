@@ -5,7 +5,7 @@ Its own module so that the command line can name the points without loading the 
 
 from __future__ import annotations
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import InvalidArgument
 
 #: Where ``compare`` reads a metric, besides a step number.
 POINTS = ("final", "max", "min", "mean")
@@ -22,9 +22,9 @@ def parse_point(at: str | int) -> str | int:
         try:
             step = int(text)
         except ValueError:
-            raise FarmMergeError(f"--at {at!r}: use one of {', '.join(POINTS)} or a step number") from None
+            raise InvalidArgument("at", at, f"use one of {', '.join(POINTS)} or a step number") from None
     if step < 0:
-        raise FarmMergeError(f"--at {at!r}: a step number is 0 or more")
+        raise InvalidArgument("at", at, "a step number is 0 or more")
     return step
 
 

@@ -10,7 +10,6 @@ storage too (:func:`farm_merge.storage.db.reader_uri`).
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from typing import Sequence
 
@@ -18,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, and_, select
 
 from farm_merge.errors import ExperimentNotFound, SimulationNotFound
-from farm_merge.storage import db, versions
+from farm_merge.storage import versions
+from farm_merge.storage.db import Location, Target
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, Simulation
 
 SIMULATIONS = Simulation.__table__
@@ -35,13 +35,13 @@ class ExperimentReader:
     several experiments share the tables).  A context manager; or call :meth:`close`.
     """
 
-    def __init__(self, db_path: str | os.PathLike, experiment_id: str | None = None):
-        self.db_path = db.display(db_path)
-        self.target = db_path
+    def __init__(self, db_path: Target, experiment_id: str | None = None):
+        self.location = Location.parse(db_path)
+        self.db_path = self.location.name
         self.experiment_id = experiment_id
         self._stack = ExitStack()
         try:
-            self.engine: Engine = self._stack.enter_context(versions.open_checked(db_path, reader=True))
+            self.engine: Engine = self._stack.enter_context(versions.open_checked(self.location, reader=True))
             with self.engine.connect() as conn:
                 self._opened(conn)
                 if experiment_id is not None:

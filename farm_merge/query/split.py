@@ -38,12 +38,12 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, select
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import NothingToWrite, OutputRefused, VerificationFailed
 from farm_merge.progress import progress_bar
 from farm_merge.query.attached import ColumnInfo, attached, columns_of, key_of
 from farm_merge.query.export import write_experiment_file
 from farm_merge.query.scope import ExperimentReader
-from farm_merge.storage import db, legacy
+from farm_merge.storage import db, legacy, sqltext
 from farm_merge.storage.outputs import Staging, run_file_names
 from farm_merge.storage.schema import Simulation
 
@@ -83,13 +83,13 @@ def split(tool: ExperimentReader, output_dir: str | os.PathLike, *, simulation_i
     staging folder and put in place together at the end, so an interrupted split leaves
     none of them."""
     started = time.monotonic()
-    source = db.sqlite_path(tool.target)  # None: a server database
+    source = tool.location.path  # None: a server database
     ids = tool.simulation_ids(simulation_ids)
     if not ids:
-        raise FarmMergeError(f"{tool.db_path} holds no simulations to split")
+        raise NothingToWrite(tool.db_path, "split")
     folder = Path(output_dir)
     if folder.exists() and not folder.is_dir():
-        raise FarmMergeError(f"{folder} is a file; split writes a folder of run files")
+        raise OutputRefused(str(folder), "is a file; split writes a folder of run files")
     names = run_file_names(ids, folder)
     report = SplitReport(str(folder))
     with Staging(folder, overwrite=overwrite, protect=source) as staging:
@@ -184,7 +184,7 @@ class _RunFileWriter:
 
     def _extra_table(self, name: str) -> None:
         """A table the era lacks: written only if it holds rows of this simulation."""
-        if self._scalar(f"SELECT 1 FROM main.{db.quote(name)} WHERE simulation_id = ? LIMIT 1") is None:
+        if self._scalar(f"SELECT 1 FROM main.{sqltext.quote(name)} WHERE simulation_id = ? LIMIT 1") is None:
             return
         latest = next((era.tables[name] for era in reversed(legacy.ERAS) if name in era.tables), None)
         if latest is not None:
@@ -192,8 +192,8 @@ class _RunFileWriter:
             self._copy(name, latest)
             return
         columns = [c for c in self.tables[name] if c.name != "simulation_id"]
-        cols = ", ".join(f"{db.quote(c.name)} {c.type}".rstrip() for c in columns)
-        self.conn.exec_driver_sql(f"CREATE TABLE out.{db.quote(name)} ({cols})")
+        cols = ", ".join(f"{sqltext.quote(c.name)} {c.type}".rstrip() for c in columns)
+        self.conn.exec_driver_sql(f"CREATE TABLE out.{sqltext.quote(name)} ({cols})")
         self.added.append(f"table {name}")
         self._insert(name, [c.name for c in columns], columns_known={c.name for c in columns})
 
@@ -207,10 +207,10 @@ class _RunFileWriter:
         required = [c.name for c in layout.columns if c.not_null and c.name != "simulation_id"]
         extra = [c for c in self.tables[name] if c.name not in theirs and c.name != "simulation_id"]
         # One pass over the simulation's rows: how many, NULLs in NOT NULL columns, values in extra columns.
-        probes = [f"count({db.quote(c)})" if c in ours else "0" for c in required]
-        probes += [f"count({db.quote(c.name)})" for c in extra]
+        probes = [f"count({sqltext.quote(c)})" if c in ours else "0" for c in required]
+        probes += [f"count({sqltext.quote(c.name)})" for c in extra]
         found = self.conn.exec_driver_sql(
-            f"SELECT count(*){''.join(', ' + p for p in probes)} FROM main.{db.quote(name)} WHERE simulation_id = ?",
+            f"SELECT count(*){''.join(', ' + p for p in probes)} FROM main.{sqltext.quote(name)} WHERE simulation_id = ?",
             (self.simulation_id,)).one()
         rows, filled = found[0], found[1:]
         relaxed = {c for c, n in zip(required, filled[: len(required)]) if n < rows}
@@ -222,7 +222,7 @@ class _RunFileWriter:
         self._create(layout)
         for column in kept:
             self.conn.exec_driver_sql(
-                f"ALTER TABLE out.{db.quote(name)} ADD COLUMN {db.quote(column.name)} {column.type}".rstrip())
+                f"ALTER TABLE out.{sqltext.quote(name)} ADD COLUMN {sqltext.quote(column.name)} {column.type}".rstrip())
             self.added.append(f"{name}.{column.name}")
         self._insert(name, [*layout.column_names, *(c.name for c in kept)], columns_known=set(ours),
                      expected=rows)
@@ -239,22 +239,22 @@ class _RunFileWriter:
                 values.append("?")
                 params.append(self.recorded_id)
             elif column in columns_known:
-                values.append(db.quote(column))
+                values.append(sqltext.quote(column))
             else:
                 values.append("NULL")
         key = key_of(self.tables[name])
         got = self.conn.exec_driver_sql(
-            f"INSERT INTO out.{db.quote(name)} ({', '.join(db.quote(c) for c in columns)}) "
-            f"SELECT {', '.join(values)} FROM main.{db.quote(name)} WHERE simulation_id = ? "
-            f"ORDER BY {', '.join(db.quote(k) for k in key)}",
+            f"INSERT INTO out.{sqltext.quote(name)} ({', '.join(sqltext.quote(c) for c in columns)}) "
+            f"SELECT {', '.join(values)} FROM main.{sqltext.quote(name)} WHERE simulation_id = ? "
+            f"ORDER BY {', '.join(sqltext.quote(k) for k in key)}",
             (*params, self.simulation_id)).rowcount
         if expected is not None and got != expected:
-            raise FarmMergeError(f"split of {self.simulation_id!r}: {name} wrote {got} rows, expected {expected}")
+            raise VerificationFailed(f"split of {self.simulation_id!r}", f"{name} wrote {got} rows, expected {expected}")
         self.counts[name] = got
 
     def _simulations_row(self, layout: legacy.LegacyTable) -> None:
         """The per-run file's one ``simulations`` row, rebuilt from the experiment's record."""
-        integer_id = legacy.affinity(layout.column("simulation_id").type) == "INTEGER"
+        integer_id = sqltext.affinity(layout.column("simulation_id").type) == "INTEGER"
         if self.recorded_id == self.simulation_id and integer_id:
             # Before 2025-03 the row's id was an autoincrement integer, 1 in a per-run file.
             run_id: Any = 1
@@ -265,7 +265,7 @@ class _RunFileWriter:
             "simulation_db_path": "coalesce(simulation_db_path, ?)",
         }
         columns = list(layout.column_names)
-        select_list = [values.get(c, db.quote(c)) for c in columns]
+        select_list = [values.get(c, sqltext.quote(c)) for c in columns]
         self.counts["simulations"] = self.conn.exec_driver_sql(
             f"INSERT INTO out.simulations ({', '.join(columns)}) SELECT {', '.join(select_list)} "
             "FROM main.simulations WHERE simulation_id = ?",

@@ -33,7 +33,7 @@ from farm_merge.query.frames import DataFrameQueries
 from farm_merge.query.groups import GroupQueries
 from farm_merge.query.points import describe_steps, parse_point
 from farm_merge.query.scope import EXPERIMENTS, SIMULATIONS, ExperimentReader
-from farm_merge.storage import db, versions
+from farm_merge.storage import versions
 from farm_merge.storage.schema import DATA_TABLES, MergeLedger
 
 LEDGER = MergeLedger.__table__
@@ -114,7 +114,7 @@ class ExperimentQueryTool(GroupQueries, DataFrameQueries, ExperimentReader):
             if conn.dialect.name == "postgresql":  # the whole database, whichever experiments it holds
                 size = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
         main = max(experiments, key=lambda e: e["simulations"], default=None)
-        path = db.sqlite_path(self.target)
+        path = self.location.path
         if path is not None:
             size = sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
         info: dict[str, Any] = {

@@ -228,8 +228,3 @@ def write_series(columns: list[str], rows: Iterable[list[Any]], fmt: str, metric
         out.write("\n")
     else:
         out.write(format_table(headers, list(rows)) + "\n")
-
-
-# --- export and split -------------------------------------------------------------------
-def files_view(files: list[dict[str, Any]], columns: list[str]) -> tuple[list[str], list[list[Any]]]:
-    return columns, [[", ".join(f[c]) if isinstance(f[c], list) else f[c] for c in columns] for f in files]

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.samples.simulation import ResourceNode
 from farm_merge.storage.legacy import CURRENT_ERA, DATA_TABLE_KEYS, ERAS, Era
 from farm_merge.storage.legacy import era as era_named
@@ -130,8 +131,7 @@ def write_agentfarm_experiment(
     ``experiments`` row; a ``simulations`` row per simulation (the last one still
     ``running``); every data row tagged with its simulation's id, except the health
     incident of each death, which AgentFarm's ``update_agent_death`` writes without one;
-    and the configuration saved at experiment level, with no simulation id
-    (``ExperimentDatabase`` has none).
+    and the configuration saved at experiment level, without a simulation id (it has none).
 
     ``shared_agent_ids=True``: every simulation numbers its agents alike (as seeded runs
     do), so they collide on ``agents.agent_id`` and the file keeps the first simulation's
@@ -139,7 +139,7 @@ def write_agentfarm_experiment(
     """
     era, path = _era(era), Path(path)
     if not era.has_simulation_id:
-        raise ValueError(f"AgentFarm's ExperimentDatabase appeared in 2025-03; era {era.name} predates it")
+        raise ConfigurationError(f"AgentFarm's ExperimentDatabase appeared in 2025-03; era {era.name} predates it")
     rng = random.Random(seed)
     ids = [f"sim_{i:03d}" for i in range(simulations)]
     rows: dict[str | None, dict[str, int]] = {}

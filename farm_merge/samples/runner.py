@@ -20,6 +20,7 @@ from typing import Callable
 
 from sqlalchemy import select
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.logging.experiment import ExperimentDatabase, ExperimentManager, default_experiment_path, describe_error
 from farm_merge.logging.rows import SIMULATIONS, DataLoggingConfig
 from farm_merge.samples.simulation import SampleConfig, run_sample_simulation
@@ -65,7 +66,7 @@ def run_experiment(
     one outcome per simulation, in order.  ``on_done`` is called as each one ends;
     ``progress`` shows bars on stderr (None: only on a terminal)."""
     if num_simulations < 1 or steps < 1 or agents < 1 or workers < 1:
-        raise ValueError("num_simulations, steps, agents and workers must be at least 1")
+        raise ConfigurationError("num_simulations, steps, agents and workers must be at least 1")
     path = str(db_path) if db_path is not None else str(default_experiment_path(experiment_id))
     batch = plan(num_simulations, steps=steps, agents=agents, seed=seed)
     report = on_done or (lambda outcome: None)

@@ -1,4 +1,9 @@
-"""Opening experiment databases: paths or URLs in, a configured SQLAlchemy engine out.
+"""Opening experiment databases: a path or URL read once into a :class:`Location`, and from
+it a configured SQLAlchemy engine or sqlite3 connection.
+
+Every entry point (a public function, a command) turns the text it was given into one
+:class:`Location` and hands that value down; the layers below read its fields instead of
+asking again "file or URL?".
 
 SQLite connections get what a database shared by a merge and many loggers needs: a
 busy timeout, ``synchronous=NORMAL`` (durable against a killed process in WAL mode),
@@ -11,6 +16,9 @@ A server URL gets SQLAlchemy's engine for it; ``postgresql://`` means psycopg 3 
 ``postgres`` extra), and pooled connections are checked before use, since a server may
 have dropped them while they sat in the pool.
 
+Quoting SQL text lives in :mod:`farm_merge.storage.sqltext`, file and row checksums in
+:mod:`farm_merge.storage.hashing`, why a write failed in :mod:`farm_merge.storage.failures`.
+
 SQLAlchemy is imported where a URL is parsed or an engine made, not with this module: what
 only opens a SQLite file with :func:`connect_sqlite` (``farm-merge current``) starts
 without it.
@@ -18,16 +26,16 @@ without it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 from urllib.parse import quote as url_quote
 
-from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency
-from farm_merge.storage.legacy import affinity
+from farm_merge.errors import DatabaseUnreadable, FarmMergeError, MissingDependency, UnsupportedDatabase
+from farm_merge.storage.hashing import RowHash
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -40,151 +48,127 @@ PAGE_SIZE = 16384
 BUSY_TIMEOUT_S = 60.0
 
 
-def is_url(target: str | os.PathLike) -> bool:
-    return "://" in str(target)
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
 
 
-def parse_url(target: str | os.PathLike) -> URL:
-    """``target`` as a SQLAlchemy URL; :class:`FarmMergeError` if it cannot be one."""
-    from sqlalchemy.engine import make_url
+@dataclass(frozen=True)
+class Location:
+    """One database: its ``kind`` (``"sqlite"``, ``"postgresql"``, or the backend name of
+    another server URL), the SQLite file (``path``, None for a server or an in-memory
+    database), the server's SQLAlchemy ``url`` and the ``name`` to show in messages (a URL
+    without its password)."""
 
-    try:
-        return make_url(str(target))
-    except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
-        raise FarmMergeError(f"{_masked(str(target))}: not a database URL ({e})") from e
+    text: str
+    kind: str
+    name: str
+    path: Path | None = None
+    url: URL | None = None
+
+    @classmethod
+    def parse(cls, target: "Target") -> "Location":
+        """``target`` (a path, a SQLAlchemy URL, or a :class:`Location` already) as a Location;
+        :class:`FarmMergeError` for a URL that cannot be parsed."""
+        if isinstance(target, Location):
+            return target
+        text = str(target)
+        if "://" not in text:
+            return cls(text, SQLITE, text, path=Path(target))
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(text)
+        except Exception as e:  # sqlalchemy.exc.ArgumentError, or a ValueError from a bad port
+            raise UnsupportedDatabase(masked(text), f"not a database URL ({e})") from e
+        kind = url.get_backend_name()
+        name = url.render_as_string(hide_password=True)
+        if kind == SQLITE:
+            path = Path(url.database) if url.database and url.database != ":memory:" else None
+            return cls(text, SQLITE, name, path=path, url=url)
+        return cls(text, kind, name, url=url)
+
+    @property
+    def is_url(self) -> bool:
+        return self.url is not None
+
+    @property
+    def is_sqlite_file(self) -> bool:
+        return self.path is not None
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.kind == POSTGRESQL
+
+    @property
+    def database_name(self) -> str | None:
+        """The file's stem, or the server database's name."""
+        return self.path.stem if self.path is not None else self.url.database if self.url is not None else None
+
+    def server_url(self) -> URL:
+        """The SQLAlchemy URL to open a server database with; ``postgresql://`` is taken to
+        mean psycopg 3.  :class:`MissingDependency` when that driver is not installed."""
+        if self.url is None:
+            raise UnsupportedDatabase(self.name, "a SQLite file, not a server database")
+        url = self.url
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        if url.drivername == "postgresql+psycopg":
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
+        return url
+
+    def engine(self, **options) -> Engine:
+        """An engine on this database (options as :func:`create_engine_for`)."""
+        return create_engine_for(self, **options)
+
+    def reader(self) -> sqlite3.Connection:
+        """A sqlite3 connection that only reads the file, on read-only storage too
+        (:func:`reader_uri`)."""
+        if self.path is None:
+            raise UnsupportedDatabase(self.name, "not a SQLite file")
+        return connect_sqlite(self.path, uri=reader_uri(self.path))
+
+    def __str__(self) -> str:
+        return self.name
 
 
-def _masked(text: str) -> str:
+#: What the public functions accept for a database.
+Target = Union[str, "os.PathLike[str]", Location]
+
+
+def masked(text: str) -> str:
     """A URL SQLAlchemy cannot parse, with whatever sits where a password would hidden."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", text)
 
 
-def sqlite_path(target: str | os.PathLike) -> Path | None:
+def is_url(target: Target) -> bool:
+    return target.is_url if isinstance(target, Location) else "://" in str(target)
+
+
+def sqlite_path(target: Target) -> Path | None:
     """The file behind ``target`` if it is a SQLite path or ``sqlite:///`` URL, else None."""
-    if not is_url(target):
-        return Path(target)
-    url = parse_url(target)
-    if url.get_backend_name() != "sqlite":
-        return None
-    return Path(url.database) if url.database and url.database != ":memory:" else None
+    return Location.parse(target).path
 
 
-def server_url(target: str | os.PathLike) -> URL:
-    """The SQLAlchemy URL of a server database; ``postgresql://`` is taken to mean psycopg 3.
-
-    Raises :class:`FarmMergeError` for a URL SQLAlchemy cannot parse and
-    :class:`MissingDependency` when the driver of a PostgreSQL URL is not installed.
-    """
-    url = parse_url(target)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    if url.drivername == "postgresql+psycopg":
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            raise MissingDependency("psycopg", "postgres", "a PostgreSQL database") from None
-    return url
+def server_url(target: Target) -> URL:
+    """The SQLAlchemy URL of a server database (:meth:`Location.server_url`)."""
+    return Location.parse(target).server_url()
 
 
-def is_postgresql(target: str | os.PathLike) -> bool:
+def is_postgresql(target: Target) -> bool:
     """True if ``target`` is a PostgreSQL URL."""
-    return is_url(target) and parse_url(target).get_backend_name() == "postgresql"
+    return Location.parse(target).is_postgresql
 
 
-def display(target: str | os.PathLike) -> str:
-    """How to name ``target`` in a message (a URL without its password)."""
-    if is_url(target):
-        from sqlalchemy.engine import make_url
-
-        try:
-            return make_url(str(target)).render_as_string(hide_password=True)
-        except Exception:  # not a valid URL: said so where it is opened
-            return _masked(str(target))
-    return str(target)
-
-
-def quote(identifier: str) -> str:
-    """Quote an SQL identifier; safe for any name a hostile file may hold."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-_PLAIN_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*[+-]?\d+\s*(,\s*[+-]?\d+\s*)?\))?$")
-
-
-def safe_type(declared: str) -> str:
-    """A column type to put in DDL: the declared one if it is plain, else its affinity
-    (a hostile file can declare anything)."""
-    return declared if not declared or _PLAIN_TYPE.match(declared) else affinity(declared)
-
-
-#: I/O errors met while reading: a source's problem, not a failure to write.
-_READ_IOERRS = frozenset({"SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"})
-
-
-def write_failure(error: BaseException | None) -> str | None:
-    """Why SQLite could not write, if ``error`` (sqlite3's, or SQLAlchemy's wrapping it) or an
-    error it was raised from says so: disk full, a file size limit or a failing disk, a
-    read-only file; else None.  (After a failed write SQLite has rolled back, and clean-up
-    code, Alembic's for one, then fails on what is gone: the cause is further down.)"""
-    cause = _write_cause(error)
-    return cause[1] if cause else None
-
-
-#: What to do about a write that ran out of room (a full disk, a file size limit).
-MAKE_ROOM = "make room and run the same command again"
-
-
-def write_problem(error: BaseException | None, path: Path | None) -> tuple[str, str] | None:
-    """:func:`write_failure`'s reason for ``error`` with the remedy that fits its cause, for
-    the SQLite database ``path`` (None: a server's): ``(reason, hint)``, or None if
-    ``error`` is no failure to write.
-
-    A full disk or a failed write is told to make room; a read-only database or one SQLite
-    cannot open is looked at (:func:`farm_merge.storage.files.unwritable`): not a regular
-    file, a read-only file system, a file or folder this user may not write, each with its
-    own remedy.
-    """
-    cause = _write_cause(error)
-    if cause is None:
-        return None
-    kind, reason = cause
-    if kind in ("full", "io"):
-        return reason, MAKE_ROOM
-    from farm_merge.storage import files
-
-    found = files.unwritable(path) if path is not None else None
-    if found is not None:
-        return found
-    where = f"{path} and its folder" if path is not None else "the database"
-    return reason, f"check that {files.user_name()} can write {where}, and run the same command again"
-
-
-def _write_cause(error: BaseException | None) -> tuple[str, str] | None:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        cause = _write_failure(error)
-        if cause is not None:
-            return cause
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _write_failure(error: BaseException) -> tuple[str, str] | None:
-    error = getattr(error, "orig", None) or error
-    if not isinstance(error, sqlite3.Error):
-        return None
-    name, message = getattr(error, "sqlite_errorname", ""), str(error)  # errorname: Python 3.11+
-    if name == "SQLITE_FULL" or "database or disk is full" in message:
-        return "full", "database or disk is full"
-    if name.startswith("SQLITE_READONLY") or "readonly database" in message:
-        return "readonly", message
-    if name.startswith("SQLITE_CANTOPEN") or "unable to open database file" in message:
-        return "cantopen", message
-    if (name.startswith("SQLITE_IOERR") and name not in _READ_IOERRS) or (not name and "disk I/O error" in message):
-        # SQLite reports a write cut short by anything but ENOSPC (EFBIG, EIO) this way.
-        return "io", "disk I/O error while writing (no space left, a file size limit, or a failing disk)"
-    return None
+def display(target: Target) -> str:
+    """How to name ``target`` in a message (a URL without its password), even a URL that
+    cannot be parsed (that is said where it is opened)."""
+    try:
+        return Location.parse(target).name
+    except FarmMergeError:
+        return masked(str(target))
 
 
 def file_uri(path: Path, **params: str) -> str:
@@ -265,7 +249,7 @@ def _configure(con: sqlite3.Connection, busy_timeout_s: float, cache_mib: int | 
 
 
 def create_engine_for(
-    target: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
+    target: Target, *, busy_timeout_s: float = BUSY_TIMEOUT_S, null_pool: bool = False, readonly: bool = False,
     poolclass: type[Pool] | None = None, cache_mib: int | None = None, reader: bool = False,
 ) -> Engine:
     """An engine for a database path or SQLAlchemy URL.
@@ -280,15 +264,16 @@ def create_engine_for(
     from sqlalchemy.exc import NoSuchModuleError
     from sqlalchemy.pool import NullPool, QueuePool
 
-    path = sqlite_path(target)
+    location = Location.parse(target)
+    path = location.path
     if path is None:
         pool = NullPool if null_pool else poolclass
-        url = server_url(target)
+        url = location.server_url()
         try:
             return create_engine(url, pool_pre_ping=True, **({"poolclass": pool} if pool else {}))
         except (ImportError, NoSuchModuleError) as e:  # a dialect or driver that is not installed
-            raise FarmMergeError(f"{display(target)}: cannot open a {url.get_backend_name()} database here ({e}); "
-                                 "farm-merge works on SQLite files and PostgreSQL") from e
+            raise UnsupportedDatabase(location.name, f"cannot open a {url.get_backend_name()} database here ({e}); "
+                                                     "farm-merge works on SQLite files and PostgreSQL") from e
     # The "sqlite://" URL would make SQLAlchemy choose its in-memory pool, which hands every
     # connect() in a thread the same sqlite3 connection (a second one inside a first then
     # fails with "cannot start a transaction within a transaction"); a file wants QueuePool,
@@ -316,37 +301,3 @@ def initialize_sqlite(path: Path, *, page_size: int = PAGE_SIZE, journal_mode: s
         con.execute(f"PRAGMA journal_mode = {journal_mode}")
     finally:
         con.close()
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def hash_expr(column_sql: str) -> str:
-    """The SQL expression :class:`RowHash` expects for one column."""
-    return f"iif({column_sql} IS NULL, NULL, hex({column_sql}))"
-
-
-class RowHash:
-    """Order-independent checksum of rows: the sum of each row's SHA-256 prefix, mod 2^64.
-
-    Registered as the SQL aggregate ``farm_merge_rowhash(col, ...)``.  Callers pass each
-    column through :func:`hash_expr`, so a value reads the same whichever affinity
-    stored it (``5`` and ``'5'`` agree) and text that is not valid UTF-8 still hashes.
-    """
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.rows = 0
-
-    def step(self, *values) -> None:
-        raw = "\x1f".join("\x00" if v is None else v for v in values).encode()
-        self.total = (self.total + int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")) % (1 << 64)
-        self.rows += 1
-
-    def finalize(self) -> str:
-        return f"{self.rows}:{self.total:016x}"

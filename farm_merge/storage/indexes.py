@@ -10,7 +10,7 @@ from typing import Callable
 
 from sqlalchemy import Connection, inspect
 
-from farm_merge.storage import db
+from farm_merge.storage import sqltext
 from farm_merge.storage.schema import DATA_TABLES
 
 
@@ -35,5 +35,5 @@ def drop(connection: Connection) -> None:
     """Drop the data tables' secondary indexes (a bulk load rebuilds them at the end)."""
     for table in DATA_TABLES.values():
         for index in table.indexes:
-            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {db.quote(index.name)}")
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {sqltext.quote(index.name)}")
 

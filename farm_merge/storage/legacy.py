@@ -32,9 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from farm_merge.errors import ConfigurationError
 from farm_merge.storage.layout import Era, LegacyColumn, LegacyTable  # noqa: F401 (the layouts' types, used here)
 from farm_merge.storage.layout import changed_table as _with
 from farm_merge.storage.layout import new_table as _table
+from farm_merge.storage.sqltext import affinity
 
 #: Data tables and their original (per-run) primary key.
 DATA_TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -327,7 +329,7 @@ def era(name: str) -> Era:
     try:
         return ERAS_BY_NAME[name]
     except KeyError:
-        raise ValueError(f"unknown era {name!r}; known eras: {', '.join(ERAS_BY_NAME)}") from None
+        raise ConfigurationError(f"unknown era {name!r}; known eras: {', '.join(ERAS_BY_NAME)}") from None
 
 
 @dataclass(frozen=True)
@@ -381,17 +383,3 @@ def agent_reference_columns() -> dict[str, set[str]]:
         if len(affinities) > 1:
             changed.setdefault(table, set()).add(col)
     return changed
-
-
-def affinity(declared: str) -> str:
-    """SQLite's column affinity for a declared type (section 3.1 of the datatype docs)."""
-    t = declared.upper()
-    if "INT" in t:
-        return "INTEGER"
-    if any(s in t for s in ("CHAR", "CLOB", "TEXT")):
-        return "TEXT"
-    if "BLOB" in t or not t:
-        return "BLOB"
-    if any(s in t for s in ("REAL", "FLOA", "DOUB")):
-        return "REAL"
-    return "NUMERIC"

@@ -15,7 +15,7 @@ from typing import Callable
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 
 def script_location() -> Path:
@@ -60,12 +60,6 @@ def alembic_config(
 @functools.lru_cache(maxsize=1)
 def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
-
-
-def upgrade_engine(engine: Engine, revision: str = "head", *, simulation_id: str | None = None) -> None:
-    with engine.connect() as conn:
-        with conn.begin():
-            command.upgrade(alembic_config(conn, simulation_id=simulation_id), revision)
 
 
 def create_schema(connection: Connection) -> None:

@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Iterable
 
 from farm_merge import interrupts
-from farm_merge.errors import FarmMergeError, OutputExists
+from farm_merge.errors import OutputExists, OutputRefused, OutputWriteFailed
 
 #: Characters a name keeps as they are; every other one is %-escaped.
 SAFE_CHARS = frozenset(string.ascii_letters + string.digits + "-_.+=@,() ")
@@ -229,7 +229,7 @@ class Staging:
 
     def __enter__(self) -> "Staging":
         if self.folder.exists() and not self.folder.is_dir():
-            raise FarmMergeError(f"{self.folder} is a file, not a folder")
+            raise OutputRefused(str(self.folder), "is a file, not a folder")
         return self
 
     def __exit__(self, kind, error, tb) -> None:
@@ -255,7 +255,7 @@ class Staging:
         """Where to write the file that will be ``folder/name``."""
         final = self.check([name])[0]
         if final in self.files:
-            raise FarmMergeError(f"{final} would be written twice")  # a bug in the caller's names
+            raise RuntimeError(f"{final} would be written twice")  # a bug in the caller's names
         staged = self._staging_dir() / f"{len(self.files):05d}{_suffix_of(final.name)}"
         self.files[final] = staged
         return staged
@@ -266,7 +266,7 @@ class Staging:
         whole, never merged with (a dataset's old partitions would read as part of the new)."""
         final = self._final(name)
         if self.protect is not None and self.protect.is_relative_to(final.resolve()):
-            raise FarmMergeError(f"{final} holds the experiment database itself; choose another --output")
+            raise OutputRefused(str(final), "holds the experiment database itself; choose another output")
         return self.add(name)
 
     def scratch(self, name: str) -> Path:
@@ -282,11 +282,11 @@ class Staging:
     def _final(self, name: str) -> Path:
         parts = name.split("/")
         if any(p in ("", ".", "..") or "\0" in p for p in parts) or os.path.isabs(name):
-            raise FarmMergeError(f"{name!r} is not a name inside {self.folder}")  # names come from file_name
+            raise RuntimeError(f"{name!r} is not a name inside {self.folder}")  # a bug: names come from file_name
         final = self.folder.joinpath(*parts)
         self._check_folders(final, create=False)
         if self.protect is not None and final.resolve() == self.protect:
-            raise FarmMergeError(f"{final} is the experiment database itself; choose another --output")
+            raise OutputRefused(str(final), "is the experiment database itself; choose another output")
         return final
 
     def _check_folders(self, final: Path, *, create: bool) -> None:
@@ -295,10 +295,10 @@ class Staging:
         for part in final.relative_to(self.folder).parts[:-1]:
             path = path / part
             if path.is_symlink():
-                raise FarmMergeError(f"{path} is a symbolic link; farm-merge writes nothing through a link "
-                                     "inside its output folder")
+                raise OutputRefused(str(path), "is a symbolic link; farm-merge writes nothing through a link "
+                                               "inside its output folder")
             if path.exists() and not path.is_dir():
-                raise FarmMergeError(f"{path} is a file, not a folder")
+                raise OutputRefused(str(path), "is a file, not a folder")
             if create and not path.exists():
                 path.mkdir()
 
@@ -339,9 +339,9 @@ def _move_folder(staged: Path, final: Path, overwrite: bool, replaced: Path) -> 
     os.rename(staged, final)
 
 
-def _write_error(folder: Path, error: OSError) -> FarmMergeError:
+def _write_error(folder: Path, error: OSError) -> OutputWriteFailed:
     where = error.filename if error.filename and ".farm-merge-" not in str(error.filename) else folder
-    return FarmMergeError(f"cannot write {where}: {error.strerror or error}")
+    return OutputWriteFailed(str(where), str(error.strerror or error))
 
 
 def _suffix_of(name: str) -> str:

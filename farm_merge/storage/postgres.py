@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from farm_merge.storage import db
+from farm_merge.storage import sqltext
 
 #: How many rows of a source are read and sent at a time (memory stays flat).
 CHUNK_ROWS = 5000
@@ -63,7 +63,7 @@ def kind_of(sql_type: Any) -> str:
 
 
 def copy_statement(table: str, columns: Sequence[str], *, binary: bool = False) -> str:
-    return (f"COPY {db.quote(table)} ({', '.join(db.quote(c) for c in columns)}) FROM STDIN"
+    return (f"COPY {sqltext.quote(table)} ({', '.join(sqltext.quote(c) for c in columns)}) FROM STDIN"
             + (" (FORMAT BINARY)" if binary else ""))
 
 

@@ -33,7 +33,8 @@ from farm_merge.errors import (
     SchemaTooNew,
     TargetWriteError,
 )
-from farm_merge.storage import db, files
+from farm_merge.storage import db, failures, files, sqltext
+from farm_merge.storage.db import Location, Target
 from farm_merge.storage.legacy import detect_era
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class _Catalog:
 
     def columns(self, table: str) -> list[str]:
         if self.raw:
-            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({db.quote(table)})")]
+            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({sqltext.quote(table)})")]
         from sqlalchemy import inspect
 
         return [c["name"] for c in inspect(self.connection).get_columns(table)]
@@ -177,11 +178,12 @@ def check(connection: Any, target: str, *, allow_new: bool = False) -> DatabaseS
     return state
 
 
-def state_of(target: str | os.PathLike) -> DatabaseState:
+def state_of(target: Target) -> DatabaseState:
     """What ``target`` is, read without changing anything (``farm-merge current``)."""
-    name, path = db.display(target), db.sqlite_path(target)
+    location = Location.parse(target)
+    name, path = location.name, location.path
     if path is None:
-        return _server_state(target, name)
+        return _server_state(location)
     if not path.exists():
         raise DatabaseNotFound(name)
     problem = probe_file(path)
@@ -192,7 +194,7 @@ def state_of(target: str | os.PathLike) -> DatabaseState:
     # Not mode=ro where it can write: a read-only connection to a WAL database leaves
     # -wal/-shm files behind (it may not delete them); this one only reads, and tidies up
     # when it closes.  On read-only storage, read-only (db.reader_uri).
-    con = db.connect_sqlite(path, uri=db.reader_uri(path))
+    con = location.reader()
     try:
         return describe(con)
     except sqlite3.DatabaseError as e:
@@ -201,24 +203,19 @@ def state_of(target: str | os.PathLike) -> DatabaseState:
         con.close()
 
 
-def _server_state(target: str | os.PathLike, name: str) -> DatabaseState:
+def _server_state(location: Location) -> DatabaseState:
     from sqlalchemy import exc as sa_exc
 
-    engine = db.create_engine_for(target)
+    engine = location.engine()
     try:
         with engine.connect() as conn:
             state = describe(conn)
             conn.rollback()
         return state
     except sa_exc.OperationalError as e:
-        raise DatabaseUnavailable(name, first_line(e)) from e
+        raise DatabaseUnavailable(location.name, failures.first_line(e)) from e
     finally:
         engine.dispose()
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of a (driver's) error message."""
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
 
 
 def probe_file(path: Path) -> str | None:
@@ -247,7 +244,7 @@ def probe_file(path: Path) -> str | None:
     return None
 
 
-def is_new(target: str | os.PathLike) -> bool:
+def is_new(target: Target) -> bool:
     """True if opening ``target`` with ``create`` would build a new experiment database
     (no file yet, an empty one, a SQLite file or a server database without tables); read
     without writing.  (A SQLite file without tables is what a creation cut short leaves:
@@ -256,11 +253,12 @@ def is_new(target: str | os.PathLike) -> bool:
     Raises as :func:`open_engine` would for a path that cannot be one (a symbolic link
     loop, not a regular file, a directory, not a database).
     """
-    path = db.sqlite_path(target)
+    location = Location.parse(target)
+    path = location.path
     if path is None:
-        return state_of(target).kind == "new"
-    _check_path(path, db.display(target), create=True)
-    return not path.exists() or path.stat().st_size == 0 or state_of(target).kind == "new"
+        return state_of(location).kind == "new"
+    _check_path(path, location.name, create=True)
+    return not path.exists() or path.stat().st_size == 0 or state_of(location).kind == "new"
 
 
 def _check_path(path: Path, name: str, *, create: bool) -> None:
@@ -284,7 +282,7 @@ def _check_path(path: Path, name: str, *, create: bool) -> None:
 
 
 def open_engine(
-    target: str | os.PathLike, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
+    target: Target, *, create: bool = False, busy_timeout_s: float = db.BUSY_TIMEOUT_S,
     poolclass: type[Pool] | None = None, cache_mib: int | None = None, page_size: int = db.PAGE_SIZE,
     reader: bool = False,
 ) -> Engine:
@@ -301,8 +299,8 @@ def open_engine(
     """
     from sqlalchemy import exc as sa_exc
 
-    name = db.display(target)
-    path = db.sqlite_path(target)
+    location = Location.parse(target)
+    name, path = location.name, location.path
     if path is not None:
         _check_path(path, name, create=create)
         # Only a database about to be created gets its page size and WAL mode: opening
@@ -312,10 +310,10 @@ def open_engine(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 db.initialize_sqlite(path, page_size=page_size)
             except (OSError, sqlite3.Error) as e:
-                reason, hint = files.unwritable(path) or (db.write_failure(e) or str(e), None)
+                reason, hint = files.unwritable(path) or (failures.write_failure(e) or str(e), None)
                 raise TargetWriteError(name, reason, then=hint) from e
-    engine = db.create_engine_for(target, busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib,
-                                  reader=reader and not create)
+    engine = location.engine(busy_timeout_s=busy_timeout_s, poolclass=poolclass, cache_mib=cache_mib,
+                             reader=reader and not create)
     try:
         try:
             with engine.connect() as conn:
@@ -325,14 +323,14 @@ def open_engine(
                     conn.rollback()
         except (sqlite3.DatabaseError, sa_exc.DatabaseError) as e:
             if path is None and isinstance(e, sa_exc.OperationalError):  # server down, no such database, ...
-                raise DatabaseUnavailable(name, first_line(e)) from e
+                raise DatabaseUnavailable(name, failures.first_line(e)) from e
             # Opening a WAL database writes its -shm index: a full disk fails here already.
-            if reader and not create and (reason := db.write_failure(e)):
+            if reader and not create and (reason := failures.write_failure(e)):
                 raise DatabaseUnreadable(name, reason) from e
-            if problem := db.write_problem(e, path):
+            if problem := failures.write_problem(e, path):
                 raise TargetWriteError(name, problem[0], then=problem[1]) from e
             # A file with SQLite's header and garbage after it: SQLAlchemy wraps the error.
-            raise NotAnExperimentDatabase(name, str(getattr(e, "orig", None) or e).splitlines()[0]) from e
+            raise NotAnExperimentDatabase(name, failures.first_line(e)) from e
         if state.kind == "new":
             _create_new(engine, name, sqlite=path is not None)
     except BaseException:
@@ -357,7 +355,7 @@ def _create_new(engine: Engine, name: str, *, sqlite: bool) -> None:
         from farm_merge.storage.writer import is_connection_lost
 
         if not sqlite and is_connection_lost(e):
-            raise ConnectionLost(name, "creating the schema", first_line(e),
+            raise ConnectionLost(name, "creating the schema", failures.first_line(e),
                                  "nothing of it was kept: run the same command again") from e
         raise
 
@@ -377,7 +375,7 @@ def _create_schema(conn: Any, *, sqlite: bool) -> None:
 
 
 @contextmanager
-def open_checked(target: str | os.PathLike, *, create: bool = False,
+def open_checked(target: Target, *, create: bool = False,
                  busy_timeout_s: float = db.BUSY_TIMEOUT_S, reader: bool = False) -> Iterator[Engine]:
     """Open an experiment database at head, creating it (with ``create``) if it is new;
     ``reader``: for reading only (see :func:`open_engine`).
@@ -392,7 +390,7 @@ def open_checked(target: str | os.PathLike, *, create: bool = False,
         engine.dispose()
 
 
-def create_database(target: str | os.PathLike) -> None:
+def create_database(target: Target) -> None:
     """Create a new experiment database at head (see :func:`open_engine`)."""
     with open_checked(target, create=True):
         pass

@@ -37,10 +37,9 @@ from sqlalchemy import Connection, Dialect, Engine, Table, column, insert
 from sqlalchemy import table as table_clause
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-T = TypeVar("T")
+from farm_merge.storage import failures
 
-#: What SQLite says when another connection holds the lock it needs.
-_LOCKED_MESSAGES = ("database is locked", "database is busy", "database table is locked")
+T = TypeVar("T")
 
 #: Page cache of a logging connection, MiB: the secondary indexes' pages stay in memory
 #: while rows arrive in step order (about a quarter faster at 200 agents x 1,000 steps).
@@ -61,14 +60,6 @@ class RetryPolicy:
     # After a lost connection: the server may take a while to come back.
     reconnect_first_pause_s: float = 0.05
     reconnect_max_pause_s: float = 2.0
-
-
-def is_lock_contention(error: BaseException) -> bool:
-    """True for SQLite's "database is locked"/"busy" errors, which another try may get past."""
-    if not isinstance(error, OperationalError):
-        return False
-    message = str(error.orig if error.orig is not None else error).lower()
-    return any(m in message for m in _LOCKED_MESSAGES)
 
 
 #: SQLSTATEs of a transaction the server rolled back on its own (deadlock, serialization).
@@ -134,7 +125,7 @@ def write_transaction(
                     committing = True  # leaving the block commits
                 return result
         except DBAPIError as e:
-            if is_lock_contention(e):
+            if failures.is_locked(e):
                 wait = pause
                 pause = min(pause * 2, policy.max_pause_s)
             elif is_connection_lost(e) or is_rolled_back_by_server(e):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from farm_merge.storage.db import quote
+from farm_merge.storage.sqltext import quote
 
 #: Points per simulation a series keeps at most (about: a simulation's last step is kept too).
 POINTS = 1000

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from farm_merge import interrupts
-from farm_merge.errors import FarmMergeError, MissingDependency
+from farm_merge.errors import CannotListen, ConfigurationError, MissingDependency
 from farm_merge.logging import liveness
 from farm_merge.storage import db
 
@@ -113,8 +113,8 @@ def served_database(target: str | os.PathLike, experiment_id: str | None = None)
     path = db.sqlite_path(target)
     if path is not None:
         if experiment_id is not None:
-            raise FarmMergeError("--experiment-id narrows the snapshot of a server database; "
-                                 "a SQLite file is served whole")
+            raise ConfigurationError("experiment_id narrows the snapshot of a server database; "
+                                     "a SQLite file is served whole")
         yield _described(target, path, None)
         return
     from farm_merge.query.tool import ExperimentQueryTool
@@ -171,7 +171,7 @@ def build_datasette(served: Served, *, stale_after_s: float = liveness.STALE_AFT
                    static_mounts=[("-/farm-merge/static", str(HERE / "static")),
                                   ("-/farm-merge/vega", str(vega_bundle()))])
     if name not in ds.databases:
-        raise FarmMergeError(f"{served.name}: Datasette named it otherwise than {name!r}")  # a bug, said plainly
+        raise RuntimeError(f"{served.name}: Datasette named it otherwise than {name!r}")  # a bug, said plainly
     return ds
 
 
@@ -180,7 +180,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
-        raise FarmMergeError(f"cannot listen on {host}: {e.strerror}") from e
+        raise CannotListen(host, None, e.strerror) from e
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -189,8 +189,8 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise FarmMergeError(f"port {port} on {host} is already in use; choose another with --port") from e
-        raise FarmMergeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+            raise CannotListen(host, port, e.strerror, in_use=True) from e
+        raise CannotListen(host, port, e.strerror or str(e)) from e
     return sock
 
 

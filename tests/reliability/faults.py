@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm_merge.storage import db, legacy
+from farm_merge.storage import db, legacy, sqltext
 from farm_merge.storage.schema import DATA_TABLES
 
 #: The secondary indexes of the data tables, which a first merge drops and builds at the end.
@@ -126,7 +126,7 @@ def assert_faithful(source: Path, target: Path, simulation_id: str, *, several: 
         for table in tables:
             src_cols = [c.decode() for (_, c, *_rest) in src.execute(f'PRAGMA table_info("{_q(table)}")')
                         if c.decode().lower() != "simulation_id"]
-            affinity = {c.decode().lower(): legacy.affinity(t.decode())
+            affinity = {c.decode().lower(): sqltext.affinity(t.decode())
                         for (_, c, t, *_rest) in dst.execute(f'PRAGMA table_info("{_q(table)}")')}
             cols = ", ".join(f'"{_q(c)}"' for c in src_cols)
             where, params = (" WHERE simulation_id = ?", (simulation_id,)) if several else ("", ())

@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_same_rows, rows, write_runs
 from farm_merge import consolidate
 from farm_merge.errors import TargetWriteError
-from farm_merge.storage import db, legacy
+from farm_merge.storage import failures, legacy
 from faults import SECONDARY_INDEXES, digests, farm_merge, index_names, integrity, partial_simulations, source_files
 
 pytestmark = pytest.mark.reliability
@@ -138,21 +138,21 @@ def test_file_size_limit_during_a_first_merge_at_every_stage(tmp_path):
 
 
 def test_sqlite_failing_to_write_is_told_from_other_errors(tmp_path):
-    """What db.write_failure recognises, on errors SQLite itself raised."""
+    """What failures.write_failure recognises, on errors SQLite itself raised."""
     full = sqlite3.connect(tmp_path / "full.db", isolation_level=None)
     full.execute("CREATE TABLE t (x)")
     full.execute("CREATE TABLE u (x NOT NULL)")
     full.execute("PRAGMA max_page_count = 3")  # the file may not grow: SQLITE_FULL
     with pytest.raises(sqlite3.OperationalError) as disk_full:
         full.execute("INSERT INTO t VALUES (randomblob(100000))")
-    assert db.write_failure(disk_full.value) == "database or disk is full"
+    assert failures.write_failure(disk_full.value) == "database or disk is full"
 
     with pytest.raises(sqlite3.OperationalError) as missing:
         full.execute("SELECT nothing FROM t")
-    assert db.write_failure(missing.value) is None
+    assert failures.write_failure(missing.value) is None
     with pytest.raises(sqlite3.IntegrityError) as constraint:
         full.execute("INSERT INTO u VALUES (NULL)")
-    assert db.write_failure(constraint.value) is None
+    assert failures.write_failure(constraint.value) is None
     full.close()
 
     # Raised from clean-up code after the write failed (what Alembic does): still found.
@@ -162,7 +162,7 @@ def test_sqlite_failing_to_write_is_told_from_other_errors(tmp_path):
         except sqlite3.OperationalError:
             raise sqlite3.OperationalError("no such table: _alembic_tmp_agents")
     except sqlite3.OperationalError as chained:
-        assert db.write_failure(chained) == "database or disk is full"
+        assert failures.write_failure(chained) == "database or disk is full"
 
 
 def test_target_locked_by_another_process_for_too_long_stops_the_merge_with_one_line(tmp_path):
