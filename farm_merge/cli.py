@@ -25,7 +25,6 @@ from farm_merge.query.points import POINTS
 
 if TYPE_CHECKING:
     from farm_merge.consolidate.report import MergeReport
-    from farm_merge.storage.versions import DatabaseState
 
 
 def reports_errors(func):
@@ -168,23 +167,21 @@ def current(database, as_json) -> None:
                             "at_head": state.at_head, "too_new": state.too_new, "era": state.era,
                             "description": state.description}))
     else:
-        click.echo(render_state(database, state, head))
+        click.echo(state.line(database))
     sys.exit(0 if state.at_head else 1)
 
 
-def render_state(database: str, state: DatabaseState, head: str) -> str:
-    from farm_merge.storage.versions import ADOPTABLE
+@cli.command("alembic-ini")
+def alembic_ini() -> None:
+    """Print the path of the alembic.ini shipped beside the migrations.
 
-    if state.at_head:
-        return f"{database}: {state.revision} (head)"
-    if state.too_new:
-        return (f"{database}: {state.revision}, newer than this release of farm-merge knows (head {head}); "
-                "upgrade farm-merge: pip install -U farm-merge")
-    if state.kind == "experiment":
-        return f"{database}: {state.revision or 'no revision'}, behind head {head}; run: farm-merge upgrade {database}"
-    if state.kind in ADOPTABLE or state.kind == "new":
-        return f"{database}: {state.description}, no revision; run: farm-merge upgrade {database}"
-    return f"{database}: not a farm-merge experiment database ({state.description})"
+    \b
+    So that Alembic itself runs them from any folder:
+      alembic -c "$(farm-merge alembic-ini)" -x db=experiments/exp_001.db upgrade head
+    """
+    from farm_merge.storage import migrations
+
+    click.echo(migrations.alembic_ini())
 
 
 @cli.command()

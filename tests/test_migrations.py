@@ -160,6 +160,23 @@ def test_alembic_command_line_from_the_repository_root(tmp_path):
     assert schema_of(target) == schema_of(_created(tmp_path))
 
 
+def test_alembic_command_line_from_any_folder_with_the_packaged_ini(tmp_path):
+    """`alembic -c "$(farm-merge alembic-ini)" -x db=FILE upgrade head` from a folder that is not the checkout."""
+    ini = subprocess.run([sys.executable, "-m", "farm_merge", "alembic-ini"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert ini == str(migrations.script_location() / "alembic.ini")
+    without = subprocess.run([sys.executable, "-m", "alembic", "-x", "db=exp.db", "upgrade", "head"],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert without.returncode != 0  # no alembic.ini here: what the packaged one is for
+    result = subprocess.run([sys.executable, "-m", "alembic", "-c", ini, "-x", "db=exp.db", "upgrade", "head"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "upgraded exp.db from an empty database to 0005_ledger_source_simulations" in result.stderr
+    assert rows(tmp_path / "exp.db", "SELECT version_num FROM farm_merge_version") == [
+        ("0005_ledger_source_simulations",)]
+    assert schema_of(tmp_path / "exp.db") == schema_of(_created(tmp_path))
+
+
 def _created(tmp_path):
     path = tmp_path / "reference.db"
     versions.create_database(path)

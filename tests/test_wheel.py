@@ -64,3 +64,13 @@ def test_installed_wheel_upgrades_a_run_file_from_another_directory(tmp_path):
     current = _run([farm_merge, "current", run.path.name], cwd=elsewhere, env=env)
     assert current.stdout == f"{run.path.name}: 0005_ledger_source_simulations (head)\n"
     assert rows(run.path, "SELECT DISTINCT simulation_id FROM agent_states") == [("sim_0301",)]
+
+    # Alembic itself, from the same folder away from the checkout, with the ini the package ships.
+    ini = _run([farm_merge, "alembic-ini"], cwd=elsewhere, env=env).stdout.strip()
+    assert Path(ini) == Path(where.stdout.strip()) / "alembic.ini"
+    other = samples.write_run_file(elsewhere / "simulation_20241201.db", "2024-12", seed=2, **SMALL)
+    _run([venv / "bin" / "alembic", "-c", ini, "-x", f"db={other.path.name}", "-x", "simulation_id=sim_1201",
+          "-x", "backup=no", "upgrade", "head"], cwd=elsewhere, env=env)
+    again = _run([farm_merge, "current", other.path.name], cwd=elsewhere, env=env)
+    assert again.stdout == f"{other.path.name}: 0005_ledger_source_simulations (head)\n"
+    assert rows(other.path, "SELECT DISTINCT simulation_id FROM agent_states") == [("sim_1201",)]

@@ -7,7 +7,8 @@
 * ``target``: what every back end does alike (catalogue, decisions, bulk-load indexes, ledger).
 * ``sqlite`` and ``postgres``: the two targets, ATTACH + INSERT…SELECT and COPY.
 * ``engine``: :func:`merge`, which drives the above.
-* ``catalog``: a source's own records as rows of our catalogue (shared with the upgrade).
+* ``rerun``: re-runs: the sources the ledger holds with their present content, found by hashing only.
+* ``records``: a source's own records as rows of our catalogue (shared with the upgrade).
 * ``adopt`` and ``inplace``: a legacy run file, an AgentFarm experiment file or one of ours
   at an older revision brought to head in place (``farm-merge upgrade``).
 

@@ -5,6 +5,8 @@
   flushed in one transaction per flush.
 * ``refusals``: a flush the database refused for one row: which row (``RowRejected``).
 * ``recorder``: what a simulator calls on its database besides the logger.
+* ``session``: an ORM session that sees and changes one simulation's rows (AgentFarm's
+  session functions).
 * ``experiment``: ``ExperimentDatabase``, ``SimulationContext``, ``ExperimentManager``.
 * ``runfile``: ``SimulationDatabase``, a per-run file in AgentFarm's layout, same logger.
 * ``factory``: ``DatabaseFactory`` and the environment variables that choose between them.

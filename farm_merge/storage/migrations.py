@@ -27,6 +27,12 @@ def script_location() -> Path:
     raise FileNotFoundError(f"farm-merge's migration scripts are missing (looked beside {package})")
 
 
+def alembic_ini() -> Path:
+    """The ``alembic.ini`` shipped beside the migration scripts (its ``script_location`` is
+    its own folder), so that ``alembic -c "$(farm-merge alembic-ini)" …`` works from any folder."""
+    return script_location() / "alembic.ini"
+
+
 def alembic_config(
     connection: Connection | None = None,
     *,

@@ -79,6 +79,20 @@ class DatabaseState:
         """Written by a newer farm-merge: a revision this release does not know."""
         return self.kind == "experiment" and self.revision is not None and self.revision not in REVISIONS
 
+    def line(self, database: str) -> str:
+        """What ``farm-merge current`` prints: the revision, or what the file is and the fixing command."""
+        if self.at_head:
+            return f"{database}: {self.revision} (head)"
+        if self.too_new:
+            return (f"{database}: {self.revision}, newer than this release of farm-merge knows "
+                    f"(head {HEAD_REVISION}); upgrade farm-merge: pip install -U farm-merge")
+        if self.kind == "experiment":
+            return (f"{database}: {self.revision or 'no revision'}, behind head {HEAD_REVISION}; "
+                    f"run: farm-merge upgrade {database}")
+        if self.kind in ADOPTABLE or self.kind == "new":
+            return f"{database}: {self.description}, no revision; run: farm-merge upgrade {database}"
+        return f"{database}: not a farm-merge experiment database ({self.description})"
+
 
 class _Catalog:
     """Table names, columns and single values of a database: a sqlite3 connection or a
