@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
+from farm_merge.storage import columns as table_columns
 from farm_merge.storage import sqltext
 from farm_merge.storage.postgres import CHUNK_ROWS, kind_of
 from farm_merge.storage.schema import Simulation
@@ -72,15 +73,13 @@ def copy_into_sqlite(tool: ExperimentReader, out: Path,
 
 def _prepare(target: sqlite3.Connection, table: str, columns: dict[str, str]) -> bool:
     """Create ``table`` in the file, or add the columns it lacks; True if it was created."""
-    have = {r[1] for r in target.execute(f"PRAGMA main.table_info({sqltext.quote(table)})")}
+    have = table_columns.column_names(target, table)
     if not have:
         cols = "".join(f", {sqltext.quote(c)} {SQLITE_TYPES[k]}" for c, k in columns.items() if c != "simulation_id")
         target.execute(f"CREATE TABLE {sqltext.quote(table)} (simulation_id TEXT NOT NULL{cols})")
         return True
-    for column, kind in columns.items():
-        if column not in have:  # a column a merge added for schema drift
-            target.execute(
-                f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(column)} {SQLITE_TYPES[kind]}")
+    # the columns a merge added for schema drift
+    table_columns.add_missing_columns(target, table, {c: SQLITE_TYPES[k] for c, k in columns.items()}, present=have)
     return False
 
 
