@@ -4,8 +4,11 @@ other module writes ``ADD COLUMN`` by hand."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine
@@ -56,3 +59,20 @@ def test_no_module_but_the_column_helper_writes_add_column():
     found = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                    if p.name != "columns.py" and pattern.search(p.read_text()))
     assert found == []
+
+
+def test_sqlite_utils_is_imported_only_inside_the_functions_that_use_it():
+    # Its import costs about 0.6 s (it loads pandas and numpy when they are installed):
+    # no module of the package may pay it on import, so no command start-up pays it.
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.parse(path.read_text(), str(path)).body:  # module level only
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "sqlite_utils" for n in names):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == []
+    code = ("import sys\nimport farm_merge.cli, farm_merge.query.export, farm_merge.query.fromserver\n"
+            "print('sqlite_utils' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -145,7 +145,8 @@ class MergeTarget:
 
     def _prepare_tables(self, info: SourceInfo) -> list[str]:
         """Add what the source has and the target lacks: unknown tables (with
-        ``simulation_id``, indexed), new columns; what was added, for the ledger."""
+        ``simulation_id``, indexed), new columns; what was added, for the ledger (not through
+        sqlite-utils: PostgreSQL too, and on SQLite the source is the attached ``src``)."""
         fold = str.lower if self.fold_case else str
         known = {(fold(t), fold(c)) for t, cols in self.columns.items() for c in cols}
         if any((fold(t.name), fold(c)) not in known for t in info.tables.values() for c in t.columns):

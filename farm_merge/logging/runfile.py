@@ -61,6 +61,12 @@ class RunFileTarget:
         self._columns: dict[str, set[str]] = {}
 
     def prepare(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
+        """The columns and rows to write to ``table``, which gets the table or columns it lacks.
+
+        Not sqlite-utils: the tables are created as AgentFarm's era declares them (exact DDL,
+        ``VARCHAR(36)`` types it would reject), and its 0.6 s import would fall on every
+        simulation that logs, for what one PRAGMA reads.
+        """
         known = self._columns.get(table)
         present = set(known) if known is not None else None  # a copy: the cache changes only once DDL commits
         if present is None:

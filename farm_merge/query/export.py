@@ -193,7 +193,8 @@ def write_experiment_file(tool: ExperimentReader, path: Path, simulation_ids: li
 
 
 def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: ExportReport) -> list[str]:
-    """Copy the catalogue rows and every data table's rows; return tables created in ``out``."""
+    """Copy the catalogue rows and every data table's rows; return tables created in ``out``
+    (not through sqlite-utils: it cannot name the attached ``out`` schema)."""
     filters = _filters(tool, explicit)
     added_tables = []
     for table in CATALOG:

@@ -203,6 +203,7 @@ class _RunFileWriter:
         return next(era.name for era in reversed(legacy.ERAS) if name in era.tables)
 
     def _copy(self, name: str, layout: legacy.LegacyTable) -> None:
+        """Copy a table the era has (not through sqlite-utils: the file is the attached ``out``)."""
         ours = {c.name: c for c in self.tables[name]}
         theirs = set(layout.column_names)
         required = [c.name for c in layout.columns if c.not_null and c.name != "simulation_id"]
