@@ -76,3 +76,13 @@ def test_sqlite_utils_is_imported_only_inside_the_functions_that_use_it():
             "print('sqlite_utils' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_a_target_type_is_asked_for_only_for_the_columns_added():
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (a TEXT)")
+    asked = []
+    added = columns.add_missing_columns(con, "t", {"a": "VARCHAR(36)", "n": "INTEGER"},
+                                        column_type=lambda t: asked.append(t) or "BIGINT")
+    assert added == ["n"] and asked == ["INTEGER"]
+    assert [(c.name, c.type) for c in columns.columns_of(con, "t")] == [("a", "TEXT"), ("n", "BIGINT")]

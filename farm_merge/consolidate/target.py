@@ -162,7 +162,7 @@ class MergeTarget:
                 added.append(f"table {table.name}")
                 continue
             new = add_missing_columns(
-                self.conn, ours, [(c, self.column_type(t)) for c, t in table.columns.items()],
+                self.conn, ours, table.columns, column_type=self.column_type,
                 schema=self.schema.rstrip(".") or None, present=self.columns[ours], fold_case=self.fold_case,
                 on_added=lambda column, column_type, ours=ours: self._column_added(ours, column, column_type))
             added += [f"{table.name}.{column}" for column in new]

@@ -62,7 +62,7 @@ def key_of(columns: list[ColumnInfo]) -> list[str]:
 
 def add_missing_columns(conn: Any, table: str, columns: Mapping[str, str] | Iterable[tuple[str, str]], *,
                         schema: str | None = "main", present: Iterable[str] | None = None,
-                        fold_case: bool = True,
+                        fold_case: bool = True, column_type: Callable[[str], str] | None = None,
                         on_added: Callable[[str, str], None] | None = None) -> list[str]:
     """Add to ``schema.table`` each of ``columns`` (name → declared type) it lacks; the names
     added, in the order given.
@@ -72,7 +72,8 @@ def add_missing_columns(conn: Any, table: str, columns: Mapping[str, str] | Iter
     ``present``: the columns the table is known to have (a PostgreSQL caller passes them);
     else they are read from SQLite.  ``fold_case``: names match case-insensitively, as SQLite
     compares them (a PostgreSQL caller passes False).  ``schema`` None: the name unqualified.
-    ``on_added(name, type)`` is called after each column is added.
+    ``column_type``: turns a declared type into the target's (PostgreSQL's), called only for
+    the columns added.  ``on_added(name, type)`` is called after each column is added.
     """
     fold = str.lower if fold_case else str
     have = {fold(c) for c in (present if present is not None else column_names(conn, table, schema or "main"))}
@@ -81,11 +82,11 @@ def add_missing_columns(conn: Any, table: str, columns: Mapping[str, str] | Iter
     for column, declared in items:
         if fold(column) in have:
             continue
-        column_type = sqltext.safe_type(declared)
+        ddl_type = sqltext.safe_type(column_type(declared) if column_type is not None else declared)
         _execute(conn, f"ALTER TABLE {_prefix(schema)}{sqltext.quote(table)} "
-                       f"ADD COLUMN {sqltext.quote(column)} {column_type}".rstrip())
+                       f"ADD COLUMN {sqltext.quote(column)} {ddl_type}".rstrip())
         have.add(fold(column))
         added.append(column)
         if on_added is not None:
-            on_added(column, column_type)
+            on_added(column, ddl_type)
     return added
