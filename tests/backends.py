@@ -16,6 +16,7 @@ import queue
 import sqlite3
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -255,10 +256,23 @@ def forget(url: str) -> None:
         conn.close()
 
 
+@contextmanager
+def sqlite_file(path):
+    """A SQLite file opened read-only as a sqlite-utils ``Database``."""
+    import sqlite_utils
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield sqlite_utils.Database(con, recursive_triggers=False, execute_plugins=False)
+    finally:
+        con.close()
+
+
 def column_names(target, table: str) -> list[str]:
     """A table's columns in their order, on either back end."""
     if not db.is_url(target):
-        return [r[1] for r in fetch(target, f'PRAGMA table_info("{table}")')]
+        with sqlite_file(target) as file:
+            return [c.name for c in file[table].columns]
     return [c for (c,) in fetch(target, "SELECT column_name FROM information_schema.columns WHERE table_schema = "
                                         "current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))]
 
@@ -266,7 +280,8 @@ def column_names(target, table: str) -> list[str]:
 def table_names(target) -> list[str]:
     """The tables of a SQLite file or of a PostgreSQL database's schema, by name."""
     if not db.is_url(target):
-        return [t for (t,) in fetch(target, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+        with sqlite_file(target) as file:
+            return sorted(file.table_names())
     return [t for (t,) in fetch(target, "SELECT table_name FROM information_schema.tables "
                                         "WHERE table_schema = current_schema() ORDER BY 1")]
 
@@ -274,8 +289,8 @@ def table_names(target) -> list[str]:
 def primary_key(target, table: str) -> list[str]:
     """A table's primary-key columns in key order, on either back end."""
     if not db.is_url(target):
-        return [r[1] for r in sorted((r for r in fetch(target, f'PRAGMA table_info("{table}")') if r[5]),
-                                     key=lambda r: r[5])]
+        with sqlite_file(target) as file:
+            return [c.name for c in sorted((c for c in file[table].columns if c.is_pk), key=lambda c: c.is_pk)]
     return [c for (c,) in fetch(target, "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON "
                                         "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indisprimary "
                                         "AND i.indrelid = ?::regclass ORDER BY array_position(i.indkey, a.attnum)",

@@ -137,13 +137,15 @@ def assert_same_rows(source: Path, target: Path, simulation_id: str, *, source_s
     that a column which is TEXT in the experiment schema (ids whose type changed between
     eras) holds an integer id as its digits.
     """
+    import sqlite_utils
+
     src = sqlite3.connect(f"file:{source}?mode=ro&immutable=1", uri=True)
     try:
-        tables = [t for (t,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                  if t not in legacy.CATALOG_TABLES]
+        source_db = sqlite_utils.Database(src, recursive_triggers=False, execute_plugins=False)
+        tables = [t for t in source_db.table_names() if t not in legacy.CATALOG_TABLES]
         assert tables
         for table in tables:
-            src_cols = [r[1] for r in src.execute(f'PRAGMA table_info("{table}")') if r[1] != "simulation_id"]
+            src_cols = [c.name for c in source_db[table].columns if c.name != "simulation_id"]
             if db.is_url(target):
                 affinity = {c: "TEXT" if t == "text" else "" for c, t in pg_column_types(target, table).items()}
             else:

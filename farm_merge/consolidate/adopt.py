@@ -33,7 +33,7 @@ from sqlalchemy import Connection, create_engine, insert, update
 
 from farm_merge.consolidate import records
 from farm_merge.consolidate.sources import AGENT_TABLES, RESERVED_TABLES, SourceInfo
-from farm_merge.storage import migrations, sqltext, versions
+from farm_merge.storage import columns, migrations, sqltext, versions
 from farm_merge.storage.legacy import DATA_TABLE_KEYS
 from farm_merge.storage.schema import Simulation
 
@@ -74,9 +74,8 @@ def layout(revision: str) -> dict[str, TableLayout]:
             tables = {}
             for kind, name, _, sql in objects:
                 if kind == "table" and name != versions.VERSION_TABLE:
-                    columns = tuple(r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({sqltext.quote(name)})"))
                     indexes = tuple(s for k, _, t, s in objects if k == "index" and t == name)
-                    tables[name] = TableLayout(name, sql, indexes, columns)
+                    tables[name] = TableLayout(name, sql, indexes, tuple(columns.column_names(conn, name)))
             return tables
     finally:
         engine.dispose()
@@ -172,8 +171,7 @@ def adopt(conn: Connection, info: SourceInfo, adoption: Adoption, *, indexes: bo
     if adoption.several:
         adoption.collisions = find_collisions(conn)
     target = layout(adoption.revision)
-    existing = {name for (name,) in conn.exec_driver_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    existing = set(columns.table_names(conn))
     # References from views or other tables keep naming the rebuilt table, not the renamed old one.
     conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")
     try:
@@ -199,11 +197,9 @@ def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adop
         old = sqltext.quote(f"_farm_merge_old_{table.name}")
         conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {old}")
         conn.exec_driver_sql(table.create_sql)
-        old_columns = {r[1]: r[2] or "" for r in conn.exec_driver_sql(f"PRAGMA table_info({old})")}
-        for column, declared in old_columns.items():
-            if column not in table.columns:
-                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {sqltext.quote(column)} {sqltext.safe_type(declared)}")
-                adoption.added_columns.append(f"{table.name}.{column}")
+        old_columns = {c.name: c.type for c in columns.columns_of(conn, f"_farm_merge_old_{table.name}")}
+        added = columns.add_missing_columns(conn, table.name, old_columns, present=table.columns)
+        adoption.added_columns += [f"{table.name}.{column}" for column in added]
         # One simulation: the file's simulations row becomes the catalogue row written after
         # the upgrade (records.simulation_values), as a merge would write it.
         if table.name != "simulations" or adoption.several:
@@ -235,9 +231,7 @@ def _rebuild(conn: Connection, table: TableLayout, present: bool, adoption: Adop
 def _tag_unknown_table(conn: Connection, name: str, adoption: Adoption) -> None:
     """An unknown table is kept, with every row tagged by its simulation, as a merge copies it."""
     q = sqltext.quote(name)
-    columns = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({q})")}
-    if "simulation_id" not in columns:
-        conn.exec_driver_sql(f"ALTER TABLE {q} ADD COLUMN simulation_id TEXT")
+    if columns.add_missing_columns(conn, name, {"simulation_id": "TEXT"}):
         adoption.added_columns.append(f"{name}.simulation_id")
     if adoption.several:
         conn.exec_driver_sql(f"UPDATE {q} SET simulation_id = ? WHERE simulation_id IS NULL", (adoption.simulation_id,))
@@ -251,7 +245,7 @@ def find_collisions(conn: Connection) -> list[Collision]:
 
     Run on the file as AgentFarm wrote it, where ``agents.agent_id`` alone is the key.
     """
-    tables = {name for (name,) in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = set(columns.table_names(conn))
     if "agents" not in tables:
         return []
     selects = [f"SELECT simulation_id, {column} AS agent_id FROM {table}"
@@ -277,7 +271,7 @@ def write_catalog(conn: Connection, info: SourceInfo, adoption: Adoption) -> Non
     Written after the upgrade, so that it has every column the revision reached.
     """
     table = Simulation.__table__
-    columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(simulations)")}
+    present_columns = set(columns.column_names(conn, "simulations"))
     present = {str(s) for (s,) in conn.exec_driver_sql("SELECT simulation_id FROM simulations")}
     experiments = [str(e["experiment_id"]) for e in info.experiments if e.get("experiment_id") is not None]
     recorded = set(info.recorded_simulation_ids)
@@ -288,8 +282,8 @@ def write_catalog(conn: Connection, info: SourceInfo, adoption: Adoption) -> Non
         experiment_id = record.get("experiment_id") or (experiments[0] if len(experiments) == 1 else None)
         values = records.simulation_values(info, theirs, sim, experiment_id=experiment_id)
         if sim in present:
-            keep = {k: v for k, v in values.items() if k in ("era", "source_simulation_id") and k in columns}
+            keep = {k: v for k, v in values.items() if k in ("era", "source_simulation_id") and k in present_columns}
             if keep:
                 conn.execute(update(table).where(table.c.simulation_id == sim).values(**keep))
         else:
-            conn.execute(insert(table).values(**{k: v for k, v in values.items() if k in columns}))
+            conn.execute(insert(table).values(**{k: v for k, v in values.items() if k in present_columns}))

@@ -28,6 +28,7 @@ from farm_merge.consolidate.sources import UNDECODABLE, SourceInfo, SourceTable
 from farm_merge.errors import SourceError
 from farm_merge.progress import progress_bar
 from farm_merge.storage import catalog, failures, indexes, sqltext
+from farm_merge.storage.columns import add_missing_columns
 from farm_merge.storage.schema import DATA_TABLES, ExperimentModel, MergeLedger, Simulation
 
 #: Simulation ids per ``IN (...)`` of a decision query (well under every back end's limit of parameters).
@@ -144,7 +145,8 @@ class MergeTarget:
 
     def _prepare_tables(self, info: SourceInfo) -> list[str]:
         """Add what the source has and the target lacks: unknown tables (with
-        ``simulation_id``, indexed), new columns; what was added, for the ledger."""
+        ``simulation_id``, indexed), new columns; what was added, for the ledger (not through
+        sqlite-utils: PostgreSQL too, and on SQLite the source is the attached ``src``)."""
         fold = str.lower if self.fold_case else str
         known = {(fold(t), fold(c)) for t, cols in self.columns.items() for c in cols}
         if any((fold(t.name), fold(c)) not in known for t in info.tables.values() for c in t.columns):
@@ -159,15 +161,11 @@ class MergeTarget:
                 self._create_table(table)
                 added.append(f"table {table.name}")
                 continue
-            have = {fold(c) for c in self.columns[ours]}
-            for column, declared in table.columns.items():
-                if fold(column) not in have:
-                    pg_type = self.column_type(declared)
-                    self.conn.exec_driver_sql(f"ALTER TABLE {self.schema}{sqltext.quote(ours)} "
-                                              f"ADD COLUMN {sqltext.quote(column)} {pg_type}")
-                    self._column_added(ours, column, pg_type)
-                    have.add(fold(column))
-                    added.append(f"{table.name}.{column}")
+            new = add_missing_columns(
+                self.conn, ours, table.columns, column_type=self.column_type,
+                schema=self.schema.rstrip(".") or None, present=self.columns[ours], fold_case=self.fold_case,
+                on_added=lambda column, column_type, ours=ours: self._column_added(ours, column, column_type))
+            added += [f"{table.name}.{column}" for column in new]
         return added
 
     def _create_table(self, table: SourceTable) -> None:

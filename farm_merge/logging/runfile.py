@@ -26,7 +26,8 @@ from sqlalchemy.pool import QueuePool
 from farm_merge.errors import ConfigurationError, RunFileExists
 from farm_merge.logging.recorder import SimulationRecorder
 from farm_merge.logging.rows import SIMULATIONS, WRITE_TABLES, DataLoggingConfig, json_text
-from farm_merge.storage import db, sqltext
+from farm_merge.storage import columns as table_columns
+from farm_merge.storage import db
 from farm_merge.storage.catalog import now
 from farm_merge.storage.legacy import CURRENT_ERA, ERAS, PAGE_SIZE, LegacyTable
 from farm_merge.storage.writer import CACHE_MIB
@@ -60,11 +61,17 @@ class RunFileTarget:
         self._columns: dict[str, set[str]] = {}
 
     def prepare(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> tuple[tuple[str, ...], list[tuple]]:
+        """The columns and rows to write to ``table``, which gets the table or columns it lacks.
+
+        Not sqlite-utils: the tables are created as AgentFarm's era declares them (exact DDL,
+        ``VARCHAR(36)`` types it would reject), and its 0.6 s import would fall on every
+        simulation that logs, for what one PRAGMA reads.
+        """
         known = self._columns.get(table)
         present = set(known) if known is not None else None  # a copy: the cache changes only once DDL commits
         if present is None:
             with self.engine.connect() as conn:
-                present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({sqltext.quote(table)})")}
+                present = set(table_columns.column_names(conn, table))
                 conn.rollback()
         missing = [i for i, c in enumerate(columns) if c not in present]
         used = [i for i in missing if any(row[i] is not None for row in rows)]
@@ -75,11 +82,9 @@ class RunFileTarget:
                     for statement in layout.create_sql():
                         conn.exec_driver_sql(statement)
                     present = set(layout.column_names)
-                for i in used:
-                    if columns[i] not in present:
-                        conn.exec_driver_sql(f"ALTER TABLE {sqltext.quote(table)} ADD COLUMN {sqltext.quote(columns[i])} "
-                                             f"{_declared_type(table, columns[i])}")
-                        present.add(columns[i])
+                present |= set(table_columns.add_missing_columns(
+                    conn, table, [(columns[i], _declared_type(table, columns[i])) for i in used],
+                    present=present, fold_case=False))
         self._columns[table] = present
         keep = [i for i, c in enumerate(columns) if c in present]
         if len(keep) < len(columns):  # columns this file has no place for and the rows leave empty

@@ -9,33 +9,12 @@ into place when complete (:class:`farm_merge.storage.outputs.Staging`).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import Connection
 
-from farm_merge.storage import db, sqltext
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    type: str  # as declared
-    not_null: bool
-    key_position: int  # 1-based position in the primary key, 0 if not a key column
-
-
-def columns_of(conn: Connection, table: str, schema: str = "main") -> list[ColumnInfo]:
-    """The columns of ``schema.table`` as SQLite declares them."""
-    rows = conn.exec_driver_sql(f"PRAGMA {schema}.table_info({sqltext.quote(table)})").all()
-    return [ColumnInfo(r[1], r[2] or "", bool(r[3]), r[5]) for r in rows]
-
-
-def key_of(columns: list[ColumnInfo]) -> list[str]:
-    """Primary-key columns in key order (``simulation_id`` alone if there is no key)."""
-    key = [c.name for c in sorted((c for c in columns if c.key_position), key=lambda c: c.key_position)]
-    return key or ["simulation_id"]
+from farm_merge.storage import db
 
 
 @contextmanager

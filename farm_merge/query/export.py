@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, select
 
 from farm_merge.errors import InvalidArgument, NothingToWrite, OutputRefused
-from farm_merge.query.attached import attached, columns_of
+from farm_merge.query.attached import attached
 from farm_merge.query.fromserver import copy_into_sqlite, snapshot
 from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage import db, indexes, sqltext, versions
+from farm_merge.storage.columns import add_missing_columns, columns_of
 from farm_merge.storage.outputs import Staging, distinct_names, file_name, name_limit
 
 FORMATS = ("csv", "sqlite")
@@ -192,7 +193,8 @@ def write_experiment_file(tool: ExperimentReader, path: Path, simulation_ids: li
 
 
 def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: ExportReport) -> list[str]:
-    """Copy the catalogue rows and every data table's rows; return tables created in ``out``."""
+    """Copy the catalogue rows and every data table's rows; return tables created in ``out``
+    (not through sqlite-utils: it cannot name the attached ``out`` schema)."""
     filters = _filters(tool, explicit)
     added_tables = []
     for table in CATALOG:
@@ -216,11 +218,8 @@ def _copy_all(conn: Connection, tool, explicit: list[str] | None, report: Export
             conn.exec_driver_sql(f"CREATE TABLE out.{sqltext.quote(table)} (simulation_id TEXT NOT NULL"
                                  f"{', ' if cols else ''}{cols})")
             added_tables.append(table)
-        else:
-            for c in ours:
-                if c.name not in theirs:  # a column a merge added for schema drift
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE out.{sqltext.quote(table)} ADD COLUMN {sqltext.quote(c.name)} {c.type}")
+        else:  # the columns a merge added for schema drift
+            add_missing_columns(conn, table, [(c.name, c.type) for c in ours], schema="out", present=theirs)
         cols = ", ".join(sqltext.quote(c.name) for c in ours)
         rows = 0
         for where, params in filters:

@@ -40,10 +40,11 @@ from sqlalchemy import Connection, select
 
 from farm_merge.errors import NothingToWrite, OutputRefused, VerificationFailed
 from farm_merge.progress import progress_bar
-from farm_merge.query.attached import ColumnInfo, attached, columns_of, key_of
+from farm_merge.query.attached import attached
 from farm_merge.query.export import write_experiment_file
 from farm_merge.query.scope import ExperimentReader
 from farm_merge.storage import db, legacy, sqltext
+from farm_merge.storage.columns import ColumnInfo, add_missing_columns, columns_of, key_of
 from farm_merge.storage.outputs import Staging, run_file_names
 from farm_merge.storage.schema import Simulation
 
@@ -202,6 +203,7 @@ class _RunFileWriter:
         return next(era.name for era in reversed(legacy.ERAS) if name in era.tables)
 
     def _copy(self, name: str, layout: legacy.LegacyTable) -> None:
+        """Copy a table the era has (not through sqlite-utils: the file is the attached ``out``)."""
         ours = {c.name: c for c in self.tables[name]}
         theirs = set(layout.column_names)
         required = [c.name for c in layout.columns if c.not_null and c.name != "simulation_id"]
@@ -220,10 +222,9 @@ class _RunFileWriter:
                                                    for c in layout.columns))
             self.added += [f"{name}.{c} nullable" for c in sorted(relaxed)]
         self._create(layout)
-        for column in kept:
-            self.conn.exec_driver_sql(
-                f"ALTER TABLE out.{sqltext.quote(name)} ADD COLUMN {sqltext.quote(column.name)} {column.type}".rstrip())
-            self.added.append(f"{name}.{column.name}")
+        new = add_missing_columns(self.conn, name, [(c.name, c.type) for c in kept], schema="out",
+                                  present=layout.column_names)
+        self.added += [f"{name}.{column}" for column in new]
         self._insert(name, [*layout.column_names, *(c.name for c in kept)], columns_known=set(ours),
                      expected=rows)
 

@@ -33,7 +33,7 @@ from farm_merge.errors import (
     SchemaTooNew,
     TargetWriteError,
 )
-from farm_merge.storage import db, failures, files, sqltext
+from farm_merge.storage import columns, db, failures, files
 from farm_merge.storage.db import Location, Target
 from farm_merge.storage.legacy import detect_era
 
@@ -104,15 +104,14 @@ class _Catalog:
 
     def tables(self) -> set[str]:
         if self.raw:
-            return {name for (name,) in self.connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+            return set(columns.table_names(self.connection))
         from sqlalchemy import inspect
 
         return set(inspect(self.connection).get_table_names())
 
     def columns(self, table: str) -> list[str]:
         if self.raw:
-            return [row[1] for row in self.connection.execute(f"PRAGMA table_info({sqltext.quote(table)})")]
+            return columns.column_names(self.connection, table)
         from sqlalchemy import inspect
 
         return [c["name"] for c in inspect(self.connection).get_columns(table)]
