@@ -252,6 +252,22 @@ class NothingToWrite(FarmMergeError):
         super().__init__(f"{target} holds no simulations to {action}")
 
 
+class RowRejected(FarmMergeError):
+    """A flush the database refused because of one row it was given; every buffered row is
+    still buffered (the flush wrote nothing).  ``table`` and ``index`` say which buffered row
+    (``row``, as buffered; ``table`` is ``"deaths"`` for an agent's death time);
+    :meth:`~farm_merge.logging.logger.ExperimentDataLogger.discard_rejected` drops it."""
+
+    def __init__(self, simulation_id: str, table: str | None, index: int | None, row: object,
+                 cause: BaseException, reason: str, pending: int):
+        self.simulation_id, self.table, self.index, self.row, self.cause = simulation_id, table, index, row, cause
+        where = (f"row {index} of the buffered {table} {row!r}" if table is not None
+                 else "a row it could not find again")
+        super().__init__(f"the database refused {where} of simulation {simulation_id!r} ({reason}); "
+                         f"all {pending} buffered rows are kept: fix or drop that row "
+                         "(logger.discard_rejected(error)) and flush again")
+
+
 class OutputRefused(FarmMergeError):
     """An output path farm-merge will not write: a file where a folder must be, a symbolic
     link inside the output folder, the experiment database itself."""

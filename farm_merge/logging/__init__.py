@@ -3,7 +3,7 @@
 * ``rows``: the rows the logger buffers, table by table, and the checks on what it is given.
 * ``logger``: ``ExperimentDataLogger``, AgentFarm's ``DataLogger`` calls, buffered and
   flushed in one transaction per flush.
-* ``refusals``: a flush the database refused for one row: which row (``RowRejected``).
+* ``refusals``: a flush the database refused for one row: which row (it raises ``errors.RowRejected``).
 * ``recorder``: what a simulator calls on its database besides the logger.
 * ``session``: an ORM session that sees and changes one simulation's rows (AgentFarm's
   session functions).

@@ -17,7 +17,7 @@ wrong length, an unknown metric name, a value that is not a number where a numbe
 raise :class:`ValueError` naming the field, and the buffers are as they were; so does an
 integer no column can hold (outside the signed 64 bits of SQLite's integers and PostgreSQL's
 BIGINT).  A flush the database still refuses because of a row raises
-:class:`~farm_merge.logging.refusals.RowRejected` naming it, and keeps every buffered row.
+:class:`~farm_merge.errors.RowRejected` naming it, and keeps every buffered row.
 
 Keys are assigned here, as AgentFarm's per-run file would have assigned them: serial ids
 from 1 for actions, resource states, incidents, learning experiences, reproduction events

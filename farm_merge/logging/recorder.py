@@ -327,7 +327,7 @@ class SimulationRecorder:
         when one is given (leaving a ``with`` block on an exception gives it); a status the
         caller set is kept.  The connection pool is released even if the last flush fails,
         except when the database refused one of the rows:
-        :class:`~farm_merge.logging.refusals.RowRejected` leaves every row buffered and the
+        :class:`~farm_merge.errors.RowRejected` leaves every row buffered and the
         handle open.  A flush that fails otherwise marks the simulation ``failed`` with its error.
         """
         if self.closed:

@@ -14,28 +14,12 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from farm_merge.errors import FarmMergeError
+from farm_merge.errors import RowRejected
 from farm_merge.logging.rows import COLUMNS, WRITE_TABLES, LogTarget
+from farm_merge.storage.failures import first_line
 from farm_merge.storage.writer import prepare_insert
 
-
-class RowRejected(FarmMergeError):
-    """A flush the database refused because of one row it was given; every buffered row is
-    still buffered (the flush wrote nothing).  ``table`` and ``index`` say which buffered row
-    (``row``, as buffered; ``table`` is ``"deaths"`` for an agent's death time);
-    :meth:`~farm_merge.logging.logger.ExperimentDataLogger.discard_rejected` drops it."""
-
-    def __init__(self, simulation_id: str, table: str | None, index: int | None, row: Any,
-                 cause: BaseException, pending: int):
-        self.simulation_id, self.table, self.index, self.row, self.cause = simulation_id, table, index, row, cause
-        orig = getattr(cause, "orig", None) or cause
-        lines = str(orig).strip().splitlines()
-        reason = f"{type(orig).__name__}: {lines[0] if lines else ''}"
-        where = (f"row {index} of the buffered {table} {row!r}" if table is not None
-                 else "a row it could not find again")
-        super().__init__(f"the database refused {where} of simulation {simulation_id!r} ({reason}); "
-                         f"all {pending} buffered rows are kept: fix or drop that row "
-                         "(logger.discard_rejected(error)) and flush again")
+__all__ = ["RowRejected", "find_rejected_row", "is_row_level"]  # RowRejected lives in errors
 
 
 def is_row_level(error: BaseException) -> bool:
@@ -88,4 +72,6 @@ def find_rejected_row(target: LogTarget, simulation_id: str, batches: dict[str, 
         found.clear()
     table, index, row, cause = found[0] if found else (None, None, None, error)
     pending = sum(len(rows) for rows in batches.values()) + len(deaths)
-    return RowRejected(simulation_id, table, index, row, cause, pending)
+    orig = getattr(cause, "orig", None) or cause
+    reason = f"{type(orig).__name__}: {first_line(cause) if str(orig).strip() else ''}"
+    return RowRejected(simulation_id, table, index, row, cause, reason, pending)
