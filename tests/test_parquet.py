@@ -112,6 +112,23 @@ def test_every_table_round_trips_with_its_rows_and_values(awkward, tmp_path):
     assert set(steps.simulation_id) == set(AWKWARD)
 
 
+def duckdb_rows(dataset: Path) -> list[tuple]:
+    """What the README's DuckDB query reads: the id declared text, as it must be."""
+    duckdb = pytest.importorskip("duckdb")  # the test extra installs it; CI runs these
+    query = (f"SELECT simulation_id, count(*) FROM read_parquet('{dataset}/*/*.parquet', hive_partitioning=true, "
+             "hive_types={'simulation_id': VARCHAR}) GROUP BY simulation_id ORDER BY simulation_id")
+    with duckdb.connect() as con:
+        return con.execute(query).fetchall()
+
+
+def test_duckdb_reads_the_export_as_the_readme_says(awkward, tmp_path):
+    out = tmp_path / "parquet"
+    assert run("export", awkward, "--all", "--format", "parquet", "--output", out).exit_code == 0
+    for table in ("agents", "agent_states", "simulation_steps"):
+        stored = fetch(awkward, f'SELECT simulation_id, count(*) FROM "{table}" GROUP BY simulation_id')
+        assert duckdb_rows(out / table) == sorted(tuple(row) for row in stored), table
+
+
 def test_rows_are_streamed_in_batches(awkward, tmp_path, monkeypatch):
     from farm_merge.query import parquet
 
@@ -187,6 +204,7 @@ def test_partition_folders_give_every_awkward_id_back_exactly(tmp_path):
     pd = pytest.importorskip("pandas")
     frame = pd.read_parquet(tmp_path / "t", partitioning=PARTITIONING)
     assert sorted(frame.simulation_id) == sorted(ROUND_TRIP)
+    assert duckdb_rows(tmp_path / "t") == sorted((sim, 1) for sim in ROUND_TRIP)
 
 
 def test_without_pyarrow_the_error_names_the_extra(awkward, tmp_path, monkeypatch):

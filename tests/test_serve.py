@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections import defaultdict
 
@@ -219,6 +220,38 @@ def test_ctrl_c_stops_the_server_cleanly(experiment):
     code, out, err = server.stop(signal.SIGINT)
     assert (code, out, err) == (0, "", "stopped\n")
     assert server.first_lines == [f"serving {experiment.path} read-only at {server.url} (Ctrl-C to stop)"]
+
+
+#: A stand-in for a desktop browser: Python's webbrowser runs $BROWSER with the URL; this one
+#: records the URL and what the page answered when the browser asked for it.
+BROWSER = """
+import sys, urllib.request
+from pathlib import Path
+with urllib.request.urlopen(sys.argv[2], timeout=30) as page:
+    Path(sys.argv[1]).write_text(f"{sys.argv[2]} {page.status} {page.read().decode()}")
+"""
+
+
+@pytest.mark.parametrize("flag", [True, False], ids=["open", "no-open"])
+def test_open_shows_the_served_page_in_the_browser(experiment, tmp_path, flag):
+    script, seen = tmp_path / "browser.py", tmp_path / "seen.txt"
+    script.write_text(BROWSER)
+    server = Server(experiment.path, *(["--open"] if flag else []),
+                    env={"BROWSER": f"{sys.executable} {script} {seen} %s"})
+    try:
+        assert server.get("/")[0] == 200
+        for _ in range(200):  # the browser is started on a thread of its own once the URL is printed
+            if seen.exists() or not flag:
+                break
+            time.sleep(0.1)
+    finally:
+        assert server.stop(signal.SIGINT)[0] == 0
+    if not flag:
+        assert not seen.exists()
+        return
+    url, status, page = seen.read_text().split(" ", 2)
+    assert (url, status) == (server.url, "200")
+    assert "<title>exp · farm-merge</title>" in page  # the experiment page
 
 
 def test_a_port_in_use_gets_one_line(experiment):
