@@ -20,7 +20,7 @@ from alembic import command, context
 
 from farm_merge.consolidate import inplace
 from farm_merge.errors import FarmMergeError
-from farm_merge.storage import db
+from farm_merge.storage import db, versions
 from farm_merge.storage.schema import metadata
 from farm_merge.storage.versions import VERSION_TABLE
 
@@ -78,6 +78,11 @@ def run_migrations_online() -> None:
             _say(line)
         return
     path = db.sqlite_path(target)
+    if path is not None:
+        try:  # a loop of symbolic links, a directory, ...: one line, as for upgrade
+            versions.check_path(path, db.display(target), create=True)
+        except FarmMergeError as e:
+            raise SystemExit(f"Error: {e}") from e
     if path is not None and (not path.exists() or path.stat().st_size == 0):
         path.parent.mkdir(parents=True, exist_ok=True)
         db.initialize_sqlite(path)

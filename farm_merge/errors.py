@@ -18,9 +18,12 @@ class FarmMergeError(Exception):
 
 
 class DatabaseNotFound(FarmMergeError):
-    def __init__(self, path: str):
-        self.path = path
-        super().__init__(f"{path}: no such file")
+    """No file behind the name: nothing there (or a symbolic link to nowhere), or
+    ``reason`` says otherwise why not (a loop of symbolic links)."""
+
+    def __init__(self, path: str, reason: str = "no such file"):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
 
 
 class NotAnExperimentDatabase(FarmMergeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -252,6 +253,35 @@ def test_summary_by_two_parameters_has_a_group_per_combination(experiment):
     rows = list(csv.DictReader(io.StringIO(run("summary", experiment.path, "--by", "seed", "--by", "learning_rate",
                                                "--csv").output)))
     assert list(rows[0])[:3] == ["params.seed", "params.learning_rate", "simulations"]
+
+
+def without_learning_rate(run_file) -> None:
+    """Take ``learning_rate`` out of a run file's configuration, as a run written before
+    the simulator had it would lack it."""
+    con = sqlite3.connect(run_file)
+    try:
+        (config,) = con.execute("SELECT config_data FROM simulation_config").fetchone()
+        config = json.loads(config)
+        del config["learning_rate"]
+        con.execute("UPDATE simulation_config SET config_data = ?", (json.dumps(config),))
+        con.commit()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("command", [["summary"], ["compare", "--metric", "total_agents"]])
+def test_a_group_without_the_parameter_keeps_the_numbers_right_aligned(tmp_path, backend, command):
+    runs = write_runs(tmp_path / "runs", ["2025-11"] * 4, steps=4)
+    without_learning_rate(runs[0].path)
+    target = backend.target()
+    assert consolidate.merge([str(r.path) for r in runs], target, progress=False).exit_code == 0
+    rates = sorted({source_config(r.path)["learning_rate"] for r in runs[1:]})
+    result = run(command[0], target, *command[1:], "--by", "learning_rate")
+    assert result.exit_code == 0, result.output
+    header, rule, *lines = result.output.splitlines()
+    width = len(rule.split()[0])
+    cells = [line[:width] for line in lines[:len(rates) + 1]]
+    assert cells == [str(rate).rjust(width) for rate in rates] + ["(none)".rjust(width)]  # (none) last
 
 
 @pytest.mark.parametrize("args", [["summary", "--by", "lr"], ["compare", "--by", "learning_rate,nope"]])

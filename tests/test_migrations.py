@@ -189,6 +189,32 @@ def test_upgrade_missing_file_is_an_error(tmp_path):
     assert result.output == f"Error: {tmp_path / 'missing.db'}: no such file\n"
 
 
+def _symlink_loop(folder):
+    (folder / "a.db").symlink_to(folder / "b.db")
+    (folder / "b.db").symlink_to(folder / "a.db")
+    return folder / "a.db"
+
+
+@pytest.mark.parametrize("command", [["upgrade"], ["current"], ["current", "--json"]])
+def test_upgrade_and_current_say_a_symlink_loop_is_one(tmp_path, command):
+    loop = _symlink_loop(tmp_path)
+    result = CliRunner().invoke(cli, [command[0], str(loop), *command[1:]])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {loop}: a loop of symbolic links that never reaches a file\n"
+
+
+@pytest.mark.parametrize("command", [["upgrade", "head"], ["current"]])
+def test_alembic_on_a_symlink_loop_is_one_line(tmp_path, command):
+    loop = _symlink_loop(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "alembic", "-x", f"db={loop}", *command],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"Error: cannot write to {loop}: a loop of symbolic links that never "
+                                              "reaches a file; give the path of a database file and run the same "
+                                              "command again")
+    assert "Traceback" not in result.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db"]
+
+
 def test_new_databases_use_wal_and_large_pages(tmp_path):
     versions.create_database(tmp_path / "exp.db")
     assert rows(tmp_path / "exp.db", "PRAGMA journal_mode") == [("wal",)]

@@ -21,6 +21,7 @@ from farm_merge import ExperimentQueryTool
 from farm_merge.cli import cli
 from farm_merge.consolidate import inplace
 from farm_merge.errors import (
+    DatabaseNotFound,
     ExperimentNotFound,
     FarmMergeError,
     MissingDependency,
@@ -373,8 +374,15 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
+def _symlink_loop(path: Path) -> None:
+    back = path.with_name(path.stem + "_back.db")
+    path.symlink_to(back)
+    back.symlink_to(path)
+
+
 BAD_DATABASES = {
     "no_such_file": (None, "{path}: no such file"),
+    "symlink_loop": (_symlink_loop, "{path}: a loop of symbolic links that never reaches a file"),
     "text_file": (_text_file, "{path} is not a farm-merge experiment database (not a SQLite database)"),
     "garbage": (_garbage_after_header, "{path} is not a farm-merge experiment database (file is not a database)"),
     "empty": (_empty, "{path} is not a farm-merge experiment database (empty database)"),
@@ -450,7 +458,8 @@ def test_every_command_refuses_a_bad_server_database_in_one_line(command, bad_se
 
 
 def test_library_errors_are_farm_merge_errors(bad_databases):
-    for kind, error in [("no_such_file", FarmMergeError), ("legacy_run_file", NotAnExperimentDatabase),
+    for kind, error in [("no_such_file", FarmMergeError), ("symlink_loop", DatabaseNotFound),
+                        ("legacy_run_file", NotAnExperimentDatabase),
                         ("old_revision", SchemaOutOfDate), ("previous_head", SchemaOutOfDate)]:
         with pytest.raises(error):
             ExperimentQueryTool(bad_databases[kind])

@@ -284,8 +284,15 @@ def _previous_head(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("make", [_legacy, _not_a_database, lambda tmp_path: tmp_path / "missing.db", _previous_head],
-                         ids=["legacy run file", "not a database", "no such file", "the previous head revision"])
+def _symlink_loop(tmp_path):
+    (tmp_path / "loop.db").symlink_to(tmp_path / "loop.db")
+    return tmp_path / "loop.db"
+
+
+@pytest.mark.parametrize("make", [_legacy, _not_a_database, lambda tmp_path: tmp_path / "missing.db", _symlink_loop,
+                                  _previous_head],
+                         ids=["legacy run file", "not a database", "no such file", "a symlink loop",
+                              "the previous head revision"])
 def test_a_database_it_cannot_serve_gets_the_error_the_other_commands_give(tmp_path, make):
     path = make(tmp_path)
     served = subprocess.run([sys.executable, "-m", "farm_merge", "serve", str(path), "--port", "0"],

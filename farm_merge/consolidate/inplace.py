@@ -30,7 +30,7 @@ from sqlalchemy import Connection, exc, inspect
 
 from farm_merge.consolidate import adopt
 from farm_merge.consolidate.sources import SourceFile, inspect_source
-from farm_merge.errors import DatabaseNotFound, NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
+from farm_merge.errors import NotAnExperimentDatabase, SchemaTooNew, UpgradeFailed, UpgradeInProgress
 from farm_merge.storage import db, failures, indexes, migrations, sqltext, versions
 from farm_merge.storage.catalog import now
 from farm_merge.storage.db import Location, Target
@@ -157,14 +157,10 @@ def upgrading(
     target = Location.parse(target)
     name, path = target.name, target.path
     if path is not None:
-        if not path.exists():
-            if not create:
-                raise DatabaseNotFound(name)
+        versions.check_path(path, name, create=create)
+        if not path.exists():  # with create: a new database
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-        problem = versions.probe_file(path)
-        if problem:
-            raise NotAnExperimentDatabase(name, problem)
     with upgrade_lock(path, name) if path is not None else nullcontext():
         if path is not None and path.stat().st_size == 0:
             db.initialize_sqlite(path)

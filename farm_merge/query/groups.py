@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 from farm_merge.errors import UnknownName
+from farm_merge.query.output import MISSING
 
 #: What the name of a parameter column starts with.
 PREFIX = "params."
@@ -116,7 +117,7 @@ def label(by: Sequence[str], values: Sequence[Any]) -> str:
 def value_text(value: Any) -> str:
     """A parameter value as a table cell or legend shows it (a missing one as ``(none)``)."""
     if value is None:
-        return "(none)"
+        return MISSING
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)

@@ -8,11 +8,17 @@ import json
 from datetime import date, datetime
 from typing import Any, Iterable, Sequence
 
+#: How a table cell shows a value that is not there, such as the parameter a simulation
+#: lacks in a column of groups: it aligns with the column it stands in, numbers or text.
+MISSING = "(none)"
+
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """An aligned text table; numbers right-aligned, everything else left-aligned."""
+    """An aligned text table; a column of numbers right-aligned (its empty and
+    :data:`MISSING` cells too), everything else left-aligned."""
     rows = [[_cell(v) for v in row] for row in rows]
-    numeric = [all(_is_number(r[i]) for r in rows if r[i] != "") and rows for i in range(len(headers))]
+    numeric = [all(_is_number(r[i]) for r in rows if r[i] not in ("", MISSING)) and rows
+               for i in range(len(headers))]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:

@@ -183,9 +183,9 @@ def state_of(target: Target) -> DatabaseState:
     name, path = location.name, location.path
     if path is None:
         return _server_state(location)
-    if not path.exists():
-        raise DatabaseNotFound(name)
     problem = probe_file(path)
+    if problem in NOT_FOUND:
+        raise DatabaseNotFound(name, problem)
     if problem:
         return DatabaseState("unknown", None, problem)
     if path.stat().st_size == 0:
@@ -217,13 +217,20 @@ def _server_state(location: Location) -> DatabaseState:
         engine.dispose()
 
 
+#: What :func:`probe_file` says of a name with no file behind it.
+NO_SUCH_FILE = "no such file"
+#: The reasons :func:`probe_file` gives that mean no file is behind a name: nothing there
+#: (or a symbolic link to nowhere), a loop of symbolic links.
+NOT_FOUND = (NO_SUCH_FILE, files.LOOP)
+
+
 def probe_file(path: Path) -> str | None:
     """Why ``path`` cannot be opened as a database, or None if it can (an empty file is a
     new database to SQLite)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "no such file"
+        return NO_SUCH_FILE
     except OSError as e:  # a symbolic link loop, ...
         return files.os_reason(e)
     kind = files.kind_of(st.st_mode)
@@ -256,27 +263,26 @@ def is_new(target: Target) -> bool:
     path = location.path
     if path is None:
         return state_of(location).kind == "new"
-    _check_path(path, location.name, create=True)
+    check_path(path, location.name, create=True)
     return not path.exists() or path.stat().st_size == 0 or state_of(location).kind == "new"
 
 
-def _check_path(path: Path, name: str, *, create: bool) -> None:
+def check_path(path: Path, name: str, *, create: bool) -> None:
     """Raise unless ``path`` is a file SQLite can open as a database (or, with ``create``,
-    one that is not there yet)."""
-    if not os.path.lexists(path):
-        if not create:
-            raise DatabaseNotFound(name)
-        return
+    one that is not there yet, a symbolic link to where it is to be included).
+
+    :class:`DatabaseNotFound` when no file is behind the name (a loop of symbolic links
+    too), :class:`TargetWriteError` when one could not be created there,
+    :class:`NotAnExperimentDatabase` for a file that is no database.
+    """
     problem = probe_file(path)
-    if problem == "no such file":  # a symbolic link to where the database is to be
-        if not create:
-            raise DatabaseNotFound(name)
-        return
-    if problem is None:
+    if problem is None or (problem == NO_SUCH_FILE and create):
         return
     if create and (problem == files.LOOP or problem.endswith("not a regular file")):
         reason, hint = files.unwritable(path) or (problem, None)
         raise TargetWriteError(name, reason, then=hint)
+    if problem in NOT_FOUND:
+        raise DatabaseNotFound(name, problem)
     raise NotAnExperimentDatabase(name, problem)
 
 
@@ -301,7 +307,7 @@ def open_engine(
     location = Location.parse(target)
     name, path = location.name, location.path
     if path is not None:
-        _check_path(path, name, create=create)
+        check_path(path, name, create=create)
         # Only a database about to be created gets its page size and WAL mode: opening
         # an empty file to read it must not write to it.
         if create and (not path.exists() or path.stat().st_size == 0):
